@@ -1,0 +1,95 @@
+"""The agent prompt (next action) and the critic prompt (which of two actions is better).
+
+Both are rendered through the model's own chat template and end with the opening answer tag
+pre-filled, so even a 135M model answers in a parsable form. With ``thinking=True`` (models
+that reason, e.g. Qwen3) the pre-fill is ``<think>`` instead and the model writes its
+reasoning before the tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+AGENT_SYSTEM = (
+    "You are an agent in a text-based household environment. "
+    "Choose the single best next action from the admissible actions."
+)
+CRITIC_SYSTEM = (
+    "You are an expert judge of agents in a text-based household environment. "
+    "Decide which of two candidate next actions is better for completing the task."
+)
+
+# Bump when the wording of either prompt changes: it is part of the assets' code versions.
+PROMPT_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class State:
+    """What the agent sees at one step."""
+
+    task: str
+    observation: str
+    history: Sequence[tuple[str, str]]  # (action, observation that followed), oldest first
+    admissible: Sequence[str]
+
+
+def _state_block(state: State, history_len: int) -> str:
+    lines = [f"Task: {state.task}"]
+    hist = list(state.history)[-history_len:] if history_len > 0 else []
+    if hist:
+        lines.append("Recent history:")
+        for act, obs in hist:
+            lines.append(f"> {act}\n{obs}")
+    lines.append(f"Current observation: {state.observation}")
+    lines.append("Admissible actions: " + ", ".join(state.admissible))
+    return "\n".join(lines)
+
+
+def agent_messages(state: State, history_len: int = 3, thinking: bool = False) -> list[dict]:
+    how = (
+        "Think step by step inside <think></think>, then give the action inside <action></action>."
+        if thinking
+        else "Answer with the action inside <action></action>."
+    )
+    user = f"{_state_block(state, history_len)}\n\nWhat is the next action? {how}"
+    return [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": user}]
+
+
+def critic_messages(
+    state: State, action_1: str, action_2: str, history_len: int = 3, thinking: bool = False
+) -> list[dict]:
+    how = (
+        "Think inside <think></think>, then answer 1 or 2 inside <answer></answer>."
+        if thinking
+        else "Answer 1 or 2 inside <answer></answer>."
+    )
+    user = (
+        f"{_state_block(state, history_len)}\n\n"
+        f"Action 1: {action_1}\nAction 2: {action_2}\n\n"
+        f"Which action is better? {how}"
+    )
+    return [{"role": "system", "content": CRITIC_SYSTEM}, {"role": "user", "content": user}]
+
+
+def render(tokenizer, messages: list[dict], prefill: str, thinking: bool = False) -> str:
+    """Chat-template the messages and append the pre-filled start of the answer."""
+    kwargs = {}
+    if thinking:
+        kwargs["enable_thinking"] = True  # honoured by templates that know it (Qwen3)
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **kwargs
+    )
+    return text + ("<think>" if thinking else prefill)
+
+
+def agent_prompt(tokenizer, state: State, history_len: int = 3, thinking: bool = False) -> str:
+    return render(tokenizer, agent_messages(state, history_len, thinking), "<action>", thinking)
+
+
+def critic_prompt(
+    tokenizer, state: State, action_1: str, action_2: str, history_len: int = 3,
+    thinking: bool = False,
+) -> str:
+    msgs = critic_messages(state, action_1, action_2, history_len, thinking)
+    return render(tokenizer, msgs, "<answer>", thinking)

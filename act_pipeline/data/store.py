@@ -1,0 +1,93 @@
+"""Parquet files and the DuckDB warehouse that exposes them as views.
+
+Every Parquet file is written to a temporary name beside its target and renamed into place
+only when complete, so a crash never leaves a half-written table. The DuckDB file holds
+*views* over those files (the ``project_fully_featured`` pattern): the Parquet file is the
+artifact, the view makes it queryable, and the view is replaced in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_parquet(path: str | Path) -> pa.Table:
+    return pq.read_table(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def table_hash(table: pa.Table) -> str:
+    """Content hash of a table's rows (independent of Parquet encoding details)."""
+    h = hashlib.sha256()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table.combine_chunks())
+    h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class Warehouse:
+    """A DuckDB file with one view per Parquet artifact."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"warehouse {self.path} does not exist yet")
+        return duckdb.connect(str(self.path), read_only=read_only)
+
+    def register(self, name: str, parquet_path: str | Path) -> None:
+        """Point view ``name`` at a Parquet file (in one transaction)."""
+        if not name.isidentifier():
+            raise ValueError(f"invalid view name {name!r}")
+        p = Path(parquet_path).resolve()
+        with self.connect() as con:
+            con.execute("BEGIN")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(str(p))})")
+            con.execute("COMMIT")
+
+    def query(self, sql: str, params: list | None = None) -> pa.Table:
+        with self.connect() as con:
+            res = con.execute(sql, params or [])
+            # duckdb >= 2 names it to_arrow_table; 1.x fetch_arrow_table
+            fetch = getattr(res, "to_arrow_table", None) or res.fetch_arrow_table
+            return fetch()
+
+    def scalar(self, sql: str, params: list | None = None):
+        with self.connect() as con:
+            row = con.execute(sql, params or []).fetchone()
+        return None if row is None else row[0]

