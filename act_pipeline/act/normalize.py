@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 _WS = re.compile(r"\s+")
 _PREFIX = re.compile(r"^(?:>\s*|action\s*\d*\s*[:\-]\s*|next action\s*[:\-]\s*)+", re.IGNORECASE)
-_TRAILING = re.compile(r"[\s\.\!\?,;:'\"`]+$")
+_TRAILING = re.compile(r"[\s\.\!\?,;:'\"`\*]+$")
 _LEADING = re.compile(r"^[\s'\"`\*\-]+")
 
 

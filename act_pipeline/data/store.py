@@ -82,10 +82,9 @@ class Warehouse:
 
     def query(self, sql: str, params: list | None = None) -> pa.Table:
         with self.connect() as con:
-            res = con.execute(sql, params or [])
-            # duckdb >= 2 names it to_arrow_table; 1.x fetch_arrow_table
-            fetch = getattr(res, "to_arrow_table", None) or res.fetch_arrow_table
-            return fetch()
+            rel = con.sql(sql, params=params or None)
+            # duckdb >= 2 names it to_arrow_table; 1.x arrow()
+            return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
     def scalar(self, sql: str, params: list | None = None):
         with self.connect() as con:

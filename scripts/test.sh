@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite (set-up included). Extra arguments go to pytest, e.g. `scripts/test.sh -m slow`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+# tests use the real ALFWorld games beside the checkout unless ALFWORLD_DATA says otherwise
+if [ -z "${ALFWORLD_DATA:-}" ] && [ -d ../shared/alfworld/json_2.1.1 ]; then
+  export ALFWORLD_DATA="$(cd ../shared/alfworld && pwd)"
+fi
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" TOKENIZERS_PARALLELISM=false
+if [ $# -eq 0 ]; then set -- -m "not slow"; fi
+exec python -m pytest "$@"

@@ -1,0 +1,134 @@
+"""The whole asset graph, materialized for real through the main command with the smoke profile.
+
+Real ALFWorld games, the real planner expert, a tiny random Llama with the SmolLM2 tokenizer,
+real TRL GRPO and SFT, a real DuckDB warehouse and a real Dagster instance (in a temp dir).
+"""
+
+import json
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from act_pipeline.act.normalize import normalize_action
+
+from .conftest import SMOKE
+
+ASSETS = ["base_model", "alfworld_games", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
+          "act_checkpoint", "il_policy", "il_baseline", "eval_report"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, alfworld_data):
+    home = tmp_path_factory.mktemp("act_home")
+    dagster_home = tmp_path_factory.mktemp("dagster_home")
+    old = dict(os.environ)
+    os.environ.update({"ALFWORLD_DATA": str(alfworld_data), "DAGSTER_HOME": str(dagster_home)})
+    try:
+        from act_pipeline.cli import main
+
+        rc = main(["run", "--profile", str(SMOKE), "--home", str(home)])
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert rc == 0
+    manifests = {a: json.loads((home / "manifests" / f"{a}.json").read_text()) for a in ASSETS}
+    return {"home": home, "dagster_home": dagster_home, "m": manifests}
+
+
+def test_every_asset_materialized_in_the_instance(run):
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(run["dagster_home"])) as instance:
+        for a in ASSETS:
+            ev = instance.get_latest_materialization_event(dg.AssetKey(a))
+            assert ev is not None, a
+            meta = ev.asset_materialization.metadata
+            assert "uri" in meta or "report" in meta, a
+
+
+def test_expert_trajectories_one_row_per_step(run):
+    steps = pq.read_table(run["m"]["expert_trajectories"]["uri"]).to_pylist()
+    games = pq.read_table(run["m"]["alfworld_games"]["uri"]).to_pylist()
+    played = {g["game_id"] for g in games if "train" in g["roles"] or "heldout_states" in g["roles"]}
+    assert {s["game_id"] for s in steps} == played
+    by_game = {}
+    for s in steps:
+        by_game.setdefault((s["split"], s["game_id"]), []).append(s)
+    for rows in by_game.values():
+        assert [r["step"] for r in rows] == list(range(len(rows)))  # contiguous, one row per step
+        assert all(r["expert_action"] in r["admissible"] for r in rows)
+        assert all(r["task"] and r["observation"] for r in rows)
+    assert all(s["won"] for s in steps)  # the planner expert wins these games
+    assert {s["split"] for s in steps} == {"train", "valid_unseen"}
+    assert len({s["state_id"] for s in steps}) == len(steps)
+
+
+def test_alternatives_and_pairs(run):
+    alts = pq.read_table(run["m"]["sampled_alternatives"]["uri"]).to_pylist()
+    k = 4
+    model_rows = [a for a in alts if a["origin"] == "model"]
+    assert len(model_rows) == k * run["m"]["sampled_alternatives"]["states"]
+    pairs = pq.read_table(run["m"]["contrast_pairs"]["uri"]).to_pylist()
+    assert pairs
+    for p in pairs:
+        assert normalize_action(p["alternative"]) != normalize_action(p["expert_action"])
+        assert p["alternative"] in p["admissible"]
+        assert {p["action_1"], p["action_2"]} == {p["expert_action"], p["alternative"]}
+        assert (p["action_1"] if p["expert_slot"] == 1 else p["action_2"]) == p["expert_action"]
+    assert len({(p["state_id"], p["alternative"]) for p in pairs}) == len(pairs)  # no duplicates
+    for split in ("train", "valid_unseen"):
+        sp = [p for p in pairs if p["split"] == split]
+        ones = sum(p["expert_slot"] == 1 for p in sp)
+        assert abs(ones - len(sp) / 2) <= 0.5, (split, ones, len(sp))
+
+
+def test_warehouse_views_are_queryable(run):
+    con = duckdb.connect(str(run["home"] / "warehouse.duckdb"), read_only=True)
+    try:
+        n_pairs = con.execute("SELECT count(*) FROM contrast_pairs").fetchone()[0]
+        n_steps = con.execute("SELECT count(*) FROM expert_trajectories").fetchone()[0]
+        bad = con.execute("SELECT count(*) FROM contrast_pairs WHERE lower(alternative) = lower(expert_action)").fetchone()[0]
+    finally:
+        con.close()
+    assert n_pairs == run["m"]["contrast_pairs"]["rows"]
+    assert n_steps == run["m"]["expert_trajectories"]["rows"]
+    assert bad == 0
+
+
+@pytest.mark.parametrize("asset", ["act_checkpoint", "il_policy", "il_baseline"])
+def test_checkpoints_load_and_generate(run, asset):
+    import torch
+
+    from act_pipeline.training.models import load_model
+
+    path = Path(run["m"][asset]["uri"])
+    assert (path / "model.safetensors").exists()
+    assert not list(path.glob("*.bin")) and not list(path.glob("*.pt"))  # no pickles shipped
+    model, tok = load_model(str(path))
+    enc = tok("Task: put a mug in the sink", return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == enc["input_ids"].shape[1] + 4 or out[0, -1] == tok.eos_token_id
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert run["m"][asset]["global_step"] == 4  # the smoke profile's max_steps
+    base = run["m"]["base_model"]["hash"]
+    assert run["m"][asset]["hash"] != base  # training changed the weights
+
+
+def test_report_has_every_metric_with_split_n_seed(run):
+    rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
+    assert set(rep["results"]) == {"base", "il_baseline", "act_checkpoint", "il_policy"}
+    for arm, metrics in rep["results"].items():
+        got = {(m["name"], m["split"]) for m in metrics}
+        assert got == {("judgement_accuracy", "valid_unseen"), ("next_action_accuracy", "valid_unseen"),
+                       ("success_rate", "valid_seen"), ("success_rate", "valid_unseen")}, arm
+        for m in metrics:
+            assert m["n"] > 0 and m["seed"] == 0 and 0.0 <= m["value"] <= 1.0
+    success = [m for m in rep["results"]["base"] if m["name"] == "success_rate"]
+    assert {m["n"] for m in success} == {2}  # games_valid_seen / games_valid_unseen in the profile
+    md = Path(run["m"]["eval_report"]["report_md"]).read_text()
+    assert "N=" in md and "seed" in md.lower()
+    png = Path(run["m"]["eval_report"]["plot"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
