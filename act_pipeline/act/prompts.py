@@ -20,8 +20,6 @@ CRITIC_SYSTEM = (
     "Decide which of two candidate next actions is better for completing the task."
 )
 
-# Bump when the wording of either prompt changes: it is part of the assets' code versions.
-PROMPT_VERSION = "v1"
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class State:
 
     task: str
     observation: str
-    history: Sequence[tuple[str, str]]  # (action, observation that followed), oldest first
+    history: Sequence[tuple[str, str]]  # (action, the observation it was taken at), oldest first
     admissible: Sequence[str]
 
 
@@ -40,7 +38,7 @@ def _state_block(state: State, history_len: int) -> str:
     if hist:
         lines.append("Recent history:")
         for act, obs in hist:
-            lines.append(f"> {act}\n{obs}")
+            lines.append(f"{obs}\n> {act}")
     lines.append(f"Current observation: {state.observation}")
     lines.append("Admissible actions: " + ", ".join(state.admissible))
     return "\n".join(lines)
@@ -50,7 +48,7 @@ def agent_messages(state: State, history_len: int = 3, thinking: bool = False) -
     how = (
         "Think step by step inside <think></think>, then give the action inside <action></action>."
         if thinking
-        else "Answer with the action inside <action></action>."
+        else "Answer with one admissible action inside <action></action>, e.g. <action>look</action>."
     )
     user = f"{_state_block(state, history_len)}\n\nWhat is the next action? {how}"
     return [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": user}]

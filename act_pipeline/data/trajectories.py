@@ -51,8 +51,8 @@ def play_expert(game, game_id: str, split: str, task_type: str, max_steps: int, 
             "step": step, "observation": obs, "history": recent,
             "admissible": list(info["admissible"]), "expert_action": expert,
         })
+        history.append({"action": expert, "observation": obs})  # the observation it answered
         obs, done, info = game.step(expert)
-        history.append({"action": expert, "observation": obs})
         if info["won"]:
             won = True
             break

@@ -111,8 +111,8 @@ def rollout_success(
         for i, out in zip(live, outs):
             e = envs[i]
             action = parse_action(out[0]) or out[0].strip()[:100] or "look"
+            e["hist"].append((action, e["obs"]))  # same shape as the expert rows' history
             obs, done, info = e["env"].step(action)
-            e["hist"].append((action, obs))
             e["trace"].append((action, obs))
             e["obs"], e["info"], e["steps"] = obs, info, e["steps"] + 1
             if info["won"]:
