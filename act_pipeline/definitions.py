@@ -7,6 +7,7 @@ from ``$ACT_HOME`` (default ``.act_home`` in the repo).
 
 import dagster as dg
 
+from act_pipeline.assets.checks import all_checks
 from act_pipeline.assets.pipeline import all_assets
 from act_pipeline.config import default_profile_path
 from act_pipeline.resources import JsonManifestIOManager, ProfileResource, WarehouseResource, default_data_root
@@ -26,4 +27,4 @@ act_pipeline_job = dg.define_asset_job(
     description="Every ACT stage: games → expert trajectories → alternatives → pairs → ACT → IL → report.",
 )
 
-defs = dg.Definitions(assets=all_assets, jobs=[act_pipeline_job], resources=build_resources())
+defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[act_pipeline_job], resources=build_resources())

@@ -58,6 +58,11 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def parquet_scan(path: str | Path) -> str:
+    """SQL for reading one Parquet file (views cannot take prepared parameters)."""
+    return f"read_parquet({_quote(str(Path(path).resolve()))})"
+
+
 class Warehouse:
     """A DuckDB file with one view per Parquet artifact."""
 
@@ -74,10 +79,9 @@ class Warehouse:
         """Point view ``name`` at a Parquet file (in one transaction)."""
         if not name.isidentifier():
             raise ValueError(f"invalid view name {name!r}")
-        p = Path(parquet_path).resolve()
         with self.connect() as con:
             con.execute("BEGIN")
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(str(p))})")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {parquet_scan(parquet_path)}")
             con.execute("COMMIT")
 
     def query(self, sql: str, params: list | None = None) -> pa.Table:

@@ -1,0 +1,79 @@
+"""Asset checks. The pair checks are *blocking*: a failure stops ACT training in the same run."""
+
+import dagster as dg
+
+from act_pipeline.data import quality
+from act_pipeline.resources import ProfileResource
+
+
+def _result(res: quality.Result) -> dg.AssetCheckResult:
+    passed, description, meta = res
+    return dg.AssetCheckResult(passed=passed, description=description,
+                               metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
+                                         for k, v in meta.items()})
+
+
+def _pair_check(name: str, fn, description: str):
+    @dg.asset_check(asset="contrast_pairs", name=name, blocking=True, description=description)
+    def _check(manifest: dict) -> dg.AssetCheckResult:
+        return _result(fn(manifest["uri"]))
+
+    return _check
+
+
+pair_checks = [
+    _pair_check("alternative_differs_from_expert", quality.alternative_differs_from_expert,
+                "No pair's alternative equals the expert action after normalisation."),
+    _pair_check("alternative_admissible", quality.alternative_admissible,
+                "Every alternative is an admissible action at its state."),
+    _pair_check("expert_slot_balanced", quality.slot_share,
+                "The expert action is in slot 1 for 50 ± 5% of the pairs of each split."),
+    _pair_check("no_duplicate_pairs", quality.no_duplicate_pairs, "No (state, alternative) appears twice."),
+    _pair_check("no_eval_state_in_training", quality.no_eval_state_in_training,
+                "No training pair shares a game or a state with an evaluation split."),
+]
+
+
+@dg.asset_check(asset="contrast_pairs", name="critic_prompts_fit_context", blocking=True,
+                additional_ins={"base_model": dg.AssetIn("base_model")},
+                description="Every critic prompt fits the model's context window.")
+def critic_prompts_fit_context(manifest: dict, base_model: dict, profile: ProfileResource) -> dg.AssetCheckResult:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from act_pipeline.data.store import read_parquet
+    from act_pipeline.training.act_grpo import critic_dataset
+
+    cfg = profile.config()
+    tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
+    context = getattr(AutoConfig.from_pretrained(base_model["uri"]), "max_position_embeddings", None) or cfg.model.max_context_tokens
+    rows = read_parquet(manifest["uri"]).to_pylist()
+    prompts = list(critic_dataset(rows, tok, cfg.alfworld.history_len, cfg.model.thinking)["prompt"])
+    lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+    return _result(quality.prompts_fit_context(lengths, min(context, cfg.model.max_context_tokens) - cfg.act.max_completion_length))
+
+
+def _checkpoint_check(asset: str):
+    # an asset check's first parameter receives the checked asset's value (its manifest)
+    @dg.asset_check(asset=asset, name="checkpoint_loads_and_generates", blocking=True,
+                    description="Weights are finite; the folder loads (safetensors only) and generates.")
+    def _check(manifest: dict) -> dg.AssetCheckResult:
+        import torch
+
+        from act_pipeline.training.common import weights_finite
+        from act_pipeline.training.models import load_model
+
+        model, tok = load_model(manifest["uri"])
+        finite = weights_finite(model)
+        enc = tok("Task: put a mug in the sink.", return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+        generated = int(out.shape[1] - enc["input_ids"].shape[1])
+        return dg.AssetCheckResult(passed=finite and generated > 0,
+                                   description=f"finite weights: {finite}; generated {generated} tokens",
+                                   metadata={"finite": finite, "generated_tokens": generated})
+
+    return _check
+
+
+checkpoint_checks = [_checkpoint_check(a) for a in ("act_checkpoint", "il_policy", "il_baseline")]
+all_checks = [*pair_checks, critic_prompts_fit_context, *checkpoint_checks]
