@@ -36,6 +36,8 @@ class ModelConfig:
     trust_remote_code: bool = False
     max_context_tokens: int = 2048
     thinking: bool = False
+    # dtype for sampling and evaluation (training is float32): float32 or bfloat16
+    inference_dtype: str = "float32"
 
 
 @dataclass
@@ -203,6 +205,8 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
         raise ConfigError(f"{path}: `model.source` must be smollm2-gguf, tiny-random or hf, got {cfg.model.source!r}")
     if cfg.model.source == "hf" and not cfg.model.path:
         raise ConfigError(f"{path}: `model.path` is required when `model.source` is hf")
+    if cfg.model.inference_dtype not in {"float32", "bfloat16"}:
+        raise ConfigError(f"{path}: `model.inference_dtype` must be float32 or bfloat16, got {cfg.model.inference_dtype!r}")
     if cfg.alfworld.expert not in {"handcoded", "planner"}:
         raise ConfigError(f"{path}: `alfworld.expert` must be handcoded or planner, got {cfg.alfworld.expert!r}")
     if cfg.sampling.backend not in {"transformers", "vllm"}:

@@ -182,7 +182,7 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
     s = cfg.sampling
     if s.backend != "transformers":
         raise dg.Failure(f"sampling.backend={s.backend!r} is not available in this build; use transformers")
-    model, tok = load_model(base_model["uri"], cfg.model.trust_remote_code)
+    model, tok = load_model(base_model["uri"], cfg.model.trust_remote_code, cfg.model.inference_dtype)
     states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["won"]]
     sampler = TransformersSampler(model, tok, batch_size=s.batch_size, stop_strings=["</action>"])
     t0 = time.time()
@@ -350,7 +350,7 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
     results, traces = {}, {}
     for arm, manifest in arms.items():
         context.log.info(f"evaluating {arm} ({manifest['uri']})")
-        model, tok = load_model(manifest["uri"], cfg.model.trust_remote_code)
+        model, tok = load_model(manifest["uri"], cfg.model.trust_remote_code, cfg.model.inference_dtype)
         stops = TransformersSampler(model, tok, e.batch_size, stop_strings=["</answer>"])
         sampler = TransformersSampler(model, tok, e.batch_size, stop_strings=["</action>"])
         ms = [judgement_accuracy(stops, tok, pairs, "valid_unseen", e.seed, hl, th),

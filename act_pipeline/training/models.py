@@ -68,7 +68,7 @@ def convert_smollm2(dst: Path) -> Path:
     with atomic_dir(dst) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
@@ -148,8 +148,12 @@ def dir_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_model(path: str, trust_remote_code: bool = False):
-    """Model and tokenizer from a folder; refuses anything but safetensors weights."""
+def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32"):
+    """Model and tokenizer from a folder; refuses anything but safetensors weights.
+
+    ``dtype="bfloat16"`` is for inference (sampling, evaluation): about 2.5x faster than float32
+    on CPUs with AVX512-BF16. Training loads float32.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -158,7 +162,7 @@ def load_model(path: str, trust_remote_code: bool = False):
         raise FileNotFoundError(f"{p}: no .safetensors weights (only safetensors checkpoints are loaded)")
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        path, use_safetensors=True, trust_remote_code=trust_remote_code, torch_dtype=torch.float32
+        path, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype)
     )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
