@@ -83,6 +83,7 @@ class ACTConfig:
     beta: float = 0.0
     unparsable_penalty: float = -0.5
     seed: int = 0
+    bf16: bool = False  # bf16 autocast (CPU with AVX512-BF16: ~2.5x faster than float32)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class ILConfig:
     learning_rate: float = 2e-5
     per_device_train_batch_size: int = 8
     seed: int = 0
+    bf16: bool = False
 
 
 @dataclass

@@ -27,4 +27,15 @@ act_pipeline_job = dg.define_asset_job(
     description="Every ACT stage: games → expert trajectories → alternatives → pairs → ACT → IL → report.",
 )
 
-defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[act_pipeline_job], resources=build_resources())
+eval_job = dg.define_asset_job(
+    "eval_job", selection=dg.AssetSelection.assets("eval_report"),
+    description="Re-evaluate the current checkpoints (e.g. after an environment or evaluation change).",
+)
+
+# Off until turned on in the UI (Automation tab) or with `dagster schedule start`; needs the daemon
+# (`dagster dev` runs one).
+weekly_eval = dg.ScheduleDefinition(name="weekly_eval", job=eval_job, cron_schedule="0 3 * * 1",
+                                    default_status=dg.DefaultScheduleStatus.STOPPED)
+
+defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[act_pipeline_job, eval_job],
+                      schedules=[weekly_eval], resources=build_resources())

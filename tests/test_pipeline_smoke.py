@@ -6,6 +6,8 @@ real TRL GRPO and SFT, a real DuckDB warehouse and a real Dagster instance (in a
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -115,6 +117,12 @@ def test_checkpoints_load_and_generate(run, asset):
     assert run["m"][asset]["global_step"] == 4  # the smoke profile's max_steps
     base = run["m"]["base_model"]["hash"]
     assert run["m"][asset]["hash"] != base  # training changed the weights
+    card = json.loads((path / "model_card.json").read_text())  # lineage travels with the folder
+    init = "base_model" if asset in ("act_checkpoint", "il_baseline") else "act_checkpoint"
+    assert card["parents"]["init"]["hash"] == run["m"][init]["hash"]
+    data = "contrast_pairs" if asset == "act_checkpoint" else "expert_trajectories"
+    assert card["parents"][data]["hash"] == run["m"][data]["hash"]
+    assert card["packages"]["alfworld"] and card["code_version"] and card["global_step"] == 4
 
 
 def test_report_has_every_metric_with_split_n_seed(run):
@@ -132,3 +140,48 @@ def test_report_has_every_metric_with_split_n_seed(run):
     assert "N=" in md and "seed" in md.lower()
     png = Path(run["m"]["eval_report"]["plot"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _cli(run, *args, profile=SMOKE) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DAGSTER_HOME=str(run["dagster_home"]), ACT_HOME=str(run["home"]))
+    return subprocess.run([sys.executable, "-m", "act_pipeline.cli", "run", "--profile", str(profile), *args],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_rerun_with_nothing_changed_recomputes_nothing(run):
+    res = _cli(run)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "every asset is fresh, nothing to do" in res.stdout
+    seconds = float(res.stdout.split("nothing to do (")[1].split(" s")[0])
+    assert seconds <= 10
+    assert "report:" in res.stdout  # still says where the report is
+
+
+def test_changing_eval_config_reruns_only_evaluation(run, tmp_path):
+    profile = tmp_path / "smoke-eval-changed.yaml"
+    profile.write_text(SMOKE.read_text().replace("  max_steps: 3\n", "  max_steps: 2\n"))
+    assert profile.read_text() != SMOKE.read_text()
+    before = {a: run["m"][a]["hash"] for a in ASSETS}
+    res = _cli(run, profile=profile)
+    assert res.returncode == 0, res.stderr[-2000:]
+    fresh_line = [ln for ln in res.stdout.splitlines() if ln.startswith("act-pipeline: fresh, not recomputed:")][0]
+    for a in ASSETS[:-1]:
+        assert a in fresh_line, a  # checkpoints and data untouched
+    assert "eval_report" not in fresh_line
+    after = {a: json.loads((run["home"] / "manifests" / f"{a}.json").read_text()) for a in ASSETS}
+    assert {a: after[a]["hash"] for a in ASSETS[:-1]} == {a: before[a] for a in ASSETS[:-1]}
+    rep = json.loads(Path(after["eval_report"]["report_json"]).read_text())
+    assert rep["meta"]["max_steps"] == 2
+
+
+def test_lineage_chain_from_policy_back_to_games(run, capsys, alfworld_data):
+    from act_pipeline.cli import main
+
+    assert main(["lineage", run["m"]["il_policy"]["uri"]]) == 0
+    out = capsys.readouterr().out
+    order = ["il_policy", "act_checkpoint", "contrast_pairs", "sampled_alternatives", "expert_trajectories",
+             "alfworld_games"]
+    positions = [out.index(f"{a}: ") for a in order]
+    assert positions == sorted(positions), out
+    assert str(alfworld_data) in out  # the games' source
+    assert run["m"]["contrast_pairs"]["hash"][:12] in out

@@ -16,6 +16,7 @@ from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig, default_profile_path, load_config
 from act_pipeline.data.store import read_parquet, table_hash, write_parquet_atomic
 from act_pipeline.resources import ProfileResource, WarehouseResource
+from act_pipeline.training.common import write_json
 
 _CFG: PipelineConfig = load_config(default_profile_path())
 
@@ -40,6 +41,14 @@ def _md_table(rows: list[dict], cols: list[str], limit: int = 10) -> dg.Metadata
     for r in rows[:limit]:
         lines.append("| " + " | ".join(str(r.get(c, ""))[:60].replace("|", "/") for c in cols) + " |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def _lineage(context, path: Path, parents: dict[str, dict], **extra) -> None:
+    """A lineage.json beside a data artifact: which artifacts (URI + hash) it was made from."""
+    doc = {"asset": context.asset_key.to_user_string(), "uri": str(path), "dagster_run_id": context.run_id,
+           "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
+           "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}, **extra}
+    write_json(Path(path).parent / "lineage.json", doc)
 
 
 # --------------------------------------------------------------------------- model
@@ -118,6 +127,7 @@ def alfworld_games(context: dg.AssetExecutionContext, profile: ProfileResource) 
     table = pa.Table.from_pylist(rows)
     path = write_parquet_atomic(table, out_dir / "games.parquet")
     h = table_hash(table.drop_columns(["gamefile", "source_path"]))
+    _lineage(context, path, {}, hash=h, source=source)
     counts = {s: sum(r["split"] == s for r in rows) for s in aw.SPLITS}
     context.log.info(f"games: {counts} from {source}")
     return dg.Output({"uri": str(path), "hash": h, "source": source, "counts": counts},
@@ -147,6 +157,7 @@ def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResou
     path = write_parquet_atomic(table, profile.artifact_dir("expert_trajectories", context.run_id) / "steps.parquet")
     warehouse.get().register("expert_trajectories", path)
     h = table_hash(table)
+    _lineage(context, path, {"alfworld_games": alfworld_games}, expert=cfg.alfworld.expert, hash=h)
     split_counts = {s: int(n) for s, n in zip(*_value_counts(table, "split"))}
     return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "games_hash": alfworld_games["hash"]},
                      data_version=dg.DataVersion(h[:16]), metadata={
@@ -200,6 +211,8 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
     path = write_parquet_atomic(table, profile.artifact_dir("sampled_alternatives", context.run_id) / "alternatives.parquet")
     warehouse.get().register("sampled_alternatives", path)
     h = table_hash(table)
+    _lineage(context, path, {"sampler_model": base_model, "expert_trajectories": expert_trajectories},
+             k=s.k, temperature=s.temperature, hash=h)
     reasons = dict(zip(*_value_counts(table, "reason")))
     origins = dict(zip(*_value_counts(table.filter(pa.compute.equal(table["reason"], "kept")), "origin")))
     return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "sampler_model_hash": base_model["hash"],
@@ -233,6 +246,8 @@ def contrast_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, 
     path = write_parquet_atomic(table, profile.artifact_dir("contrast_pairs", context.run_id) / "pairs.parquet")
     wh.register("contrast_pairs", path)
     h = table_hash(table)
+    _lineage(context, path, {"expert_trajectories": expert_trajectories, "sampled_alternatives": sampled_alternatives},
+             seed=cfg.pairs.seed, hash=h)
     splits = dict(zip(*_value_counts(table, "split"))) if table.num_rows else {}
     slot1 = wh.scalar("SELECT avg(CASE WHEN expert_slot = 1 THEN 1.0 ELSE 0.0 END) FROM contrast_pairs")
     context.log.info(f"{table.num_rows} contrast pairs {splits}; expert in slot 1: {slot1}")
@@ -269,9 +284,23 @@ def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, 
     _setup_torch(cfg)
     pairs = _train_rows(contrast_pairs)
     out = profile.artifact_dir("act_checkpoint", context.run_id) / "model"
+    card = _card(context, cfg, "act_checkpoint", {"init": base_model, "contrast_pairs": contrast_pairs}, "act")
     res = train_act(base_model["uri"], pairs, out, cfg.act, cfg.alfworld.history_len, cfg.model.thinking,
-                    cfg.model.trust_remote_code, log=context.log.info)
+                    cfg.model.trust_remote_code, log=context.log.info, card=card)
     return _checkpoint_output(out, res, {"init": base_model, "pairs": contrast_pairs}, dir_hash(out))
+
+
+def _card(context, cfg: PipelineConfig, asset: str, parents: dict, section: str) -> dict:
+    """Lineage for the model card: parents' URIs and versions, config, code version, run."""
+    return {
+        "asset": asset, "description": context.assets_def.descriptions_by_key.get(context.asset_key, ""),
+        "parents": {k: {f: v.get(f) for f in ("uri", "hash", "rows", "name", "games_hash", "trajectories_hash",
+                                               "alternatives_hash", "sampler_model_hash") if f in v}
+                    for k, v in parents.items()},
+        "config": {section: cfg.to_dict()[section], "alfworld": cfg.to_dict()["alfworld"], "model": cfg.to_dict()["model"]},
+        "profile": cfg.source, "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
+        "dagster_run_id": context.run_id,
+    }
 
 
 def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output[dict]:
@@ -293,8 +322,9 @@ def _il(context, profile: ProfileResource, init: dict, expert_trajectories: dict
     _setup_torch(cfg)
     steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
     out = profile.artifact_dir(name, context.run_id) / "model"
+    card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, "il")
     res = train_sft(init["uri"], steps, out, cfg.il, cfg.alfworld.history_len, cfg.model.thinking,
-                    cfg.model.trust_remote_code, log=context.log.info)
+                    cfg.model.trust_remote_code, log=context.log.info, card=card)
     return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,7 +174,11 @@ class AlfworldGame:
         self.env = env
         self.gamefile = str(gamefile)
         self.expert = expert
-        self.env.load(self.gamefile)
+        argv = list(sys.argv)
+        try:
+            self.env.load(self.gamefile)
+        finally:
+            sys.argv[:] = argv  # fast_downward's translator overwrites sys.argv on load
         self.task = ""
 
     @staticmethod

@@ -39,6 +39,10 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(self.path)
 
 
+def manifest_path(data_root: str | Path, key: dg.AssetKey) -> Path:
+    return Path(data_root) / "manifests" / ("__".join(key.path) + ".json")
+
+
 class JsonManifestIOManager(dg.ConfigurableIOManager):
     """Passes each asset's *manifest* (URIs, hashes, counts: a small JSON dict) downstream.
 
@@ -48,7 +52,7 @@ class JsonManifestIOManager(dg.ConfigurableIOManager):
     base_dir: str
 
     def _path(self, key: dg.AssetKey) -> Path:
-        return Path(self.base_dir) / "manifests" / ("__".join(key.path) + ".json")
+        return manifest_path(self.base_dir, key)
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
         path = self._path(context.asset_key)

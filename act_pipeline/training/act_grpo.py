@@ -13,6 +13,7 @@ from act_pipeline.act.prompts import critic_prompt
 from act_pipeline.act.rewards import make_judgement_reward
 from act_pipeline.config import ACTConfig
 from act_pipeline.training.common import Log, progress_callback, row_state, weights_finite, write_json
+from act_pipeline.training.card import write_model_card
 from act_pipeline.training.models import atomic_dir, load_model
 
 
@@ -38,6 +39,7 @@ def train_act(
     thinking: bool = False,
     trust_remote_code: bool = False,
     log: Log = print,
+    card: dict | None = None,
 ) -> dict:
     """Train the critic; write an HF folder (safetensors) to ``out_dir`` atomically."""
     from trl import GRPOConfig, GRPOTrainer
@@ -59,6 +61,7 @@ def train_act(
         temperature=cfg.temperature,
         beta=cfg.beta,
         seed=cfg.seed,
+        bf16=cfg.bf16,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -83,6 +86,8 @@ def train_act(
         tok.save_pretrained(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship it
         write_json(tmp / "train_log.json", progress.history)
+        if card is not None:
+            write_model_card(tmp, {**card, "global_step": result.global_step})
     rewards = [h["reward"] for h in progress.history if "reward" in h]
     return {
         "global_step": result.global_step,

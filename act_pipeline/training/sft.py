@@ -13,6 +13,7 @@ from pathlib import Path
 from act_pipeline.act.prompts import agent_prompt
 from act_pipeline.config import ILConfig
 from act_pipeline.training.common import Log, progress_callback, row_state, weights_finite, write_json
+from act_pipeline.training.card import write_model_card
 from act_pipeline.training.models import atomic_dir, load_model
 
 
@@ -37,6 +38,7 @@ def train_sft(
     thinking: bool = False,
     trust_remote_code: bool = False,
     log: Log = print,
+    card: dict | None = None,
 ) -> dict:
     from trl import SFTConfig, SFTTrainer
 
@@ -53,6 +55,7 @@ def train_sft(
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         seed=cfg.seed,
+        bf16=cfg.bf16,
         completion_only_loss=True,
         max_length=2048,
         logging_steps=1,
@@ -73,6 +76,8 @@ def train_sft(
         tok.save_pretrained(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship it
         write_json(tmp / "train_log.json", progress.history)
+        if card is not None:
+            write_model_card(tmp, {**card, "global_step": result.global_step})
     losses = [h["loss"] for h in progress.history if "loss" in h]
     return {
         "global_step": result.global_step,
