@@ -49,6 +49,45 @@ def stale_status(defs, instance) -> dict:
     return {key: resolver.get_status(key).value for key in graph.materializable_asset_keys}
 
 
+def _imports_changed(root: str) -> bool:
+    import dagster as dg
+
+    from act_pipeline.resources import manifest_path
+
+    m = manifest_path(root, dg.AssetKey("imported_expert_steps"))
+    store = Path(root) / "expert_imports"
+    current = sorted(p.stem for p in store.glob("*.jsonl")) if store.is_dir() else []
+    return m.exists() and sorted(json.loads(m.read_text()).get("files", [])) != current
+
+
+def _import(args) -> int:
+    """Validate every file first (all or nothing), accept them into the store, then `run`."""
+    from act_pipeline.assets.sensors import eval_game_ids
+    from act_pipeline.data.imports import ExpertDataError, accept, validate_file
+    from act_pipeline.resources import default_data_root
+
+    if args.home:
+        os.environ["ACT_HOME"] = str(Path(args.home).resolve())
+    root = Path(default_data_root())
+    evals = eval_game_ids(root)
+    errors = []
+    for f in args.files:
+        try:
+            validate_file(f, evals)
+        except ExpertDataError as e:
+            errors.append(str(e))
+    if errors:
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        print("act-pipeline: nothing imported (every file must be valid)", file=sys.stderr)
+        return 2
+    for f in args.files:
+        print(f"imported {f} as {accept(f, root / 'expert_imports', evals).name}")
+    if args.no_run:
+        return 0
+    return _run(args)
+
+
 def _run(args) -> int:
     profile = Path(args.profile).resolve()
     try:
@@ -77,7 +116,12 @@ def _run(args) -> int:
             for key in statuses:  # one Dagster instance can serve several data roots
                 if not manifest_path(default_data_root(), key).exists():
                     statuses[key] = "MISSING"
-            selection = [k for k, st in statuses.items() if st != "FRESH"]
+            if _imports_changed(default_data_root()):  # files imported since the last materialization
+                statuses[dg.AssetKey("imported_expert_steps")] = "STALE"
+            stale = [k for k, st in statuses.items() if st != "FRESH"]
+            # whatever depends on a stale asset reruns too (its inputs are about to change)
+            selection = sorted(dg.AssetSelection.assets(*stale).downstream().resolve(defs.resolve_asset_graph())
+                               if stale else [], key=lambda k: k.to_user_string())
             fresh = sorted(k.to_user_string() for k, st in statuses.items() if st == "FRESH")
             if fresh:
                 print(f"act-pipeline: fresh, not recomputed: {', '.join(fresh)}")
@@ -161,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--all", action="store_true",
                    help="recompute every asset (default: only stale and missing ones, as Dagster sees them)")
     r.set_defaults(func=_run)
+    im = sub.add_parser("import-expert", help="validate expert JSONL files, import them and retrain downstream")
+    im.add_argument("files", nargs="+")
+    im.add_argument("--profile", default=str(REPO_ROOT / "configs" / "default.yaml"))
+    im.add_argument("--home", default=None)
+    im.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
+    im.add_argument("--no-run", action="store_true", help="only import; do not materialize")
+    im.set_defaults(func=_import)
     pr = sub.add_parser("prepare", help="convert the bundled model once (or build the tiny test model)")
     pr.add_argument("--profile", default=str(REPO_ROOT / "configs" / "default.yaml"))
     pr.add_argument("--quiet", action="store_true")

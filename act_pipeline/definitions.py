@@ -9,6 +9,7 @@ import dagster as dg
 
 from act_pipeline.assets.checks import all_checks
 from act_pipeline.assets.pipeline import all_assets
+from act_pipeline.assets.sensors import expert_data_sensor
 from act_pipeline.config import default_profile_path
 from act_pipeline.resources import JsonManifestIOManager, ProfileResource, WarehouseResource, default_data_root
 
@@ -38,4 +39,4 @@ weekly_eval = dg.ScheduleDefinition(name="weekly_eval", job=eval_job, cron_sched
                                     default_status=dg.DefaultScheduleStatus.STOPPED)
 
 defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[act_pipeline_job, eval_job],
-                      schedules=[weekly_eval], resources=build_resources())
+                      schedules=[weekly_eval], sensors=[expert_data_sensor], resources=build_resources())

@@ -139,12 +139,35 @@ def alfworld_games(context: dg.AssetExecutionContext, profile: ProfileResource) 
 
 
 @dg.asset(
+    group_name="data", kinds={"parquet"},
+    code_version=_cv(["act_pipeline.data.imports"], ["alfworld"]),
+    description="Expert steps users imported (JSONL, validated whole; `act-pipeline import-expert` or the "
+                "landing-folder sensor). Empty until something is imported.",
+)
+def imported_expert_steps(context: dg.AssetExecutionContext, profile: ProfileResource) -> dg.Output[dict]:
+    from act_pipeline.data.imports import load_store
+
+    cfg = profile.config()
+    store = profile.root() / "expert_imports"
+    table, files = load_store(store, cfg.alfworld.history_len)
+    path = write_parquet_atomic(table, profile.artifact_dir("imported_expert_steps", context.run_id) / "steps.parquet")
+    h = table_hash(table)
+    _lineage(context, path, {}, hash=h, source=str(store), files=files)
+    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "files": [f["sha256"] for f in files]},
+                     data_version=dg.DataVersion(h[:16]), metadata={
+                         "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "content_hash": h,
+                         "files": dg.MetadataValue.json(files), "store": dg.MetadataValue.path(str(store)),
+                     })
+
+
+@dg.asset(
     group_name="data", kinds={"alfworld", "parquet", "duckdb"},
     code_version=_cv(["act_pipeline.data.trajectories", "act_pipeline.envs.alfworld"], ["alfworld"]),
     description="The expert played through the train games and the held-out valid_unseen games: one row per step.",
 )
 def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResource,
-                        warehouse: WarehouseResource, alfworld_games: dict) -> dg.Output[dict]:
+                        warehouse: WarehouseResource, alfworld_games: dict,
+                        imported_expert_steps: dict) -> dg.Output[dict]:
     from act_pipeline.data.trajectories import collect_expert_trajectories
     from act_pipeline.envs.alfworld import AlfworldGame
 
@@ -154,10 +177,17 @@ def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResou
     table, stats = collect_expert_trajectories(
         games, lambda f: AlfworldGame(f, cfg.alfworld.expert), cfg.alfworld.max_expert_steps,
         cfg.alfworld.history_len, log=context.log.info)
+    imported = read_parquet(imported_expert_steps["uri"])
+    if imported.num_rows:
+        played = set(table.column("state_id").to_pylist())
+        keep = [sid not in played for sid in imported.column("state_id").to_pylist()]
+        table = pa.concat_tables([table, imported.filter(pa.array(keep))])
+        context.log.info(f"added {sum(keep)} imported expert steps")
     path = write_parquet_atomic(table, profile.artifact_dir("expert_trajectories", context.run_id) / "steps.parquet")
     warehouse.get().register("expert_trajectories", path)
     h = table_hash(table)
-    _lineage(context, path, {"alfworld_games": alfworld_games}, expert=cfg.alfworld.expert, hash=h)
+    _lineage(context, path, {"alfworld_games": alfworld_games, "imported_expert_steps": imported_expert_steps},
+             expert=cfg.alfworld.expert, hash=h)
     split_counts = {s: int(n) for s, n in zip(*_value_counts(table, "split"))}
     return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "games_hash": alfworld_games["hash"]},
                      data_version=dg.DataVersion(h[:16]), metadata={
@@ -417,5 +447,5 @@ def _png_md(path: Path) -> str:
     return f"![results](data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()})"
 
 
-all_assets = [base_model, alfworld_games, expert_trajectories, sampled_alternatives, contrast_pairs,
+all_assets = [base_model, alfworld_games, imported_expert_steps, expert_trajectories, sampled_alternatives, contrast_pairs,
               act_checkpoint, il_policy, il_baseline, eval_report]
