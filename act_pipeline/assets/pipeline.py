@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from act_pipeline.assets.versions import code_version
+from act_pipeline.assets.versions import code_version, source_hash
 from act_pipeline.config import PipelineConfig, default_profile_path, load_config
 from act_pipeline.data.store import read_parquet, table_hash, write_parquet_atomic
 from act_pipeline.resources import ProfileResource, WarehouseResource
@@ -215,6 +215,7 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
                          base_model: dict, expert_trajectories: dict) -> dg.Output[dict]:
     from act_pipeline.sampling.alternatives import sample_alternatives
     from act_pipeline.sampling.base import SamplingParams
+    from act_pipeline.sampling.cache import SampleCache, sampling_key
     from act_pipeline.sampling.hf import TransformersSampler
     from act_pipeline.training.models import load_model
 
@@ -236,8 +237,12 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
 
     params = SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                             seed=cfg.seed)
-    table = sample_alternatives(sampler, tok, states, params, cfg.alfworld.history_len, cfg.model.thinking, progress,
-                                s.fill_inadmissible)
+    key = sampling_key(model=base_model["hash"], params=params, history_len=cfg.alfworld.history_len,
+                       thinking=cfg.model.thinking, dtype=cfg.model.inference_dtype,
+                       prompts=source_hash("act_pipeline.act.prompts"))
+    table, counts = sample_alternatives(sampler, tok, states, params, cfg.alfworld.history_len, cfg.model.thinking,
+                                        progress, s.fill_inadmissible, SampleCache(warehouse.get(), key))
+    context.log.info(f"states sampled now: {counts['sampled']}, from the cache: {counts['cached']}")
     path = write_parquet_atomic(table, profile.artifact_dir("sampled_alternatives", context.run_id) / "alternatives.parquet")
     warehouse.get().register("sampled_alternatives", path)
     h = table_hash(table)
@@ -246,13 +251,14 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
     reasons = dict(zip(*_value_counts(table, "reason")))
     origins = dict(zip(*_value_counts(table.filter(pa.compute.equal(table["reason"], "kept")), "origin")))
     return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "sampler_model_hash": base_model["hash"],
-                      "states": len(states)},
+                      "states": len(states), **counts},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "states": len(states),
                          "k": s.k, "temperature": s.temperature, "sampler_model_hash": base_model["hash"],
                          "reasons": dg.MetadataValue.json(reasons),
                          "kept_by_origin": dg.MetadataValue.json(origins),
                          "seconds": round(time.time() - t0, 1),
+                         "states_sampled": counts["sampled"], "states_from_cache": counts["cached"],
                      })
 
 
