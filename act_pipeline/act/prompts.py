@@ -48,7 +48,7 @@ def agent_messages(state: State, history_len: int = 3, thinking: bool = False) -
     how = (
         "Think step by step inside <think></think>, then give the action inside <action></action>."
         if thinking
-        else "Answer with one admissible action inside <action></action>, e.g. <action>look</action>."
+        else "Answer with exactly one of the admissible actions inside <action></action>."
     )
     user = f"{_state_block(state, history_len)}\n\nWhat is the next action? {how}"
     return [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": user}]

@@ -347,7 +347,30 @@ def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output
         "uri": dg.MetadataValue.path(str(out)), "content_hash": h,
         **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None},
         "parents": dg.MetadataValue.json(manifest["parents"]),
+        "model_card": dg.MetadataValue.md((out / "README.md").read_text()) if (out / "README.md").exists() else None,
+        "training_curve": dg.MetadataValue.md(_curve_md(out, res["log_history"])),
     })
+
+
+def _curve_md(out: Path, history: list[dict]) -> str:
+    """The training curve (reward for GRPO, loss for SFT) as a PNG beside the checkpoint, inlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "reward" if any("reward" in h for h in history) else "loss"
+    pts = [(h["step"], h[key]) for h in history if key in h and isinstance(h[key], (int, float))]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    if pts:
+        ax.plot(*zip(*pts), marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    fig.tight_layout()
+    png = out.parent / "training_curve.png"
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return _png_md(png)
 
 
 def _il(context, profile: ProfileResource, init: dict, expert_trajectories: dict, name: str) -> dg.Output[dict]:

@@ -87,6 +87,11 @@ def write_report(
     for arm in results:
         lines.append(f"| {ARM_TITLES.get(arm, arm)} | "
                      + " | ".join(_cell(idx[arm].get((n, s))) for n, s, _ in COLUMNS) + " |")
+    lines += ["", "Details (counts behind each cell):", ""]
+    for arm, ms in results.items():
+        lines.append(f"- {ARM_TITLES.get(arm, arm)}: " + "; ".join(
+            f"{m.name}[{m.split}] " + ", ".join(f"{k}={v}" for k, v in m.detail.items() if not isinstance(v, dict))
+            for m in ms))
     lines += [
         "",
         "Splits: held-out pairs and held-out expert states come from `valid_unseen` games, which "
