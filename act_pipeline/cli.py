@@ -104,8 +104,11 @@ def _run(args) -> int:
 
     import dagster as dg
 
-    from act_pipeline.definitions import defs
+    from act_pipeline.definitions import make_definitions
     from act_pipeline.resources import default_data_root, manifest_path
+
+    # resources from this call's profile and home (not from whatever was set when the module loaded)
+    defs = make_definitions(str(profile), default_data_root())
 
     t0 = time.time()
     job = defs.resolve_job_def("act_pipeline_job")

@@ -38,5 +38,10 @@ eval_job = dg.define_asset_job(
 weekly_eval = dg.ScheduleDefinition(name="weekly_eval", job=eval_job, cron_schedule="0 3 * * 1",
                                     default_status=dg.DefaultScheduleStatus.STOPPED)
 
-defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[act_pipeline_job, eval_job],
-                      schedules=[weekly_eval], sensors=[expert_data_sensor], resources=build_resources())
+def make_definitions(profile_path: str | None = None, data_root: str | None = None) -> dg.Definitions:
+    return dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[act_pipeline_job, eval_job],
+                          schedules=[weekly_eval], sensors=[expert_data_sensor],
+                          resources=build_resources(profile_path, data_root))
+
+
+defs = make_definitions()

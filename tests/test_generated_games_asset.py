@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from act_pipeline.assets.pipeline import alfworld_games, expert_trajectories
+from act_pipeline.assets.pipeline import all_assets
 from act_pipeline.definitions import build_resources
 
 from .conftest import SMOKE
@@ -12,7 +12,8 @@ from .conftest import SMOKE
 def test_games_generated_offline_when_alfworld_data_is_unset(tmp_path, monkeypatch):
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
     home = tmp_path / "home"
-    res = dg.materialize([alfworld_games, expert_trajectories], resources=build_resources(str(SMOKE), str(home)),
+    res = dg.materialize(all_assets, selection=["alfworld_games", "imported_expert_steps", "expert_trajectories"],
+                         resources=build_resources(str(SMOKE), str(home)),
                          instance=dg.DagsterInstance.ephemeral())
     assert res.success
     games_meta = res.asset_materializations_for_node("alfworld_games")[0].metadata

@@ -18,7 +18,7 @@ from act_pipeline.act.normalize import normalize_action
 
 from .conftest import SMOKE
 
-ASSETS = ["base_model", "alfworld_games", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
+ASSETS = ["base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
           "act_checkpoint", "il_policy", "il_baseline", "eval_report"]
 
 
@@ -26,6 +26,7 @@ ASSETS = ["base_model", "alfworld_games", "expert_trajectories", "sampled_altern
 def run(tmp_path_factory, alfworld_data):
     home = tmp_path_factory.mktemp("act_home")
     dagster_home = tmp_path_factory.mktemp("dagster_home")
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     old = dict(os.environ)
     os.environ.update({"ALFWORLD_DATA": str(alfworld_data), "DAGSTER_HOME": str(dagster_home)})
     try:
@@ -179,9 +180,10 @@ def test_lineage_chain_from_policy_back_to_games(run, capsys, alfworld_data):
 
     assert main(["lineage", run["m"]["il_policy"]["uri"]]) == 0
     out = capsys.readouterr().out
-    order = ["il_policy", "act_checkpoint", "contrast_pairs", "sampled_alternatives", "expert_trajectories",
-             "alfworld_games"]
-    positions = [out.index(f"{a}: ") for a in order]
-    assert positions == sorted(positions), out
+    assert out.startswith(f"il_policy: {run['m']['il_policy']['uri']}")
+    for a in ["act_checkpoint", "contrast_pairs", "sampled_alternatives", "expert_trajectories", "alfworld_games",
+              "imported_expert_steps"]:
+        assert f"{a}: {run['m'][a]['uri']}" in out, a  # every link of the chain, by URI
+    assert out.index("act_checkpoint: ") < out.index("contrast_pairs: ") < out.index("sampled_alternatives: ")
     assert str(alfworld_data) in out  # the games' source
     assert run["m"]["contrast_pairs"]["hash"][:12] in out

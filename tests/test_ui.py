@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import REPO, SMOKE
 
-EXPECTED = {"base_model", "alfworld_games", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
+EXPECTED = {"base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
             "act_checkpoint", "il_policy", "il_baseline", "eval_report"}
 QUERY = """{ assetNodes { assetKey { path } dependencyKeys { path } groupName
               assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
@@ -37,6 +37,7 @@ def _graphql(port: int, query: str) -> dict:
 def webserver(tmp_path_factory):
     port = _free_port()
     home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = dict(os.environ, DAGSTER_HOME=str(home), ACT_PROFILE=str(SMOKE),
                ACT_HOME=str(tmp_path_factory.mktemp("act_home")))
     dagster = Path(sys.executable).with_name("dagster")
