@@ -9,13 +9,17 @@ artifact, the view makes it queryable, and the view is replaced in one transacti
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
@@ -54,6 +58,10 @@ def table_hash(table: pa.Table) -> str:
     return h.hexdigest()
 
 
+class WarehouseBusyError(RuntimeError):
+    pass
+
+
 def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -66,14 +74,32 @@ def parquet_scan(path: str | Path) -> str:
 class Warehouse:
     """A DuckDB file with one view per Parquet artifact."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, wait_s: float = 600.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.wait_s = wait_s
 
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """Open the warehouse. DuckDB allows one writing process: a second one waits (up to
+        ``wait_s``, saying so once) instead of failing, then gives a clear error."""
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"warehouse {self.path} does not exist yet")
-        return duckdb.connect(str(self.path), read_only=read_only)
+        deadline = time.monotonic() + self.wait_s
+        told = False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusyError(
+                        f"warehouse {self.path} is locked by another process (another materialization?) "
+                        f"and stayed locked for {self.wait_s:.0f} s: {e}") from None
+                if not told:
+                    log.warning("warehouse %s is in use by another process; waiting for it", self.path)
+                    told = True
+                time.sleep(0.5)
 
     def register(self, name: str, parquet_path: str | Path) -> None:
         """Point view ``name`` at a Parquet file (in one transaction)."""
