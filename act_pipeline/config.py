@@ -84,6 +84,7 @@ class ACTConfig:
     unparsable_penalty: float = -0.5
     seed: int = 0
     bf16: bool = False  # bf16 autocast (CPU with AVX512-BF16: ~2.5x faster than float32)
+    save_steps: int = 0  # keep a trainer checkpoint every N steps (resume after a crash); 0 = off
 
 
 @dataclass
@@ -93,6 +94,7 @@ class ILConfig:
     per_device_train_batch_size: int = 8
     seed: int = 0
     bf16: bool = False
+    save_steps: int = 0
 
 
 @dataclass
@@ -137,7 +139,7 @@ class PipelineConfig:
 _NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
            "heldout_states", "games_valid_seen", "games_valid_unseen", "max_new_tokens",
            "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
-           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads"}
+           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps"}
 _POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
              "max_new_tokens", "max_completion_length"}
 

@@ -322,7 +322,8 @@ def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, 
     out = profile.artifact_dir("act_checkpoint", context.run_id) / "model"
     card = _card(context, cfg, "act_checkpoint", {"init": base_model, "contrast_pairs": contrast_pairs}, "act")
     res = train_act(base_model["uri"], pairs, out, cfg.act, cfg.alfworld.history_len, cfg.model.thinking,
-                    cfg.model.trust_remote_code, log=context.log.info, card=card)
+                    cfg.model.trust_remote_code, log=context.log.info, card=card,
+                    work_dir=_work_dir(context, profile, cfg, "act", base_model, contrast_pairs))
     return _checkpoint_output(out, res, {"init": base_model, "pairs": contrast_pairs}, dir_hash(out))
 
 
@@ -337,6 +338,16 @@ def _card(context, cfg: PipelineConfig, asset: str, parents: dict, section: str)
         "profile": cfg.source, "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
         "dagster_run_id": context.run_id,
     }
+
+
+def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, section: str, init: dict, data: dict) -> Path:
+    """Where trainer checkpoints go: keyed by what the training *is* (inputs, config, code), not by
+    the run, so re-materializing after a crash finds them and resumes."""
+    import hashlib
+
+    key = hashlib.sha256("|".join([init["hash"], data["hash"], cfg.section_hash(section), cfg.section_hash("alfworld"),
+                                   str(context.assets_def.code_versions_by_key.get(context.asset_key))]).encode())
+    return profile.root() / "trainer_state" / context.asset_key.to_user_string() / key.hexdigest()[:16]
 
 
 def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output[dict]:
@@ -383,7 +394,8 @@ def _il(context, profile: ProfileResource, init: dict, expert_trajectories: dict
     out = profile.artifact_dir(name, context.run_id) / "model"
     card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, "il")
     res = train_sft(init["uri"], steps, out, cfg.il, cfg.alfworld.history_len, cfg.model.thinking,
-                    cfg.model.trust_remote_code, log=context.log.info, card=card)
+                    cfg.model.trust_remote_code, log=context.log.info, card=card,
+                    work_dir=_work_dir(context, profile, cfg, "il", init, expert_trajectories))
     return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from act_pipeline.act.prompts import critic_prompt
 from act_pipeline.act.rewards import make_judgement_reward
 from act_pipeline.config import ACTConfig
-from act_pipeline.training.common import Log, progress_callback, row_state, weights_finite, write_json
-from act_pipeline.training.card import write_model_card
-from act_pipeline.training.models import atomic_dir, load_model
+from act_pipeline.training.common import Log, checkpoint_args, progress_callback, row_state, train_and_save
+from act_pipeline.training.models import load_model
 
 
 def critic_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -40,6 +39,7 @@ def train_act(
     trust_remote_code: bool = False,
     log: Log = print,
     card: dict | None = None,
+    work_dir: str | Path | None = None,
 ) -> dict:
     """Train the critic; write an HF folder (safetensors) to ``out_dir`` atomically."""
     from trl import GRPOConfig, GRPOTrainer
@@ -49,9 +49,10 @@ def train_act(
     model, tok = load_model(base_model, trust_remote_code)
     ds = critic_dataset(pairs, tok, history_len, thinking)
     out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".trainer")
+    # trainer checkpoints live in work_dir; pass the same one again to resume an interrupted run
+    work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
     args = GRPOConfig(
-        output_dir=str(work),
+        **checkpoint_args(work, cfg.save_steps),
         use_cpu=True,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -63,7 +64,6 @@ def train_act(
         seed=cfg.seed,
         bf16=cfg.bf16,
         logging_steps=1,
-        save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -78,19 +78,11 @@ def train_act(
         callbacks=[progress],
     )
     log(f"ACT GRPO: {len(ds)} pairs, {cfg.max_steps} steps, {cfg.num_generations} generations/prompt")
-    result = trainer.train()
-    if not weights_finite(trainer.model):
-        raise FloatingPointError("ACT training produced non-finite weights; checkpoint not saved")
-    with atomic_dir(out_dir) as tmp:
-        trainer.save_model(str(tmp))
-        tok.save_pretrained(str(tmp))
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship it
-        write_json(tmp / "train_log.json", progress.history)
-        if card is not None:
-            write_model_card(tmp, {**card, "global_step": result.global_step})
+    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "ACT GRPO")
     rewards = [h["reward"] for h in progress.history if "reward" in h]
     return {
         "global_step": result.global_step,
+        "resumed_from": resumed,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "pairs": len(ds),
         "mean_reward_first": rewards[0] if rewards else None,

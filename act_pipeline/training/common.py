@@ -60,3 +60,37 @@ def _finite(v):
 def write_json(path: Path, data) -> None:
     """JSON with non-finite floats as null (valid JSON for every reader)."""
     Path(path).write_text(json.dumps(_finite(data), indent=2, default=str, sort_keys=True))
+
+
+def checkpoint_args(work: Path, save_steps: int) -> dict:
+    """Trainer arguments for resumable runs: keep the last trainer checkpoint in ``work``."""
+    if save_steps > 0:
+        return {"output_dir": str(work), "save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
+    return {"output_dir": str(work), "save_strategy": "no"}
+
+
+def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card: dict | None, log: Log, what: str):
+    """Train (resuming from the last checkpoint in ``work`` if a previous attempt left one),
+    check the weights, and write the final folder atomically; ``work`` is removed on success."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from act_pipeline.training.card import write_model_card
+    from act_pipeline.training.models import atomic_dir
+
+    last = get_last_checkpoint(str(work)) if Path(work).is_dir() else None
+    if last:
+        log(f"{what}: resuming from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    if not weights_finite(trainer.model):
+        raise FloatingPointError(f"{what} produced non-finite weights; checkpoint not saved")
+    with atomic_dir(out_dir) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship it
+        write_json(tmp / "train_log.json", progress.history)
+        if card is not None:
+            write_model_card(tmp, {**card, "global_step": result.global_step, "resumed_from": last})
+    shutil.rmtree(work, ignore_errors=True)
+    return result, last

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from act_pipeline.act.prompts import agent_prompt
 from act_pipeline.config import ILConfig
-from act_pipeline.training.common import Log, progress_callback, row_state, weights_finite, write_json
-from act_pipeline.training.card import write_model_card
-from act_pipeline.training.models import atomic_dir, load_model
+from act_pipeline.training.common import Log, checkpoint_args, progress_callback, row_state, train_and_save
+from act_pipeline.training.models import load_model
 
 
 def action_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -39,6 +38,7 @@ def train_sft(
     trust_remote_code: bool = False,
     log: Log = print,
     card: dict | None = None,
+    work_dir: str | Path | None = None,
 ) -> dict:
     from trl import SFTConfig, SFTTrainer
 
@@ -47,9 +47,10 @@ def train_sft(
     model, tok = load_model(init_model, trust_remote_code)
     ds = action_dataset(steps, tok, history_len, thinking)
     out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".trainer")
+    # trainer checkpoints live in work_dir; pass the same one again to resume an interrupted run
+    work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
     args = SFTConfig(
-        output_dir=str(work),
+        **checkpoint_args(work, cfg.save_steps),
         use_cpu=True,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -59,7 +60,6 @@ def train_sft(
         completion_only_loss=True,
         max_length=2048,
         logging_steps=1,
-        save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -68,19 +68,11 @@ def train_sft(
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                          callbacks=[progress])
     log(f"SFT: {len(ds)} expert steps, {cfg.max_steps} steps from {init_model}")
-    result = trainer.train()
-    if not weights_finite(trainer.model):
-        raise FloatingPointError("SFT produced non-finite weights; checkpoint not saved")
-    with atomic_dir(out_dir) as tmp:
-        trainer.save_model(str(tmp))
-        tok.save_pretrained(str(tmp))
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship it
-        write_json(tmp / "train_log.json", progress.history)
-        if card is not None:
-            write_model_card(tmp, {**card, "global_step": result.global_step})
+    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "SFT")
     losses = [h["loss"] for h in progress.history if "loss" in h]
     return {
         "global_step": result.global_step,
+        "resumed_from": resumed,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "examples": len(ds),
         "loss_first": losses[0] if losses else None,
