@@ -21,5 +21,11 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.setup-*
   touch "$stamp"
 fi
+# the UI screenshot test drives Debian's chromium; install it where we may (root with apt)
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing Debian's chromium (UI screenshot test)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "setup: could not install chromium; the screenshot test will skip (fail under CI)"
+fi
 # convert SmolLM2-135M-Instruct from GGUF to a safetensors HF folder (once; cached)
 HF_HUB_OFFLINE=1 act-pipeline prepare --quiet

@@ -60,7 +60,7 @@ def webserver(tmp_path_factory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
 
@@ -85,3 +85,38 @@ def test_webserver_listens_on_loopback_only(webserver):
         with socket.socket(fam, socket.SOCK_STREAM) as s:
             s.settimeout(2)
             assert s.connect_ex((sockaddr[0], port)) != 0  # not reachable on a non-loopback address
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--window-size=1600,1000", "--virtual-time-budget=20000"]
+
+
+def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
+    """A headless Chromium (Debian's `chromium`) screenshot of a page of the UI."""
+    import shutil
+    import tempfile
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (scripts/setup.sh installs Debian's chromium when run as root)")
+        pytest.skip("chromium is not installed")
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}",
+                        f"http://127.0.0.1:{port}{path}"], check=True, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+@pytest.mark.parametrize("page,name", [("/asset-groups", "ui-lineage.png"),
+                                       ("/locations/act_pipeline/asset-groups/data", "ui-data-group.png")])
+def test_asset_graph_screenshot(webserver, tmp_path, page, name):
+    port, _ = webserver
+    # dismiss the first-visit "join the community" dialog, as a person would click Skip
+    assert _graphql(port, "mutation { setNuxSeen }")["data"]["setNuxSeen"] is True
+    data = screenshot(port, tmp_path / name, page).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a rendered page, not a blank one
+    if os.environ.get("ACT_SCREENSHOT_DIR"):  # keep them, e.g. for the README (docs/)
+        Path(os.environ["ACT_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+        (Path(os.environ["ACT_SCREENSHOT_DIR"]) / name).write_bytes(data)
