@@ -70,14 +70,24 @@ def collect_expert_trajectories(
     history_len: int,
     log: Log = print,
 ) -> tuple[pa.Table, dict]:
-    """Play the expert through every game (rows: game_id, split, task_type, gamefile)."""
+    """Play the expert through every game (rows: game_id, split, task_type, gamefile).
+
+    A game that fails to load or that the expert does not win is recorded in ``stats["failed"]``
+    with its reason (file and error); its steps are kept with ``won = false`` and never train.
+    If no game at all is won, that is an error.
+    """
     rows: list[dict] = []
     stats = {"games": 0, "won": 0, "failed": []}
     t0 = time.time()
     for i, g in enumerate(games):
-        game = make_game(g["gamefile"])
+        game = None
         try:
+            game = make_game(g["gamefile"])
             r, won = play_expert(game, g["game_id"], g["split"], g["task_type"], max_steps, history_len)
+            reason = None if won else f"the expert did not win within {max_steps} steps"
+        except Exception as e:  # noqa: BLE001 - a broken game is recorded, the others go on
+            r, won = [], False
+            reason = f"{g['gamefile']}: {type(e).__name__}: {str(e)[:300]}"
         finally:
             close = getattr(game, "close", None)
             if close:
@@ -86,7 +96,11 @@ def collect_expert_trajectories(
         stats["games"] += 1
         stats["won"] += int(won)
         if not won:
-            stats["failed"].append(g["game_id"])
+            stats["failed"].append({"game_id": g["game_id"], "reason": reason})
+            log(f"expert failed on {g['game_id']}: {reason}")
         log(f"expert {i + 1}/{len(games)} {g['split']} {g['game_id']}: {len(r)} steps, won={won} "
             f"({time.time() - t0:.0f}s)")
+    if games and stats["won"] == 0:
+        raise RuntimeError("the expert won none of the games: " +
+                           "; ".join(f"{f['game_id']}: {f['reason']}" for f in stats["failed"][:3]))
     return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA), stats
