@@ -80,7 +80,7 @@ def base_model(context: dg.AssetExecutionContext, profile: ProfileResource) -> d
 
 @dg.asset(
     group_name="data", kinds={"alfworld", "parquet"},
-    code_version=_cv(["act_pipeline.envs.alfworld"], ["alfworld"]),
+    code_version=_cv(["act_pipeline.envs.alfworld", "act_pipeline.envs.alfworld_gen"], ["alfworld", "seed"]),
     description="ALFWorld game sets (train / valid_seen / valid_unseen) copied into the data root with "
                 "game.tw-pddl built from the installed alfworld's domain and grammar.",
 )
@@ -101,21 +101,18 @@ def alfworld_games(context: dg.AssetExecutionContext, profile: ProfileResource) 
         source = f"generated (seed {cfg.seed})"
     else:
         source = str(data)
+    # training games: the profile's selection; evaluation splits: every game (eval_report picks its
+    # N, so changing the eval section never touches this asset or anything trained from it)
     train = aw.select_balanced(aw.discover_games(data, "train", a.task_types), a.train_games)
-    seen = aw.select_balanced(aw.discover_games(data, "valid_seen", a.task_types), cfg.eval.games_valid_seen)
-    unseen_all = aw.discover_games(data, "valid_unseen", a.task_types)
-    unseen = aw.select_balanced(unseen_all, max(cfg.eval.games_valid_unseen, a.eval_state_games))
-    roles: dict[str, set] = {}
-    for g in train:
-        roles.setdefault(g.game_id + "|train", set()).add("train")
+    seen = aw.discover_games(data, "valid_seen", a.task_types)
+    unseen = aw.discover_games(data, "valid_unseen", a.task_types)
+    roles: dict[str, set] = {f"{g.game_id}|train": {"train"} for g in train}
     for g in seen:
-        roles.setdefault(g.game_id + "|valid_seen", set()).add("eval")
-    for i, g in enumerate(unseen):
-        r = roles.setdefault(g.game_id + "|valid_unseen", set())
-        if i < cfg.eval.games_valid_unseen:
-            r.add("eval")
-        if i < a.eval_state_games:
-            r.add("heldout_states")
+        roles[f"{g.game_id}|valid_seen"] = {"eval"}
+    for g in unseen:
+        roles[f"{g.game_id}|valid_unseen"] = {"eval"}
+    for g in aw.select_balanced(unseen, a.eval_state_games):
+        roles[f"{g.game_id}|valid_unseen"].add("heldout_states")
     out_dir = profile.artifact_dir("alfworld_games", context.run_id)
     logic = aw.game_logic()
     rows = []
@@ -430,7 +427,7 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
                 act_checkpoint: dict, il_policy: dict) -> dg.Output[dict]:
     import random
 
-    from act_pipeline.envs.alfworld import AlfworldGame
+    from act_pipeline.envs.alfworld import AlfworldGame, select_balanced
     from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy, rollout_success
     from act_pipeline.evaluation.report import write_report
     from act_pipeline.sampling.hf import TransformersSampler
@@ -446,7 +443,10 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
     states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["split"] == "valid_unseen" and r["won"]]
     states = rng.sample(states, min(e.heldout_states, len(states)))
     games = _rows(read_parquet(alfworld_games["uri"]))
-    eval_games = {s: [g for g in games if g["split"] == s and "eval" in g["roles"]] for s in ("valid_seen", "valid_unseen")}
+    eval_games = {"valid_seen": select_balanced([g for g in games if g["split"] == "valid_seen"], e.games_valid_seen,
+                                                lambda g: g["task_type"]),
+                  "valid_unseen": select_balanced([g for g in games if g["split"] == "valid_unseen"],
+                                                  e.games_valid_unseen, lambda g: g["task_type"])}
     arms = {"base": base_model, "il_baseline": il_baseline, "act_checkpoint": act_checkpoint, "il_policy": il_policy}
     results, traces = {}, {}
     for arm, manifest in arms.items():

@@ -231,11 +231,12 @@ def resolve_data_root(configured: str | None) -> Path | None:
     return root
 
 
-def select_balanced(games: list[GameSpec], n: int) -> list[GameSpec]:
-    """The first ``n`` games taking task types round-robin (sorted ids): every type is represented."""
-    by_type: dict[str, list[GameSpec]] = {}
+def select_balanced(games: list, n: int, task_type=lambda g: g.task_type) -> list:
+    """The first ``n`` games taking task types round-robin (in the given order, sorted ids):
+    every type is represented. ``task_type`` reads an item's type (GameSpec or table row)."""
+    by_type: dict[str, list] = {}
     for g in games:
-        by_type.setdefault(g.task_type, []).append(g)
+        by_type.setdefault(task_type(g), []).append(g)
     queues = [by_type[t] for t in sorted(by_type)]
     out: list[GameSpec] = []
     i = 0
