@@ -36,7 +36,9 @@ def progress_callback(log: Log, total_steps: int, every: int = 5):
         def on_step_end(self, args, state, control, **kw):
             if state.global_step % every == 0 or state.global_step == total_steps:
                 rate = state.global_step / max(1e-9, time.time() - self.t0)
-                log(f"step {state.global_step}/{total_steps} ({rate:.2f} steps/s)")
+                last = self.history[-1] if self.history else {}
+                shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("reward", "loss") if isinstance(last.get(k), float))
+                log(f"step {state.global_step}/{total_steps} ({rate:.2f} steps/s){'; ' + shown if shown else ''}")
 
     return _Progress()
 
@@ -79,6 +81,9 @@ def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card
     from act_pipeline.training.card import write_model_card
     from act_pipeline.training.models import atomic_dir
 
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes to the log (Dagster's), not stdout
     last = get_last_checkpoint(str(work)) if Path(work).is_dir() else None
     if last:
         log(f"{what}: resuming from {last}")
