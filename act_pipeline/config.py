@@ -107,7 +107,20 @@ class EvalConfig:
     max_steps: int = 30
     max_new_tokens: int = 16
     batch_size: int = 16
-    reset_timeout_s: float = 120.0
+    # the paper's "prompt w/ thinking" arm: the base model asked to reason in <think> first
+    thinking_arm: bool = True
+    thinking_max_new_tokens: int = 64
+
+
+@dataclass
+class EnvsConfig:
+    """Environment worker processes (see ``act_pipeline/envs/workers.py``)."""
+    in_process: bool = False       # true: play games in the asset's own process (no timeouts or limits)
+    reset_timeout_s: float = 300.0  # opening + resetting a game (the planner can take minutes)
+    step_timeout_s: float = 60.0
+    max_rss_mb: float = 4096.0     # a worker (and what it started) past this is recycled
+    retries: int = 1               # an episode hit by a fault is started again this often, then failed
+    eval_workers: int = 4          # worker processes for evaluation roll-outs (games spread round-robin)
 
 
 @dataclass
@@ -122,6 +135,7 @@ class PipelineConfig:
     act: ACTConfig = field(default_factory=ACTConfig)
     il: ILConfig = field(default_factory=ILConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    envs: EnvsConfig = field(default_factory=EnvsConfig)
     source: str = ""  # file it was loaded from (not a YAML key)
 
     def section_hash(self, name: str) -> str:
@@ -139,9 +153,10 @@ class PipelineConfig:
 _NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
            "heldout_states", "games_valid_seen", "games_valid_unseen", "max_new_tokens",
            "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
-           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps"}
+           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps", "retries"}
 _POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
-             "max_new_tokens", "max_completion_length"}
+             "max_new_tokens", "max_completion_length",
+             "reset_timeout_s", "step_timeout_s", "max_rss_mb", "eval_workers", "thinking_max_new_tokens"}
 
 
 def _build(cls, data: Any, where: str, source: str):

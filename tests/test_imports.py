@@ -57,6 +57,8 @@ CASES = [
     ("duplicate step ids", [GOOD, dict(GOOD)], None, r":2: field `step`: duplicate step 0 .*first on line 1"),
     ("evaluation split", [dict(GOOD, split="valid_unseen")], None, r":1: field `split`: imported steps are training"),
     ("bad history", [dict(GOOD, history=[{"action": "look"}])], None, r":1: field `history`"),
+    ("game id escapes", [dict(GOOD, game_id="../../etc/trial_1")], None, r":1: field `game_id`: .*must be a relative id"),
+    ("absolute game id", [dict(GOOD, game_id="/etc/trial_1")], None, r":1: field `game_id`: .*must be a relative id"),
 ]
 
 
@@ -123,3 +125,27 @@ def test_import_expert_cli_is_all_or_nothing(tmp_path, capsys):
     assert not list(home.glob("expert_imports/*.jsonl"))
     assert main(["import-expert", str(good), "--home", str(home), "--no-run"]) == 0
     assert len(list(home.glob("expert_imports/*.jsonl"))) == 1
+
+
+def test_a_symlink_out_of_the_landing_folder_is_refused(tmp_path):
+    home = tmp_path / "home"
+    landing = home / "landing" / "expert"
+    landing.mkdir(parents=True)
+    outside = _write(tmp_path / "elsewhere.jsonl", _steps(2))  # valid content, but not in the landing folder
+    (landing / "link.jsonl").symlink_to(outside)
+    result, _ = _tick(home)
+    assert isinstance(result, dg.SkipReason)
+    assert "outside the landing folder" in (landing / "link.jsonl.error.txt").read_text()
+    assert not list(home.glob("expert_imports/*.jsonl"))
+
+
+def test_safe_join_refuses_escapes(tmp_path):
+    from act_pipeline.data.store import PathEscapeError, safe_join
+
+    assert safe_join(tmp_path, "a", "b/c") == tmp_path / "a" / "b" / "c"
+    for bad in ("../x", "/etc", "a/../../x", ""):
+        with pytest.raises(PathEscapeError, match="would leave"):
+            safe_join(tmp_path, bad, what="game id")
+    (tmp_path / "out").symlink_to("/")
+    with pytest.raises(PathEscapeError, match="resolves to .*outside"):
+        safe_join(tmp_path, "out", "etc")

@@ -128,17 +128,25 @@ def test_checkpoints_load_and_generate(run, asset):
 
 def test_report_has_every_metric_with_split_n_seed(run):
     rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
-    assert set(rep["results"]) == {"base", "il_baseline", "act_checkpoint", "il_policy"}
+    assert set(rep["results"]) == {"base", "base_thinking", "il_baseline", "act_checkpoint", "il_policy"}
     for arm, metrics in rep["results"].items():
         got = {(m["name"], m["split"]) for m in metrics}
         assert got == {("judgement_accuracy", "valid_unseen"), ("next_action_accuracy", "valid_unseen"),
                        ("success_rate", "valid_seen"), ("success_rate", "valid_unseen")}, arm
         for m in metrics:
             assert m["n"] > 0 and m["seed"] == 0 and 0.0 <= m["value"] <= 1.0
+            assert len(m["outcomes"]) == m["n"] and sum(m["outcomes"]) == round(m["value"] * m["n"])
+            lo, hi = m["ci95"]
+            assert lo <= m["value"] <= hi  # the 95 % bootstrap interval brackets the value
+            assert sum(g["n"] for g in m["by_task_type"].values()) == m["n"]
     success = [m for m in rep["results"]["base"] if m["name"] == "success_rate"]
     assert {m["n"] for m in success} == {2}  # games_valid_seen / games_valid_unseen in the profile
     md = Path(run["m"]["eval_report"]["report_md"]).read_text()
     assert "N=" in md and "seed" in md.lower()
+    assert "The paper's numbers, for reference (not ours)" in md and "91.43" in md
+    assert "by task type" in md and "Side by side" in md
+    html = Path(run["m"]["eval_report"]["report_html"]).read_text()
+    assert html.startswith("<!doctype html>") and "<table>" in html and 'src="report.png"' in html
     png = Path(run["m"]["eval_report"]["plot"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -187,3 +195,30 @@ def test_lineage_chain_from_policy_back_to_games(run, capsys, alfworld_data):
     assert out.index("act_checkpoint: ") < out.index("contrast_pairs: ") < out.index("sampled_alternatives: ")
     assert str(alfworld_data) in out  # the games' source
     assert run["m"]["contrast_pairs"]["hash"][:12] in out
+
+
+def _tree(home: Path) -> dict:
+    """Every file under the data root (bar the Dagster-side lock) with its size and mtime."""
+    return {str(p.relative_to(home)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(home.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+@pytest.mark.parametrize("bad", [
+    b'{"game_id": "g/t1", "task_type": "t", "task": "x", "step": 0}\n',                      # missing fields
+    b'{"game_id": "../../etc/t1", "task_type": "t", "task": "x", "step": 0, "observation": "o", '
+    b'"admissible": ["look"], "expert_action": "look"}\n',                                    # path escape
+], ids=["missing-field", "path-escape"])
+def test_bad_import_leaves_every_table_and_checkpoint_as_it_was(run, tmp_path, bad):
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(bad)
+    before = _tree(run["home"])
+    with duckdb.connect(str(run["home"] / "warehouse.duckdb"), read_only=True) as con:
+        counts = con.sql("SELECT count(*) FROM contrast_pairs").fetchall()
+    env = dict(os.environ, DAGSTER_HOME=str(run["dagster_home"]), ACT_HOME=str(run["home"]))
+    res = subprocess.run([sys.executable, "-m", "act_pipeline.cli", "import-expert", str(f), "--profile", str(SMOKE)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert f"{f}:1: field `" in res.stderr  # file, line, field
+    assert _tree(run["home"]) == before  # nothing written, nothing replaced
+    with duckdb.connect(str(run["home"] / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM contrast_pairs").fetchall() == counts

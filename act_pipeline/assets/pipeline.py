@@ -5,6 +5,7 @@ writes its artifact to a fresh per-run folder, and returns a manifest plus metad
 """
 
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from act_pipeline.assets.versions import code_version, source_hash
 from act_pipeline.config import PipelineConfig, default_profile_path, load_config
-from act_pipeline.data.store import read_parquet, table_hash, write_parquet_atomic
+from act_pipeline.data.store import read_parquet, safe_join, table_hash, write_parquet_atomic
 from act_pipeline.resources import ProfileResource, WarehouseResource
 from act_pipeline.training.common import write_json
 
@@ -117,7 +118,7 @@ def alfworld_games(context: dg.AssetExecutionContext, profile: ProfileResource) 
     logic = aw.game_logic()
     rows = []
     for g in train + seen + unseen:
-        gamefile = aw.build_game(g.path, out_dir / g.split / g.game_id, logic)
+        gamefile = aw.build_game(g.path, safe_join(out_dir, g.split, g.game_id, what="game id"), logic)
         rows.append({"game_id": g.game_id, "split": g.split, "task_type": g.task_type, "scene": g.scene,
                      "gamefile": str(gamefile), "game_hash": aw.game_hash(gamefile),
                      "roles": sorted(roles[g.game_id + "|" + g.split]), "source_path": str(g.path)})
@@ -166,14 +167,14 @@ def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResou
                         warehouse: WarehouseResource, alfworld_games: dict,
                         imported_expert_steps: dict) -> dg.Output[dict]:
     from act_pipeline.data.trajectories import collect_expert_trajectories
-    from act_pipeline.envs.alfworld import AlfworldGame
 
     cfg = profile.config()
     games = [g for g in _rows(read_parquet(alfworld_games["uri"]))
              if "train" in g["roles"] or "heldout_states" in g["roles"]]
-    table, stats = collect_expert_trajectories(
-        games, lambda f: AlfworldGame(f, cfg.alfworld.expert), cfg.alfworld.max_expert_steps,
-        cfg.alfworld.history_len, log=context.log.info)
+    with _game_envs(cfg, cfg.alfworld.expert, 1, context.log.info) as make_game:
+        table, stats = collect_expert_trajectories(
+            games, make_game, cfg.alfworld.max_expert_steps, cfg.alfworld.history_len,
+            log=context.log.info, retries=cfg.envs.retries)
     imported = read_parquet(imported_expert_steps["uri"])
     if imported.num_rows:
         played = set(table.column("state_id").to_pylist())
@@ -191,9 +192,25 @@ def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResou
                          "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "content_hash": h,
                          "games_played": stats["games"], "games_won": stats["won"],
                          "games_failed": dg.MetadataValue.json(stats["failed"]),
+                         "env_faults": dg.MetadataValue.json(stats["env_faults"]),
                          "rows_by_split": dg.MetadataValue.json(split_counts),
                          "preview": _md_table(_rows(table.slice(0, 8)), ["game_id", "step", "expert_action"]),
                      })
+
+
+@contextlib.contextmanager
+def _game_envs(cfg: PipelineConfig, expert: str | None, workers: int, log):
+    """``make_game(gamefile)``: ALFWorld games in worker processes (timeouts, memory limit,
+    recycling; ``envs:`` in the profile), or in this process with ``envs.in_process: true``."""
+    from act_pipeline.envs.alfworld import AlfworldGame
+    from act_pipeline.envs.workers import WorkerLimits, WorkerPool
+
+    if cfg.envs.in_process:
+        yield lambda f: AlfworldGame(f, expert)
+        return
+    limits = WorkerLimits(cfg.envs.reset_timeout_s, cfg.envs.step_timeout_s, cfg.envs.max_rss_mb, cfg.envs.retries)
+    with WorkerPool("act_pipeline.envs.alfworld:AlfworldGame", {"expert": expert}, limits, workers, log) as pool:
+        yield pool
 
 
 def _value_counts(table: pa.Table, col: str):
@@ -427,7 +444,7 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
                 act_checkpoint: dict, il_policy: dict) -> dg.Output[dict]:
     import random
 
-    from act_pipeline.envs.alfworld import AlfworldGame, select_balanced
+    from act_pipeline.envs.alfworld import select_balanced
     from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy, rollout_success
     from act_pipeline.evaluation.report import write_report
     from act_pipeline.sampling.hf import TransformersSampler
@@ -448,17 +465,24 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
                   "valid_unseen": select_balanced([g for g in games if g["split"] == "valid_unseen"],
                                                   e.games_valid_unseen, lambda g: g["task_type"])}
     arms = {"base": base_model, "il_baseline": il_baseline, "act_checkpoint": act_checkpoint, "il_policy": il_policy}
+    # (arm, checkpoint, thinking): the paper's "prompt w/ thinking" arm is the base model asked to reason
+    plan = [(a, m, th) for a, m in arms.items()]
+    if e.thinking_arm:  # and its counterpart: the base model with the other thinking setting
+        plan.insert(1, ("base_no_thinking", base_model, False) if th else ("base_thinking", base_model, True))
     results, traces = {}, {}
-    for arm, manifest in arms.items():
-        context.log.info(f"evaluating {arm} ({manifest['uri']})")
+    for arm, manifest, thinks in plan:
+        context.log.info(f"evaluating {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
         model, tok = load_model(manifest["uri"], cfg.model.trust_remote_code, cfg.model.inference_dtype)
         stops = TransformersSampler(model, tok, e.batch_size, stop_strings=["</answer>"])
         sampler = TransformersSampler(model, tok, e.batch_size, stop_strings=["</action>"])
-        ms = [judgement_accuracy(stops, tok, pairs, "valid_unseen", e.seed, hl, th),
-              next_action_accuracy(sampler, tok, states, "valid_unseen", e.seed, hl, th, e.max_new_tokens)]
+        new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
+        ms = [judgement_accuracy(stops, tok, pairs, "valid_unseen", e.seed, hl, thinks,
+                                 new_tokens if thinks else 8),
+              next_action_accuracy(sampler, tok, states, "valid_unseen", e.seed, hl, thinks, new_tokens)]
         for split, gs in eval_games.items():
-            m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, lambda f: AlfworldGame(f, None),
-                                     hl, th, e.max_new_tokens, log=context.log.info)
+            with _game_envs(cfg, None, cfg.envs.eval_workers, context.log.info) as make_env:
+                m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, make_env,
+                                         hl, thinks, new_tokens, log=context.log.info, retries=cfg.envs.retries)
             ms.append(m)
             if split == "valid_unseen":
                 traces[arm] = [{"game_id": ep.game_id, "won": ep.won, "trace": ep.trace} for ep in eps[:1]]
@@ -473,10 +497,12 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
     flat = {f"{arm}/{m.name}/{m.split}": round(m.value, 4) for arm, ms in results.items() for m in ms}
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     return dg.Output({"uri": str(out), "hash": h, "report_md": str(paths["markdown"]), "report_json": str(paths["json"]),
+                      "report_html": str(paths["html"]),
                       "plot": str(paths["png"]), "metrics": flat},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "report": dg.MetadataValue.md(paths["markdown"].read_text()),
                          "report_path": dg.MetadataValue.path(str(paths["markdown"])),
+                         "report_html": dg.MetadataValue.path(str(paths["html"])),
                          "plot": dg.MetadataValue.md(_png_md(paths["png"])),
                          "metrics": dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
                      })

@@ -49,7 +49,17 @@ def expert_data_sensor(context: dg.SensorEvaluationContext, profile: ProfileReso
     landing = root / "landing" / "expert"
     landing.mkdir(parents=True, exist_ok=True)
     seen = set(json.loads(context.cursor)) if context.cursor else set()
-    new = [(f, file_digest(f)) for f in sorted(landing.glob("*.jsonl"))]
+    files, escaping = [], []
+    for f in sorted(landing.glob("*.jsonl")):
+        # a symlink in the landing folder must not reach files outside it
+        (files if f.resolve().is_relative_to(landing.resolve()) else escaping).append(f)
+    for f in escaping:
+        if Path(f"{f}.error.txt").exists():
+            continue  # said once
+        reason = f"{f}: refused: it resolves to {f.resolve()}, outside the landing folder {landing}"
+        Path(f"{f}.error.txt").write_text(reason + "\n")
+        context.log.warning(reason)
+    new = [(f, file_digest(f)) for f in files]
     new = [(f, d) for f, d in new if d not in seen]
     if not new:
         return dg.SkipReason(f"no new expert files in {landing}")

@@ -93,6 +93,9 @@ def validate_file(path: str | Path, eval_game_ids: Iterable[str] = (), history_l
             raise _err(path, n, "admissible", "must be a non-empty list of strings")
         if normalize_action(obj["expert_action"]) not in admissible_lookup(obj["admissible"]):
             raise _err(path, n, "expert_action", f"{obj['expert_action']!r} is not among the admissible actions")
+        gid = obj["game_id"]
+        if not gid.strip() or gid.startswith(("/", "\\")) or ".." in gid.replace("\\", "/").split("/") or "\x00" in gid:
+            raise _err(path, n, "game_id", f"{gid!r} must be a relative id (no leading '/', no '..' segment)")
         split = obj.get("split", "train")
         if split != "train":
             raise _err(path, n, "split", f"imported steps are training data; got split {split!r}")

@@ -69,29 +69,55 @@ def collect_expert_trajectories(
     max_steps: int,
     history_len: int,
     log: Log = print,
+    retries: int = 0,
+    retry_unwon: int = 0,
 ) -> tuple[pa.Table, dict]:
     """Play the expert through every game (rows: game_id, split, task_type, gamefile).
 
-    A game that fails to load or that the expert does not win is recorded in ``stats["failed"]``
-    with its reason (file and error); its steps are kept with ``won = false`` and never train.
-    If no game at all is won, that is an error.
+    ``make_game(gamefile)`` gives an environment — in this process, or in a worker process
+    (:class:`act_pipeline.envs.workers.WorkerPool`). An :class:`EnvFault` (a reset that hangs, a
+    worker that dies or grows past its memory limit) starts the game again on a fresh worker, up
+    to ``retries`` times; a game the expert did not win is played again up to ``retry_unwon``
+    times (for stochastic experts such as ScienceWorld's gold paths). A game that still fails,
+    fails to load, or that the expert does not win is recorded in ``stats["failed"]`` with its
+    reason; its steps are kept with ``won = false`` and never train. If no game at all is won, that is an error.
     """
+    from act_pipeline.envs.workers import EnvFault
+
     rows: list[dict] = []
-    stats = {"games": 0, "won": 0, "failed": []}
+    stats = {"games": 0, "won": 0, "failed": [], "env_faults": []}
     t0 = time.time()
     for i, g in enumerate(games):
-        game = None
-        try:
-            game = make_game(g["gamefile"])
-            r, won = play_expert(game, g["game_id"], g["split"], g["task_type"], max_steps, history_len)
-            reason = None if won else f"the expert did not win within {max_steps} steps"
-        except Exception as e:  # noqa: BLE001 - a broken game is recorded, the others go on
-            r, won = [], False
-            reason = f"{g['gamefile']}: {type(e).__name__}: {str(e)[:300]}"
-        finally:
-            close = getattr(game, "close", None)
-            if close:
-                close()
+        faults = replays = 0
+        while True:
+            game = None
+            try:
+                game = make_game(g["gamefile"])
+                r, won = play_expert(game, g["game_id"], g["split"], g["task_type"], max_steps, history_len)
+                reason = None if won else f"the expert did not win within {max_steps} steps"
+            except EnvFault as e:
+                r, won = [], False
+                reason = f"{g['gamefile']}: {e}"
+                faults += 1
+                stats["env_faults"].append({"game_id": g["game_id"], "attempt": faults, "fault": str(e)})
+                if faults <= retries:
+                    log(f"{g['game_id']}: {e}; starting the game again on a fresh worker "
+                        f"(attempt {faults + 1}/{retries + 1})")
+                    continue
+                break
+            except Exception as e:  # noqa: BLE001 - a broken game is recorded, the others go on
+                r, won = [], False
+                reason = f"{g['gamefile']}: {type(e).__name__}: {str(e)[:300]}"
+                break
+            finally:
+                close = getattr(game, "close", None)
+                if close:
+                    close()
+            if not won and replays < retry_unwon:  # a stochastic expert (ScienceWorld gold paths)
+                replays += 1
+                log(f"{g['game_id']}: {reason}; playing it again ({replays}/{retry_unwon})")
+                continue
+            break
         rows.extend(r)
         stats["games"] += 1
         stats["won"] += int(won)

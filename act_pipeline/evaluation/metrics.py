@@ -27,9 +27,43 @@ class Metric:
     n: int
     seed: int
     detail: dict = field(default_factory=dict)
+    outcomes: list[int] = field(default_factory=list)  # 1/0 per item, in item order
+    groups: list[str] = field(default_factory=list)  # per item: its task type (breakdowns)
+
+    def ci95(self, resamples: int = 2000) -> tuple[float, float] | None:
+        """95 % percentile-bootstrap interval of the mean over items (seeded by ``seed``)."""
+        return bootstrap_ci(self.outcomes, self.seed, resamples)
+
+    def by_group(self) -> dict[str, dict]:
+        out: dict[str, list[int]] = {}
+        for g, o in zip(self.groups, self.outcomes):
+            out.setdefault(g, []).append(o)
+        return {g: {"value": sum(v) / len(v), "n": len(v)} for g, v in sorted(out.items())}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        ci = self.ci95()
+        d["ci95"] = list(ci) if ci else None
+        d["by_task_type"] = self.by_group()
+        return d
+
+
+def bootstrap_ci(outcomes: Sequence[int], seed: int, resamples: int = 2000) -> tuple[float, float] | None:
+    """95 % percentile bootstrap of a mean of 0/1 outcomes; None when there are none.
+
+    >>> bootstrap_ci([1] * 10, 0)
+    (1.0, 1.0)
+    >>> lo, hi = bootstrap_ci([1, 0] * 20, 0); lo < 0.5 < hi
+    True
+    """
+    import numpy as np
+
+    if not outcomes:
+        return None
+    x = np.asarray(outcomes, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def judgement_accuracy(sampler: Sampler, tokenizer, pairs: Sequence[dict], split: str, seed: int,
@@ -43,7 +77,12 @@ def judgement_accuracy(sampler: Sampler, tokenizer, pairs: Sequence[dict], split
     parsed = sum(c is not None for c in choices)
     n = len(pairs)
     return Metric("judgement_accuracy", correct / n if n else float("nan"), split, n, seed,
-                  {"parsed": parsed, "picked_slot_1": sum(c == 1 for c in choices)})
+                  {"parsed": parsed, "picked_slot_1": sum(c == 1 for c in choices),
+                   "examples": [{"candidates": f"Action 1: {r['action_1']}\nAction 2: {r['action_2']}",
+                                 "completion": o[0], "expert_slot": int(r["expert_slot"]), "choice": c}
+                                for r, o, c in list(zip(pairs, outs, choices))[:2]]},
+                  [int(c == int(r["expert_slot"])) for c, r in zip(choices, pairs)],
+                  [r.get("task_type", "") for r in pairs])
 
 
 def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], split: str, seed: int,
@@ -57,7 +96,9 @@ def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], sp
                      for a, r in zip(actions, states))
     n = len(states)
     return Metric("next_action_accuracy", correct / n if n else float("nan"), split, n, seed,
-                  {"admissible": admissible, "parsed": sum(a is not None for a in actions)})
+                  {"admissible": admissible, "parsed": sum(a is not None for a in actions)},
+                  [int(a == normalize_action(r["expert_action"])) for a, r in zip(actions, states)],
+                  [r.get("task_type", "") for r in states])
 
 
 @dataclass
@@ -81,25 +122,52 @@ def rollout_success(
     thinking: bool = False,
     max_new_tokens: int = 16,
     log: Log = print,
+    retries: int = 0,
 ) -> tuple[Metric, list[Episode]]:
     """Play each game to ``max_steps``; all live episodes share one batched generate per step.
 
     ``games`` rows carry ``game_id``, ``task_type`` and ``gamefile``; ``make_env(gamefile)``
-    returns an object with ``reset() -> (obs, info)``, ``step(cmd) -> (obs, done, info)``, ``task``.
+    returns an object with ``reset() -> (obs, info)``, ``step(cmd) -> (obs, done, info)``, ``task``
+    — in this process, or in a worker process (:class:`act_pipeline.envs.workers.WorkerPool`).
     An unparsable completion is sent as it is (the game answers "Nothing happens.").
+
+    An :class:`EnvFault` (a hung reset or step, a dead worker, a worker past its memory limit)
+    starts that episode again from its first step on a fresh worker, up to ``retries`` times;
+    after that the episode counts as not won and is listed in the metric's ``env_failures`` with
+    the reason. N stays the number of games.
     """
+    from act_pipeline.envs.workers import EnvFault
+
     t0 = time.time()
-    envs, live = [], []
-    for g in games:
-        env = make_env(g["gamefile"])
-        obs, info = env.reset()
-        envs.append({"env": env, "game": g, "obs": obs, "info": info, "hist": [], "won": False,
-                     "steps": 0, "trace": []})
-        live.append(len(envs) - 1)
+    envs: list[dict] = [{"game": g, "attempts": 0, "failed": None, "won": False} for g in games]
+
+    def start(e: dict) -> bool:
+        """(Re)start an episode; False when it has used up its attempts."""
+        while True:
+            e["attempts"] += 1
+            e.update(env=None, hist=[], trace=[], steps=0, won=False)
+            try:
+                e["env"] = make_env(e["game"]["gamefile"])
+                e["obs"], e["info"] = e["env"].reset()
+                return True
+            except EnvFault as f:
+                if not retry(e, f):
+                    return False
+
+    def retry(e: dict, fault: EnvFault) -> bool:
+        if e["attempts"] > retries:
+            e["failed"] = str(fault)
+            log(f"{split}: {e['game']['game_id']} failed after {e['attempts']} attempt(s): {fault}")
+            return False
+        log(f"{split}: {e['game']['game_id']}: {fault}; starting the episode again "
+            f"(attempt {e['attempts'] + 1}/{retries + 1})")
+        return True
+
+    live = [i for i, e in enumerate(envs) if start(e)]
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
-    for step in range(max_steps):
-        if not live:
-            break
+    rounds = 0
+    while live:
+        rounds += 1
         prompts = []
         for i in live:
             e = envs[i]
@@ -111,31 +179,34 @@ def rollout_success(
         for i, out in zip(live, outs):
             e = envs[i]
             action = parse_action(out[0]) or out[0].strip()[:100] or "look"
+            try:
+                obs, done, info = e["env"].step(action)
+            except EnvFault as f:
+                if retry(e, f) and start(e):
+                    still.append(i)
+                continue
             e["hist"].append((action, e["obs"]))  # same shape as the expert rows' history
-            obs, done, info = e["env"].step(action)
             e["trace"].append((action, obs))
             e["obs"], e["info"], e["steps"] = obs, info, e["steps"] + 1
             if info["won"]:
                 e["won"] = True
-            if not (done or e["won"]):
+            if not (done or e["won"] or e["steps"] >= max_steps):
                 still.append(i)
         live = still
-        log(f"{split}: step {step + 1}/{max_steps}, {len(live)} episodes live, "
+        log(f"{split}: round {rounds} (max {max_steps} steps per episode), {len(live)} episodes live, "
             f"{sum(e['won'] for e in envs)} won")
     episodes = []
     for e in envs:
-        close = getattr(e["env"], "close", None)
+        close = getattr(e.get("env"), "close", None)
         if close:
             close()
         episodes.append(Episode(e["game"]["game_id"], e["game"]["task_type"], e["won"], e["steps"], e["trace"]))
     n = len(episodes)
     wins = sum(ep.won for ep in episodes)
-    by_type: dict[str, list[int]] = {}
-    for ep in episodes:
-        by_type.setdefault(ep.task_type, [0, 0])
-        by_type[ep.task_type][0] += ep.won
-        by_type[ep.task_type][1] += 1
+    failures = [{"game_id": e["game"]["game_id"], "reason": e["failed"]} for e in envs if e["failed"]]
+    restarts = sum(e["attempts"] - 1 for e in envs)
     metric = Metric("success_rate", wins / n if n else float("nan"), split, n, seed,
                     {"won": wins, "max_steps": max_steps, "seconds": round(time.time() - t0, 1),
-                     "by_task_type": {k: {"won": v[0], "n": v[1]} for k, v in sorted(by_type.items())}})
+                     "env_failures": failures, "episode_restarts": restarts},
+                    [int(ep.won) for ep in episodes], [ep.task_type for ep in episodes])
     return metric, episodes

@@ -27,7 +27,9 @@ class ProfileResource(dg.ConfigurableResource):
 
     def artifact_dir(self, asset: str, run_id: str) -> Path:
         """A fresh folder per (asset, run): artifacts are never overwritten, so lineage holds."""
-        return self.root() / "artifacts" / asset / run_id
+        from act_pipeline.data.store import safe_join
+
+        return safe_join(self.root(), "artifacts", asset, run_id, what="artifact folder")
 
 
 class WarehouseResource(dg.ConfigurableResource):
