@@ -17,6 +17,8 @@ _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 def _inside_tag(completion: str, tag: str) -> str | None:
     """Text of the (pre-filled) tag: up to its closing tag, or the first line if unclosed."""
     text = _THINK.sub("", completion)
+    # with a pre-filled <think> the completion starts inside the reasoning: drop up to its end
+    text = re.sub(r"^.*</think>", "", text, flags=re.DOTALL | re.IGNORECASE)
     # the model may have repeated the opening tag; take what follows the last one
     opens = [m.end() for m in re.finditer(rf"<{tag}>", text, re.IGNORECASE)]
     if opens:
@@ -44,6 +46,8 @@ def parse_action(completion: str) -> str | None:
     'take apple 1 from table 1'
     >>> parse_action("</action>") is None
     True
+    >>> parse_action("the mug is in the sink</think>\\n<action>go to sink 1</action>")
+    'go to sink 1'
     """
     body = _inside_tag(completion, "action")
     if body is None:

@@ -72,11 +72,9 @@ def critic_messages(
 
 def render(tokenizer, messages: list[dict], prefill: str, thinking: bool = False) -> str:
     """Chat-template the messages and append the pre-filled start of the answer."""
-    kwargs = {}
-    if thinking:
-        kwargs["enable_thinking"] = True  # honoured by templates that know it (Qwen3)
+    # honoured by templates that know it (Qwen3 thinks unless told not to); others ignore it
     text = tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, **kwargs
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking
     )
     return text + ("<think>" if thinking else prefill)
 

@@ -21,17 +21,34 @@ ARM_TITLES = {
     "il_baseline": "IL (SFT from base)",
     "act_checkpoint": "ACT only",
     "il_policy": "IL w/ ACT",
+    "base_thinking": "Prompt (base model, with reasoning)",
+    "base_no_thinking": "Prompt (base model, no thinking)",
+    "rl_baseline": "RL (GRPO from base)",
+    "rl_policy": "RL w/ ACT",
 }
-PAPER_QWEN3_8B = {  # ALFWorld ID / OOD success, %, from the paper's Table 1 (Qwen3-8B)
-    "base": (35.71, 27.61), "act_checkpoint": (72.86, 72.39), "il_baseline": (85.71, 82.84),
-    "il_policy": (91.43, 87.31),
+# the paper's Table 1 (Qwen3-8B, %): ALFWorld ID, ALFWorld OOD, WebShop, ScienceWorld — its numbers, not ours
+PAPER_TABLE1 = {
+    "Prompt w/o thinking": (35.71, 27.61, 2.80, 28.01),
+    "Prompt w/ thinking": (56.43, 50.00, 3.00, 25.21),
+    "ACT only": (72.86, 72.39, 7.40, 26.71),
+    "IL": (85.71, 82.84, 28.00, 42.80),
+    "Early Experience (self-reflection)": (87.86, 85.82, 31.00, 45.60),
+    "IL w/ ACT": (91.43, 87.31, 31.60, 48.69),
+    "RL": (90.71, 84.33, 29.40, 43.04),
+    "RL w/ ACT": (92.86, 88.06, 33.80, 50.34),
 }
+# our arm -> the paper's row
+PAPER_ROW = {"base": "Prompt w/o thinking", "base_thinking": "Prompt w/ thinking", "base_no_thinking": "Prompt w/o thinking", "act_checkpoint": "ACT only",
+             "il_baseline": "IL", "il_policy": "IL w/ ACT", "rl_baseline": "RL", "rl_policy": "RL w/ ACT"}
+PAPER_QWEN3_8B = {a: PAPER_TABLE1[r][:2] for a, r in PAPER_ROW.items()}  # ALFWorld ID / OOD
 
 
 def _cell(m: Metric | None) -> str:
     if m is None:
         return "—"
-    return f"{100 * m.value:.1f}% (N={m.n})"
+    ci = m.ci95()
+    band = f" [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]" if ci else ""
+    return f"{100 * m.value:.1f}%{band} (N={m.n})"
 
 
 def _index(results: Mapping[str, list[Metric]]) -> dict[str, dict[tuple[str, str], Metric]]:
@@ -49,9 +66,13 @@ def plot(results: Mapping[str, list[Metric]], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(COLUMNS)
     for j, (name, split, label) in enumerate(COLUMNS):
-        vals = [100 * idx[a][(name, split)].value if (name, split) in idx[a] else 0 for a in arms]
+        ms = [idx[a].get((name, split)) for a in arms]
+        vals = [100 * m.value if m else 0 for m in ms]
+        cis = [m.ci95() if m else None for m in ms]
+        err = [[v - 100 * c[0] if c else 0 for v, c in zip(vals, cis)],
+               [100 * c[1] - v if c else 0 for v, c in zip(vals, cis)]]
         xs = [i + (j - (len(COLUMNS) - 1) / 2) * width for i in range(len(arms))]
-        bars = ax.bar(xs, vals, width, label=label)
+        bars = ax.bar(xs, vals, width, label=label, yerr=err, capsize=2, error_kw={"elinewidth": 0.7})
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks(range(len(arms)), [ARM_TITLES.get(a, a) for a in arms], fontsize=8)
     ax.set_ylabel("%")
@@ -64,22 +85,82 @@ def plot(results: Mapping[str, list[Metric]], path: Path, title: str) -> Path:
     return path
 
 
+def _by_type_table(results: Mapping[str, list[Metric]]) -> list[str]:
+    idx = _index(results)
+    lines = []
+    for name, split, label in COLUMNS:
+        types = sorted({t for arm in results for m in [idx[arm].get((name, split))] if m for t in m.by_group()})
+        if not types or types == [""]:
+            continue
+        lines += [f"**{label}** by task type (value, N):", "", "| Arm | " + " | ".join(types) + " |",
+                  "|---|" + "---|" * len(types)]
+        for arm in results:
+            m = idx[arm].get((name, split))
+            g = m.by_group() if m else {}
+            lines.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(
+                f"{100 * g[t]['value']:.0f}% ({g[t]['n']})" if t in g else "—" for t in types) + " |")
+        lines.append("")
+    return lines
+
+
+def _traces_side_by_side(traces: Mapping[str, list[dict]], max_steps: int = 10) -> list[str]:
+    arms = [a for a in traces if traces[a]]
+    if not arms:
+        return []
+    game = traces[arms[0]][0]["game_id"]
+    lines = [f"## Side by side: the first `valid_unseen` game (`{game}`)", "",
+             "Each column is one arm's episode (greedy); a repeated action is marked ↻ (the agent loops).", "",
+             "| step | " + " | ".join(f"{ARM_TITLES.get(a, a)} (won: {traces[a][0]['won']})" for a in arms) + " |",
+             "|---|" + "---|" * len(arms)]
+    for i in range(max_steps):
+        cells, any_ = [], False
+        for a in arms:
+            tr = traces[a][0]["trace"]
+            if i < len(tr):
+                any_ = True
+                act, seen = tr[i][0], {t[0] for t in tr[:i]}
+                cells.append(("↻ " if act in seen else "") + act.replace("|", "/")[:60])
+            else:
+                cells.append("")
+        if any_:
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _critiques(results: Mapping[str, list[Metric]]) -> list[str]:
+    lines = []
+    for arm, ms in results.items():
+        for m in ms:
+            ex = m.detail.get("examples") if m.name == "judgement_accuracy" else None
+            if ex:
+                lines += [f"**{ARM_TITLES.get(arm, arm)}** judging a held-out pair (expert in slot "
+                          f"{ex[0]['expert_slot']}):", "", "```", ex[0]["candidates"], "--- model output ---",
+                          "<answer>" + ex[0]["completion"], "```", ""]
+    return (["## Critiques: each arm judging the same held-out pair (greedy; the prompt ends in `<answer>`)", ""]
+            + lines) if lines else []
+
+
 def write_report(
     out_dir: str | Path, results: Mapping[str, list[Metric]], meta: dict,
     traces: Mapping[str, list[dict]] | None = None,
 ) -> dict[str, Path]:
-    """Write report.json, report.md and report.png into ``out_dir``; return their paths."""
+    """Write report.json, report.md, report.html and report.png into ``out_dir``; return their paths.
+
+    Every cell: the value, its 95 % bootstrap interval over items, and N; the seed and splits are
+    stated above the table. The paper's numbers appear in their own table, labelled as such."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     idx = _index(results)
     seed = meta.get("seed")
     png = plot(results, out / "report.png", f"ACT pipeline — profile {meta.get('profile')}, "
-               f"model {meta.get('model_name')}, seed {seed}")
+               f"model {meta.get('model_name')}, seed {seed} (bars: 95% bootstrap CI)")
     lines = [
         f"# ACT evaluation report — profile `{meta.get('profile')}`",
         "",
         f"Base model: `{meta.get('model_name')}` (hash `{str(meta.get('base_model_hash'))[:12]}`). "
-        f"Evaluation seed: {seed}; decoding: greedy. Each cell: value (N = items evaluated).",
+        f"Evaluation seed: {seed}; decoding: greedy. Each cell: value [95 % bootstrap interval over "
+        "items, 2000 resamples] (N = items evaluated).",
         "",
         "| Arm | " + " | ".join(c[2] for c in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
@@ -87,40 +168,65 @@ def write_report(
     for arm in results:
         lines.append(f"| {ARM_TITLES.get(arm, arm)} | "
                      + " | ".join(_cell(idx[arm].get((n, s))) for n, s, _ in COLUMNS) + " |")
-    lines += ["", "Details (counts behind each cell):", ""]
-    for arm, ms in results.items():
-        lines.append(f"- {ARM_TITLES.get(arm, arm)}: " + "; ".join(
-            f"{m.name}[{m.split}] " + ", ".join(f"{k}={v}" for k, v in m.detail.items() if not isinstance(v, dict))
-            for m in ms))
     lines += [
         "",
         "Splits: held-out pairs and held-out expert states come from `valid_unseen` games, which "
-        "no training data touches; success rates are over the first N games (sorted by id) of "
-        f"each split, max {meta.get('max_steps')} steps per episode.",
+        "no training data touches; success rates are over the first N games (task types "
+        f"round-robin) of each split, max {meta.get('max_steps')} steps per episode.",
         "",
-        "## The paper, for reference (not our numbers)",
+        "![results](report.png)",
         "",
-        "Qwen3-8B, ALFWorld success % (valid_seen ID / valid_unseen OOD), arXiv 2603.08706 Table 1:",
-        "",
-        "| Arm | ID | OOD |",
-        "|---|---|---|",
     ]
-    for arm, (i, o) in PAPER_QWEN3_8B.items():
-        lines.append(f"| {ARM_TITLES[arm]} | {i:.2f} | {o:.2f} |")
-    lines += ["", "![results](report.png)", ""]
+    lines += _by_type_table(results)
+    lines += ["Details (counts behind each cell):", ""]
+    for arm, ms in results.items():
+        lines.append(f"- {ARM_TITLES.get(arm, arm)}: " + "; ".join(
+            f"{m.name}[{m.split}] " + ", ".join(f"{k}={v}" for k, v in m.detail.items()
+                                               if not isinstance(v, (dict, list)) or k == "env_failures")
+            for m in ms))
+    lines += [
+        "",
+        "## The paper's numbers, for reference (not ours)",
+        "",
+        "Qwen3-8B, arXiv 2603.08706 Table 1 (%). ALFWorld: success on valid_seen (ID, 140 games) / "
+        "valid_unseen (OOD, 134 games); ScienceWorld: next-action accuracy. Ours above are a different "
+        "model at a different scale: compare the ordering of the arms, not the values.",
+        "",
+        "| Arm (paper) | ALFWorld ID | ALFWorld OOD | WebShop | ScienceWorld | our arm |",
+        "|---|---|---|---|---|---|",
+    ]
+    ours: dict[str, str] = {}
+    for a, r in PAPER_ROW.items():  # the arm we ran for each paper row (else the one we could run)
+        if a in results or r not in ours:
+            ours[r] = a if a in results or r not in ours else ours[r]
+    for row, vals in PAPER_TABLE1.items():
+        mine = ours.get(row)
+        lines.append(f"| {row} | " + " | ".join(f"{v:.2f}" for v in vals)
+                     + f" | {'`' + mine + '`' + ('' if mine in results else ' (not run)') if mine else '—'} |")
+    lines.append("")
+    lines += _critiques(results)
     if traces:
-        lines += ["## Example episodes (first game of valid_unseen)", ""]
-        for arm, trace in traces.items():
-            lines.append(f"**{ARM_TITLES.get(arm, arm)}** — won: {trace[0]['won'] if trace else '—'}")
-            lines.append("")
-            lines.append("```")
-            for t in (trace[0]["trace"][:8] if trace else []):
-                lines.append(f"> {t[0]}\n{t[1][:160]}")
-            lines.append("```")
-            lines.append("")
+        lines += _traces_side_by_side(traces)
     lines += ["## Run", "", "```json", json.dumps(meta, indent=2, default=str, sort_keys=True), "```", ""]
     md = out / "report.md"
-    md.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    md.write_text(text)
+    html = out / "report.html"
+    html.write_text(_html(text, f"ACT evaluation report — {meta.get('profile')}"))
     js = out / "report.json"
-    write_json(js, {"meta": meta, "results": {a: [m.to_dict() for m in ms] for a, ms in results.items()}})
-    return {"json": js, "markdown": md, "png": png}
+    write_json(js, {"meta": meta, "results": {a: [m.to_dict() for m in ms] for a, ms in results.items()},
+                    "paper_table1_qwen3_8b": PAPER_TABLE1})
+    return {"json": js, "markdown": md, "png": png, "html": html}
+
+
+def _html(markdown_text: str, title: str) -> str:
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "font-size:13px}pre{background:#f6f6f6;padding:8px;overflow:auto}img{max-width:100%}")
+    import html as _h
+
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_h.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>\n")
