@@ -91,6 +91,32 @@ def _check_checkpoint(res, key: str, zero_stage, distributed_type: str, home: Pa
     return out
 
 
+def test_core_never_imports_dagster():
+    """The core, the training entry point included, runs without dagster (dagster_pipes only)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import act_pipeline.training.launch, act_pipeline.training.act_grpo, "
+            "act_pipeline.training.sft, act_pipeline.sampling.backends, act_pipeline.sampling.vllm, "
+            "act_pipeline.sampling.alternatives, act_pipeline.evaluation.metrics, act_pipeline.data.store, "
+            "act_pipeline.envs.alfworld; print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def test_entry_point_rejects_a_bad_job(tmp_path):
+    from act_pipeline.training.launch import STAGES, load_job
+
+    assert {"act", "il"} <= set(STAGES)
+    p = tmp_path / "job.json"
+    p.write_text(json.dumps({"stage": "rl", "init_model": "m", "data_uri": "d", "out_dir": "o", "config": {}}))
+    with pytest.raises(ValueError, match="unknown stage 'rl'"):
+        load_job(p)
+    p.write_text(json.dumps({"stage": "act"}))
+    with pytest.raises(ValueError, match="missing init_model, data_uri, out_dir, config"):
+        load_job(p)
+
+
 def test_act_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
     """In the default suite (~30 s): ACT GRPO, 2 steps, 2 CPU processes (gloo)."""
     from act_pipeline.assets.pipeline import act_checkpoint
