@@ -116,9 +116,15 @@ def is_main_process() -> bool:
 
 
 def metadata(res: dict) -> dict:
-    """Materialization metadata for Pipes: scalars as they are, the rest as JSON."""
+    """Materialization metadata for Pipes: scalars as they are, the rest as JSON (NaN/inf as null).
+
+    >>> metadata({"uri": "/m", "global_step": 2, "zero_stage": None, "log_history": [{"loss": float("nan")}]})
+    {'uri': {'raw_value': '/m', 'type': 'path'}, 'global_step': 2, 'zero_stage': {'raw_value': None, 'type': 'null'}, 'log_history': {'raw_value': [{'loss': None}], 'type': 'json'}}
+    """
+    from act_pipeline.training.common import _finite
+
     md: dict = {}
-    for k, v in res.items():
+    for k, v in _finite(res).items():
         if k == "uri":
             md[k] = {"raw_value": v, "type": "path"}
         elif v is None or isinstance(v, (bool, int, float, str)):
