@@ -56,6 +56,8 @@ class AlfworldConfig:
 
 @dataclass
 class SamplingConfig:
+    # "transformers" (default; CPU or GPU) or "vllm" (GPU only: pip install act-pipeline[gpu]);
+    # the output table is the same either way
     backend: str = "transformers"
     k: int = 4
     temperature: float = 1.0
@@ -64,6 +66,9 @@ class SamplingConfig:
     batch_size: int = 16
     # replace each unparsable/inadmissible sample by a random admissible action (Early Experience)
     fill_inadmissible: bool = False
+    # vLLM only: GPUs the model is sharded over, and the share of each GPU's memory vLLM may take
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
 
 
 @dataclass
@@ -95,6 +100,30 @@ class ILConfig:
     seed: int = 0
     bf16: bool = False
     save_steps: int = 0
+
+
+@dataclass
+class VLLMTrainConfig:
+    """TRL's vLLM generation for GRPO (GPU only); passed through to ``GRPOConfig.vllm_*``."""
+
+    use_vllm: bool = False
+    mode: str = "colocate"  # colocate: vLLM inside the training processes; server: `trl vllm-serve`
+    gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM may take
+    tensor_parallel_size: int = 1  # colocate
+    server_base_url: str | None = None  # server: e.g. http://10.0.0.5:8000
+
+
+@dataclass
+class TrainingConfig:
+    """How the training stages (ACT, IL) run; what they train is in `act:` / `il:`."""
+
+    # inprocess: inside the Dagster step (the CPU default); accelerate: `accelerate launch
+    # --config_file <accelerate_config>` in a subprocess, reporting back through Dagster Pipes
+    launcher: str = "inprocess"
+    accelerate_config: str = "configs/accelerate/cpu.yaml"  # relative paths: to the repo root
+    num_processes: int = 1  # processes (GPUs) per machine; the global batch is per-device batch x this
+    gradient_checkpointing: bool = False
+    vllm: VLLMTrainConfig = field(default_factory=VLLMTrainConfig)
 
 
 @dataclass
@@ -134,6 +163,7 @@ class PipelineConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     act: ACTConfig = field(default_factory=ACTConfig)
     il: ILConfig = field(default_factory=ILConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     envs: EnvsConfig = field(default_factory=EnvsConfig)
     source: str = ""  # file it was loaded from (not a YAML key)
@@ -155,8 +185,9 @@ _NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
            "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
            "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps", "retries"}
 _POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
-             "max_new_tokens", "max_completion_length",
-             "reset_timeout_s", "step_timeout_s", "max_rss_mb", "eval_workers", "thinking_max_new_tokens"}
+             "max_new_tokens", "max_completion_length", "tensor_parallel_size", "num_processes",
+             "gpu_memory_utilization", "reset_timeout_s", "step_timeout_s", "max_rss_mb", "eval_workers",
+             "thinking_max_new_tokens"}
 
 
 def _build(cls, data: Any, where: str, source: str):
@@ -229,11 +260,39 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     if cfg.alfworld.expert not in {"handcoded", "planner"}:
         raise ConfigError(f"{path}: `alfworld.expert` must be handcoded or planner, got {cfg.alfworld.expert!r}")
     if cfg.sampling.backend not in {"transformers", "vllm"}:
-        raise ConfigError(f"{path}: `sampling.backend` must be transformers or vllm")
+        raise ConfigError(f"{path}: `sampling.backend` must be transformers or vllm, got {cfg.sampling.backend!r}")
+    for key, v in (("sampling.gpu_memory_utilization", cfg.sampling.gpu_memory_utilization),
+                   ("training.vllm.gpu_memory_utilization", cfg.training.vllm.gpu_memory_utilization)):
+        if not 0 < v <= 1:
+            raise ConfigError(f"{path}: `{key}` must be in (0, 1], got {v}")
+    t = cfg.training
+    if t.launcher not in {"inprocess", "accelerate"}:
+        raise ConfigError(f"{path}: `training.launcher` must be inprocess or accelerate, got {t.launcher!r}")
+    if t.launcher == "accelerate" and not accelerate_config_path(t).is_file():
+        raise ConfigError(f"{path}: `training.accelerate_config`: {accelerate_config_path(t)} does not exist")
+    if t.vllm.mode not in {"colocate", "server"}:
+        raise ConfigError(f"{path}: `training.vllm.mode` must be colocate or server, got {t.vllm.mode!r}")
     return cfg
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def accelerate_config_path(t: TrainingConfig) -> Path:
+    """The accelerate config file; a relative path is relative to the repo root."""
+    p = Path(t.accelerate_config).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def uses_gpu(cfg: PipelineConfig) -> bool:
+    """Whether the profile needs GPUs: vLLM sampling, or `accelerate launch` with a non-CPU config."""
+    if cfg.sampling.backend == "vllm" or cfg.training.vllm.use_vllm:
+        return True
+    if cfg.training.launcher != "accelerate":
+        return False
+    path = accelerate_config_path(cfg.training)
+    acc = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return not (acc or {}).get("use_cpu", False)
 
 
 def default_profile_path() -> Path:

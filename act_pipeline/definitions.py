@@ -8,9 +8,9 @@ from ``$ACT_HOME`` (default ``.act_home`` in the repo).
 import dagster as dg
 
 from act_pipeline.assets.checks import all_checks
-from act_pipeline.assets.pipeline import all_assets
+from act_pipeline.assets.pipeline import GPU_TAG, all_assets
 from act_pipeline.assets.sensors import expert_data_sensor
-from act_pipeline.config import default_profile_path
+from act_pipeline.config import default_profile_path, load_config, uses_gpu
 from act_pipeline.resources import JsonManifestIOManager, ProfileResource, WarehouseResource, default_data_root
 
 
@@ -23,13 +23,21 @@ def build_resources(profile_path: str | None = None, data_root: str | None = Non
     }
 
 
+# GPU profiles: runs carry the tag `act-pipeline/device: gpu` (deploy/dagster.yaml queues them one
+# at a time), and within a run the GPU steps (tagged act-pipeline/gpu) run one after another, since
+# each takes every GPU of the node. CPU profiles keep the default executor.
+_GPU = uses_gpu(load_config(default_profile_path()))
+_RUN_TAGS = {"act-pipeline/device": "gpu" if _GPU else "cpu"}
+_EXECUTOR = (dg.multiprocess_executor.configured({"tag_concurrency_limits": [{"key": GPU_TAG, "limit": 1}]})
+             if _GPU else None)
+
 act_pipeline_job = dg.define_asset_job(
-    "act_pipeline_job", selection=dg.AssetSelection.all(),
+    "act_pipeline_job", selection=dg.AssetSelection.all(), tags=_RUN_TAGS, executor_def=_EXECUTOR,
     description="Every ACT stage: games → expert trajectories → alternatives → pairs → ACT → IL → report.",
 )
 
 eval_job = dg.define_asset_job(
-    "eval_job", selection=dg.AssetSelection.assets("eval_report"),
+    "eval_job", selection=dg.AssetSelection.assets("eval_report"), tags=_RUN_TAGS, executor_def=_EXECUTOR,
     description="Re-evaluate the current checkpoints (e.g. after an environment or evaluation change).",
 )
 

@@ -92,9 +92,23 @@ def _write(tmp_path, text):
 
 
 def test_profiles_load():
-    for name in ("smoke", "default"):
+    for name in ("smoke", "default", "gpu-qwen3-8b"):
         cfg = load_config(REPO / "configs" / f"{name}.yaml")
         assert cfg.name == name
+
+
+def test_cpu_profiles_train_in_process_and_the_gpu_profile_through_accelerate():
+    from act_pipeline.config import accelerate_config_path, uses_gpu
+
+    for name in ("smoke", "default"):
+        cfg = load_config(REPO / "configs" / f"{name}.yaml")
+        assert cfg.training.launcher == "inprocess" and cfg.sampling.backend == "transformers" and not uses_gpu(cfg)
+    gpu = load_config(REPO / "configs" / "gpu-qwen3-8b.yaml")
+    assert gpu.training.launcher == "accelerate" and accelerate_config_path(gpu.training).name == "deepspeed_zero3.yaml"
+    assert gpu.sampling.backend == "vllm" and gpu.training.vllm.use_vllm and gpu.training.vllm.mode == "colocate"
+    assert uses_gpu(gpu) and gpu.act.bf16 and gpu.il.bf16
+    # GRPO: the global batch (completions per step) must be a multiple of the group size
+    assert gpu.act.per_device_train_batch_size * gpu.training.num_processes % gpu.act.num_generations == 0
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -104,6 +118,14 @@ def test_profiles_load():
     ("model:\n  source: hf\n", "`model.path` is required"),
     ("bogus: 1\n", "unknown key `bogus`"),
     ("act: [1, 2]\n", "`act` must be a mapping"),
+    ("training:\n  launcher: slurm\n", "`training.launcher` must be inprocess or accelerate"),
+    ("training:\n  launcher: accelerate\n  accelerate_config: configs/accelerate/nope.yaml\n",
+     "`training.accelerate_config`"),
+    ("training:\n  num_processes: 0\n", "`training.num_processes` must be > 0"),
+    ("training:\n  vllm:\n    mode: remote\n", "`training.vllm.mode` must be colocate or server"),
+    ("training:\n  vllm:\n    use_vllm: yes please\n", "`training.vllm.use_vllm` must be true/false"),
+    ("sampling:\n  backend: tgi\n", "`sampling.backend` must be transformers or vllm"),
+    ("sampling:\n  tensor_parallel_size: 0\n", "`sampling.tensor_parallel_size` must be > 0"),
 ])
 def test_config_errors_name_file_and_field(tmp_path, text, needle):
     p = _write(tmp_path, text)

@@ -13,6 +13,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
+from act_pipeline.assets.launch import launch_training
 from act_pipeline.assets.versions import code_version, source_hash
 from act_pipeline.config import PipelineConfig, default_profile_path, load_config
 from act_pipeline.data.store import read_parquet, safe_join, table_hash, write_parquet_atomic
@@ -20,6 +21,11 @@ from act_pipeline.resources import ProfileResource, WarehouseResource
 from act_pipeline.training.common import write_json
 
 _CFG: PipelineConfig = load_config(default_profile_path())
+
+
+# the steps that use the GPUs (all of them, on a GPU profile); see definitions.py and deploy/dagster.yaml
+GPU_TAG = "act-pipeline/gpu"
+_GPU_STEP = {"op_tags": {GPU_TAG: "true"}, "pool": "gpu"}
 
 
 def _cv(modules: list[str], sections: list[str]) -> str:
@@ -219,8 +225,9 @@ def _value_counts(table: pa.Table, col: str):
 
 
 @dg.asset(
-    group_name="data", kinds={"transformers", "parquet", "duckdb"},
-    code_version=_cv(["act_pipeline.sampling.alternatives", "act_pipeline.sampling.hf", "act_pipeline.act.pairs",
+    **_GPU_STEP, group_name="data", kinds={"transformers", "parquet", "duckdb"},
+    code_version=_cv(["act_pipeline.sampling.alternatives", "act_pipeline.sampling.hf", "act_pipeline.sampling.vllm",
+                      "act_pipeline.sampling.backends", "act_pipeline.act.pairs",
                       "act_pipeline.act.prompts", "act_pipeline.act.parsing", "act_pipeline.act.normalize"],
                      ["sampling", "alfworld"]),
     description="K actions sampled by π₀ at every expert state, each kept or dropped with its reason.",
@@ -229,18 +236,14 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
                          base_model: dict, expert_trajectories: dict) -> dg.Output[dict]:
     from act_pipeline.sampling.alternatives import sample_alternatives
     from act_pipeline.sampling.base import SamplingParams
+    from act_pipeline.sampling.backends import make_sampler
     from act_pipeline.sampling.cache import SampleCache, sampling_key
-    from act_pipeline.sampling.hf import TransformersSampler
-    from act_pipeline.training.models import load_model
 
     cfg = profile.config()
     _setup_torch(cfg)
     s = cfg.sampling
-    if s.backend != "transformers":
-        raise dg.Failure(f"sampling.backend={s.backend!r} is not available in this build; use transformers")
-    model, tok = load_model(base_model["uri"], cfg.model.trust_remote_code, cfg.model.inference_dtype)
+    sampler, tok = make_sampler(cfg, base_model["uri"], stop_strings=["</action>"])
     states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["won"]]
-    sampler = TransformersSampler(model, tok, batch_size=s.batch_size, stop_strings=["</action>"])
     t0 = time.time()
     last = [0.0]
 
@@ -251,9 +254,11 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
 
     params = SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                             seed=cfg.seed)
+    # another backend samples differently from the same seed: it gets its own cache entries
+    backend = {} if s.backend == "transformers" else {"backend": s.backend}
     key = sampling_key(model=base_model["hash"], params=params, history_len=cfg.alfworld.history_len,
                        thinking=cfg.model.thinking, dtype=cfg.model.inference_dtype,
-                       prompts=source_hash("act_pipeline.act.prompts"))
+                       prompts=source_hash("act_pipeline.act.prompts"), **backend)
     table, counts = sample_alternatives(sampler, tok, states, params, cfg.alfworld.history_len, cfg.model.thinking,
                                         progress, s.fill_inadmissible, SampleCache(warehouse.get(), key))
     context.log.info(f"states sampled now: {counts['sampled']}, from the cache: {counts['cached']}")
@@ -261,14 +266,14 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
     warehouse.get().register("sampled_alternatives", path)
     h = table_hash(table)
     _lineage(context, path, {"sampler_model": base_model, "expert_trajectories": expert_trajectories},
-             k=s.k, temperature=s.temperature, hash=h)
+             k=s.k, temperature=s.temperature, backend=s.backend, hash=h)
     reasons = dict(zip(*_value_counts(table, "reason")))
     origins = dict(zip(*_value_counts(table.filter(pa.compute.equal(table["reason"], "kept")), "origin")))
     return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "sampler_model_hash": base_model["hash"],
                       "states": len(states), **counts},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "states": len(states),
-                         "k": s.k, "temperature": s.temperature, "sampler_model_hash": base_model["hash"],
+                         "k": s.k, "temperature": s.temperature, "backend": s.backend, "sampler_model_hash": base_model["hash"],
                          "reasons": dg.MetadataValue.json(reasons),
                          "kept_by_origin": dg.MetadataValue.json(origins),
                          "seconds": round(time.time() - t0, 1),
@@ -320,9 +325,10 @@ def _train_rows(manifest: dict) -> list[dict]:
 
 
 @dg.asset(
-    group_name="training", kinds={"trl", "pytorch"},
+    **_GPU_STEP, group_name="training", kinds={"trl", "pytorch"},
     code_version=_cv(["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.prompts",
-                      "act_pipeline.act.parsing", "act_pipeline.training.common"], ["act", "alfworld"]),
+                      "act_pipeline.act.parsing", "act_pipeline.training.common", "act_pipeline.training.launch"],
+                     ["act", "alfworld", "training"]),
     description="Stage 2: GRPO (TRL) on the critic prompt; reward 1 right pick, 0 wrong, penalty unparsable.",
 )
 def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
@@ -332,13 +338,28 @@ def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, 
 
     cfg = profile.config()
     _setup_torch(cfg)
-    pairs = _train_rows(contrast_pairs)
     out = profile.artifact_dir("act_checkpoint", context.run_id) / "model"
     card = _card(context, cfg, "act_checkpoint", {"init": base_model, "contrast_pairs": contrast_pairs}, "act")
-    res = train_act(base_model["uri"], pairs, out, cfg.act, cfg.alfworld.history_len, cfg.model.thinking,
-                    cfg.model.trust_remote_code, log=context.log.info, card=card,
-                    work_dir=_work_dir(context, profile, cfg, "act", base_model, contrast_pairs))
+    work = _work_dir(context, profile, cfg, "act", base_model, contrast_pairs)
+    if cfg.training.launcher == "accelerate":
+        res = launch_training(context, cfg, _job(cfg, "act", base_model, contrast_pairs, {"split": "train"},
+                                                 out, work, card))
+    else:
+        pairs = _train_rows(contrast_pairs)
+        res = train_act(base_model["uri"], pairs, out, cfg.act, cfg.alfworld.history_len, cfg.model.thinking,
+                        cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
+                        training=cfg.training)
     return _checkpoint_output(out, res, {"init": base_model, "pairs": contrast_pairs}, dir_hash(out))
+
+
+def _job(cfg: PipelineConfig, stage: str, init: dict, data: dict, filters: dict, out: Path, work: Path,
+         card: dict) -> dict:
+    """The JSON job the out-of-process entry point (act_pipeline.training.launch) runs."""
+    d = cfg.to_dict()
+    return {"stage": stage, "init_model": init["uri"], "data_uri": data["uri"], "filters": filters,
+            "out_dir": str(out), "work_dir": str(work), "config": d[stage], "training": d["training"],
+            "history_len": cfg.alfworld.history_len, "thinking": cfg.model.thinking,
+            "trust_remote_code": cfg.model.trust_remote_code, "threads": cfg.threads, "card": card}
 
 
 def _card(context, cfg: PipelineConfig, asset: str, parents: dict, section: str) -> dict:
@@ -371,6 +392,9 @@ def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output
     return dg.Output(manifest, data_version=dg.DataVersion(h[:16]), metadata={
         "uri": dg.MetadataValue.path(str(out)), "content_hash": h,
         **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None},
+        # how it ran: in process or `accelerate launch` (processes, backend, ZeRO stage, job file)
+        **{k: summary[k] for k in ("launcher", "distributed_type", "backend", "device", "accelerate_config", "job")
+           if isinstance(summary.get(k), str)},
         "parents": dg.MetadataValue.json(manifest["parents"]),
         "model_card": dg.MetadataValue.md((out / "README.md").read_text()) if (out / "README.md").exists() else None,
         "training_curve": dg.MetadataValue.md(_curve_md(out, res["log_history"])),
@@ -404,26 +428,32 @@ def _il(context, profile: ProfileResource, init: dict, expert_trajectories: dict
 
     cfg = profile.config()
     _setup_torch(cfg)
-    steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
     out = profile.artifact_dir(name, context.run_id) / "model"
     card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, "il")
-    res = train_sft(init["uri"], steps, out, cfg.il, cfg.alfworld.history_len, cfg.model.thinking,
-                    cfg.model.trust_remote_code, log=context.log.info, card=card,
-                    work_dir=_work_dir(context, profile, cfg, "il", init, expert_trajectories))
+    work = _work_dir(context, profile, cfg, "il", init, expert_trajectories)
+    if cfg.training.launcher == "accelerate":
+        res = launch_training(context, cfg, _job(cfg, "il", init, expert_trajectories, {"split": "train", "won": True},
+                                                 out, work, card))
+    else:
+        steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
+        res = train_sft(init["uri"], steps, out, cfg.il, cfg.alfworld.history_len, cfg.model.thinking,
+                        cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
+                        training=cfg.training)
     return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
 
 
-_IL_CV = _cv(["act_pipeline.training.sft", "act_pipeline.act.prompts", "act_pipeline.training.common"], ["il", "alfworld"])
+_IL_CV = _cv(["act_pipeline.training.sft", "act_pipeline.act.prompts", "act_pipeline.training.common",
+              "act_pipeline.training.launch"], ["il", "alfworld", "training"])
 
 
-@dg.asset(group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
+@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
           description="Stage 3 IL: SFT (TRL) on the expert steps, starting from the ACT checkpoint.")
 def il_policy(context: dg.AssetExecutionContext, profile: ProfileResource, act_checkpoint: dict,
               expert_trajectories: dict) -> dg.Output[dict]:
     return _il(context, profile, act_checkpoint, expert_trajectories, "il_policy")
 
 
-@dg.asset(group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
+@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
           description="Baseline IL: the same SFT on the same expert steps, starting from the base model.")
 def il_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
                 expert_trajectories: dict) -> dg.Output[dict]:
@@ -434,7 +464,7 @@ def il_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, bas
 
 
 @dg.asset(
-    group_name="evaluation", kinds={"alfworld", "matplotlib"},
+    **_GPU_STEP, group_name="evaluation", kinds={"alfworld", "matplotlib"},
     code_version=_cv(["act_pipeline.evaluation.metrics", "act_pipeline.evaluation.report", "act_pipeline.act.prompts",
                       "act_pipeline.act.parsing", "act_pipeline.sampling.hf"], ["eval", "alfworld"]),
     description="Judgement accuracy, next-action accuracy and ALFWorld success for base, IL, ACT and IL w/ ACT.",
@@ -448,7 +478,7 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
     from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy, rollout_success
     from act_pipeline.evaluation.report import write_report
     from act_pipeline.sampling.hf import TransformersSampler
-    from act_pipeline.training.models import load_model
+    from act_pipeline.training.models import inference_device, load_model
 
     cfg = profile.config()
     _setup_torch(cfg)
@@ -472,7 +502,8 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
     results, traces = {}, {}
     for arm, manifest, thinks in plan:
         context.log.info(f"evaluating {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
-        model, tok = load_model(manifest["uri"], cfg.model.trust_remote_code, cfg.model.inference_dtype)
+        model, tok = load_model(manifest["uri"], cfg.model.trust_remote_code, cfg.model.inference_dtype,
+                                inference_device())
         stops = TransformersSampler(model, tok, e.batch_size, stop_strings=["</answer>"])
         sampler = TransformersSampler(model, tok, e.batch_size, stop_strings=["</action>"])
         new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens

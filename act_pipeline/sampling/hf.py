@@ -51,7 +51,7 @@ class TransformersSampler(Sampler):
             for start in range(0, len(order), per_batch):
                 idx = order[start : start + per_batch]
                 enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                          add_special_tokens=False)
+                          add_special_tokens=False).to(self.model.device)
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 kwargs = dict(
                     max_new_tokens=params.max_new_tokens,

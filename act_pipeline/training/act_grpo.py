@@ -11,8 +11,9 @@ from pathlib import Path
 
 from act_pipeline.act.prompts import critic_prompt
 from act_pipeline.act.rewards import make_judgement_reward
-from act_pipeline.config import ACTConfig
-from act_pipeline.training.common import Log, checkpoint_args, progress_callback, row_state, train_and_save
+from act_pipeline.config import ACTConfig, TrainingConfig
+from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
+                                         train_and_save, trainer_extras, use_cpu)
 from act_pipeline.training.models import load_model
 
 
@@ -40,8 +41,12 @@ def train_act(
     log: Log = print,
     card: dict | None = None,
     work_dir: str | Path | None = None,
+    training: TrainingConfig | None = None,
 ) -> dict:
-    """Train the critic; write an HF folder (safetensors) to ``out_dir`` atomically."""
+    """Train the critic; write an HF folder (safetensors) to ``out_dir`` atomically.
+
+    ``training`` (the profile's `training:` section) adds gradient checkpointing and TRL's vLLM
+    generation (GPU only); None or its defaults leave the CPU run as it was."""
     from trl import GRPOConfig, GRPOTrainer
 
     if not pairs:
@@ -53,7 +58,9 @@ def train_act(
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
     args = GRPOConfig(
         **checkpoint_args(work, cfg.save_steps),
-        use_cpu=True,
+        **trainer_extras(training),
+        **vllm_args(training),
+        use_cpu=use_cpu(),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -87,5 +94,29 @@ def train_act(
         "pairs": len(ds),
         "mean_reward_first": rewards[0] if rewards else None,
         "mean_reward_last": rewards[-1] if rewards else None,
+        **run_info(trainer),
         "log_history": progress.history,
     }
+
+
+def vllm_args(training: TrainingConfig | None) -> dict:
+    """TRL's GRPOConfig vLLM options from the profile (empty unless `training.vllm.use_vllm`).
+
+    >>> from act_pipeline.config import TrainingConfig, VLLMTrainConfig
+    >>> vllm_args(TrainingConfig())
+    {}
+    >>> sorted(vllm_args(TrainingConfig(vllm=VLLMTrainConfig(use_vllm=True))).items())
+    [('use_vllm', True), ('vllm_gpu_memory_utilization', 0.3), ('vllm_mode', 'colocate'), ('vllm_tensor_parallel_size', 1)]
+    >>> vllm_args(TrainingConfig(vllm=VLLMTrainConfig(use_vllm=True, mode="server", server_base_url="http://h:8000")))
+    {'use_vllm': True, 'vllm_mode': 'server', 'vllm_server_base_url': 'http://h:8000'}
+    """
+    if training is None or not training.vllm.use_vllm:
+        return {}
+    v = training.vllm
+    if v.mode == "colocate":
+        return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": v.gpu_memory_utilization,
+                "vllm_tensor_parallel_size": v.tensor_parallel_size}
+    args = {"use_vllm": True, "vllm_mode": "server"}
+    if v.server_base_url:
+        args["vllm_server_base_url"] = v.server_base_url
+    return args

@@ -71,14 +71,47 @@ def checkpoint_args(work: Path, save_steps: int) -> dict:
     return {"output_dir": str(work), "save_strategy": "no"}
 
 
+def use_cpu() -> bool:
+    """Train on the CPU unless a CUDA GPU is visible (the in-process default on this project's CPU
+    machines; on GPU machines accelerate places each process on its GPU)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def trainer_extras(training) -> dict:
+    """TrainingArguments from the profile's `training:` section that differ from the defaults
+    (nothing for the CPU profiles, so their in-process runs are unchanged)."""
+    if training is None:
+        return {}
+    extra = {}
+    if training.gradient_checkpointing:
+        extra["gradient_checkpointing"] = True
+    return extra
+
+
+def run_info(trainer) -> dict:
+    """How the training ran: process count, accelerate's distributed type, backend, ZeRO stage."""
+    state = trainer.accelerator.state
+    plugin = getattr(state, "deepspeed_plugin", None)
+    return {"world_size": trainer.accelerator.num_processes,
+            "distributed_type": str(state.distributed_type).split(".")[-1],
+            "backend": getattr(state, "backend", None),
+            "zero_stage": plugin.zero_stage if plugin is not None else None,
+            "device": str(trainer.accelerator.device)}
+
+
 def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card: dict | None, log: Log, what: str):
     """Train (resuming from the last checkpoint in ``work`` if a previous attempt left one),
-    check the weights, and write the final folder atomically; ``work`` is removed on success."""
+    check the weights, and write the final folder atomically; ``work`` is removed on success.
+
+    With several processes (``accelerate launch``) every process takes part in the save (ZeRO-3
+    gathers the sharded weights), only the main process writes, and the folder appears by rename
+    once complete."""
     import shutil
 
     from transformers.trainer_utils import get_last_checkpoint
 
-    from act_pipeline.training.card import write_model_card
     from act_pipeline.training.models import atomic_dir
 
     from transformers.trainer_callback import PrinterCallback
@@ -88,14 +121,63 @@ def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card
     if last:
         log(f"{what}: resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
-    if not weights_finite(trainer.model):
-        raise FloatingPointError(f"{what} produced non-finite weights; checkpoint not saved")
-    with atomic_dir(out_dir) as tmp:
-        trainer.save_model(str(tmp))
+    if trainer.accelerator.num_processes > 1:
+        _save_distributed(trainer, tokenizer, Path(out_dir), progress, card, last, result, what)
+    else:
+        if not weights_finite(trainer.model):
+            raise FloatingPointError(f"{what} produced non-finite weights; checkpoint not saved")
+        with atomic_dir(out_dir) as tmp:
+            _save_folder(trainer, tokenizer, tmp, progress, card, last, result)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(work, ignore_errors=True)
+    return result, last
+
+
+def _save_folder(trainer, tokenizer, tmp: Path, progress, card, last, result) -> None:
+    from act_pipeline.training.card import write_model_card
+
+    trainer.save_model(str(tmp))
+    if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship it
         write_json(tmp / "train_log.json", progress.history)
         if card is not None:
             write_model_card(tmp, {**card, "global_step": result.global_step, "resumed_from": last})
-    shutil.rmtree(work, ignore_errors=True)
-    return result, last
+
+
+def _save_distributed(trainer, tokenizer, out_dir: Path, progress, card, last, result, what: str) -> None:
+    import shutil
+
+    from act_pipeline.training.models import replace_dir
+
+    acc = trainer.accelerator
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")  # the same path in every process
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    _save_folder(trainer, tokenizer, tmp, progress, card, last, result)  # collective under ZeRO-3
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        try:
+            _check_saved(tmp, what)
+            replace_dir(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def _check_saved(folder: Path, what: str) -> None:
+    """The saved folder holds safetensors weights only (no DeepSpeed/pickle checkpoint), all finite."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights = sorted(folder.glob("*.safetensors"))
+    pickles = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth"} or p.name.startswith("global_step")]
+    if not weights or pickles:
+        raise RuntimeError(f"{what}: expected safetensors weights only in {folder}, found "
+                           f"{sorted(p.name for p in folder.iterdir())} (ZeRO-3 needs zero3_save_16bit_model: true)")
+    for w in weights:
+        for name, t in load_file(str(w)).items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise FloatingPointError(f"{what} produced non-finite weights ({name}); checkpoint not saved")

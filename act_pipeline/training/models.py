@@ -48,16 +48,21 @@ def atomic_dir(dst: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     try:
         yield tmp
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
+        replace_dir(tmp, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(tmp: Path, dst: Path) -> None:
+    """Put the complete folder ``tmp`` at ``dst`` by renames (the previous ``dst`` is replaced)."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
 
 
 def convert_smollm2(dst: Path) -> Path:
@@ -148,11 +153,19 @@ def dir_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32"):
+def inference_device() -> str:
+    """Where sampling and evaluation run: the first CUDA GPU if one is visible, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32", device: str | None = None):
     """Model and tokenizer from a folder; refuses anything but safetensors weights.
 
     ``dtype="bfloat16"`` is for inference (sampling, evaluation): about 2.5x faster than float32
-    on CPUs with AVX512-BF16. Training loads float32.
+    on CPUs with AVX512-BF16. Training loads float32 (the trainer places the model).
+    ``device``: move the model there (None: leave it on the CPU).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -166,6 +179,8 @@ def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32
     )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if device is not None and device != "cpu":
+        model = model.to(device)
     return model, tok
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from act_pipeline.act.prompts import agent_prompt
-from act_pipeline.config import ILConfig
-from act_pipeline.training.common import Log, checkpoint_args, progress_callback, row_state, train_and_save
+from act_pipeline.config import ILConfig, TrainingConfig
+from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
+                                         train_and_save, trainer_extras, use_cpu)
 from act_pipeline.training.models import load_model
 
 
@@ -39,6 +40,7 @@ def train_sft(
     log: Log = print,
     card: dict | None = None,
     work_dir: str | Path | None = None,
+    training: TrainingConfig | None = None,
 ) -> dict:
     from trl import SFTConfig, SFTTrainer
 
@@ -51,7 +53,8 @@ def train_sft(
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
     args = SFTConfig(
         **checkpoint_args(work, cfg.save_steps),
-        use_cpu=True,
+        **trainer_extras(training),
+        use_cpu=use_cpu(),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -77,5 +80,6 @@ def train_sft(
         "examples": len(ds),
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
+        **run_info(trainer),
         "log_history": progress.history,
     }

@@ -1,0 +1,46 @@
+"""deploy/dagster.yaml (the production instance) is valid against this Dagster's instance schema,
+and its GPU limits name the tags and pool the code sets. (Postgres itself is not contacted: the
+storage class lives in dagster-postgres, installed where the instance is deployed.)"""
+
+from pathlib import Path
+
+import yaml
+
+from act_pipeline.assets.pipeline import GPU_TAG
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml"
+
+
+def test_production_instance_config_is_valid(monkeypatch):
+    from dagster._config import process_config
+    from dagster._config.field import resolve_to_config_type
+    from dagster._core.instance.config import dagster_instance_config_schema
+
+    for var in ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB",
+                "DAGSTER_ARTIFACTS_DIR", "DAGSTER_COMPUTE_LOGS_DIR"):
+        monkeypatch.setenv(var, "x")
+    cfg = yaml.safe_load(DEPLOY.read_text())
+    result = process_config(resolve_to_config_type(dagster_instance_config_schema()), cfg)
+    assert result.success, [e.message for e in result.errors]
+    assert "postgres" in cfg["storage"]
+    runs = cfg["concurrency"]["runs"]
+    assert runs["max_concurrent_runs"] >= 1
+    assert {"key": "act-pipeline/device", "value": "gpu", "limit": 1} in runs["tag_concurrency_limits"]
+    assert cfg["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_gpu_steps_carry_the_tag_and_pool():
+    from act_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    gpu = {"sampled_alternatives", "act_checkpoint", "il_policy", "il_baseline", "eval_report"}
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        if key.to_user_string() in gpu:
+            assert node.pools == {"gpu"}, key
+            assert node.assets_def.op.tags.get(GPU_TAG) == "true"
+
+
+def test_the_embedded_default_stays_sqlite():
+    cfg = yaml.safe_load((DEPLOY.parent.parent / "dagster.yaml").read_text())
+    assert "sqlite" in cfg["storage"]
