@@ -87,6 +87,10 @@ class ACTConfig:
     temperature: float = 1.0
     beta: float = 0.0
     unparsable_penalty: float = -0.5
+    # judgement accuracy on held-out (valid_unseen) pairs every N steps during training (0 = off);
+    # in-process training only
+    probe_every: int = 0
+    probe_pairs: int = 16
     seed: int = 0
     bf16: bool = False  # bf16 autocast (CPU with AVX512-BF16: ~2.5x faster than float32)
     save_steps: int = 0  # keep a trainer checkpoint every N steps (resume after a crash); 0 = off
@@ -97,6 +101,21 @@ class ILConfig:
     max_steps: int = 30
     learning_rate: float = 2e-5
     per_device_train_batch_size: int = 8
+    seed: int = 0
+    bf16: bool = False
+    save_steps: int = 0
+
+
+@dataclass
+class RLConfig:
+    """Stage-3 RL: GRPO on next-action generation over the expert states (single step, no env)."""
+    max_steps: int = 30
+    learning_rate: float = 5e-6
+    per_device_train_batch_size: int = 4
+    num_generations: int = 4
+    max_completion_length: int = 16
+    temperature: float = 1.0
+    beta: float = 0.0
     seed: int = 0
     bf16: bool = False
     save_steps: int = 0
@@ -163,6 +182,7 @@ class PipelineConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     act: ACTConfig = field(default_factory=ACTConfig)
     il: ILConfig = field(default_factory=ILConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     envs: EnvsConfig = field(default_factory=EnvsConfig)
@@ -183,7 +203,8 @@ class PipelineConfig:
 _NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
            "heldout_states", "games_valid_seen", "games_valid_unseen", "max_new_tokens",
            "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
-           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps", "retries"}
+           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps", "retries",
+           "probe_every", "probe_pairs"}
 _POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
              "max_new_tokens", "max_completion_length", "tensor_parallel_size", "num_processes",
              "gpu_memory_utilization", "reset_timeout_s", "step_timeout_s", "max_rss_mb", "eval_workers",

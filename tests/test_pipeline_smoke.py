@@ -19,7 +19,7 @@ from act_pipeline.act.normalize import normalize_action
 from .conftest import SMOKE
 
 ASSETS = ["base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-          "act_checkpoint", "il_policy", "il_baseline", "eval_report"]
+          "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "eval_report"]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_warehouse_views_are_queryable(run):
     assert bad == 0
 
 
-@pytest.mark.parametrize("asset", ["act_checkpoint", "il_policy", "il_baseline"])
+@pytest.mark.parametrize("asset", ["act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline"])
 def test_checkpoints_load_and_generate(run, asset):
     import torch
 
@@ -119,7 +119,7 @@ def test_checkpoints_load_and_generate(run, asset):
     base = run["m"]["base_model"]["hash"]
     assert run["m"][asset]["hash"] != base  # training changed the weights
     card = json.loads((path / "model_card.json").read_text())  # lineage travels with the folder
-    init = "base_model" if asset in ("act_checkpoint", "il_baseline") else "act_checkpoint"
+    init = "base_model" if asset in ("act_checkpoint", "il_baseline", "rl_baseline") else "act_checkpoint"
     assert card["parents"]["init"]["hash"] == run["m"][init]["hash"]
     data = "contrast_pairs" if asset == "act_checkpoint" else "expert_trajectories"
     assert card["parents"][data]["hash"] == run["m"][data]["hash"]
@@ -128,7 +128,8 @@ def test_checkpoints_load_and_generate(run, asset):
 
 def test_report_has_every_metric_with_split_n_seed(run):
     rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
-    assert set(rep["results"]) == {"base", "base_thinking", "il_baseline", "act_checkpoint", "il_policy"}
+    assert set(rep["results"]) == {"base", "base_thinking", "act_checkpoint", "il_baseline", "il_policy",
+                                   "rl_baseline", "rl_policy"}  # every arm of the paper's Table 1 but EE
     for arm, metrics in rep["results"].items():
         got = {(m["name"], m["split"]) for m in metrics}
         assert got == {("judgement_accuracy", "valid_unseen"), ("next_action_accuracy", "valid_unseen"),
@@ -145,6 +146,9 @@ def test_report_has_every_metric_with_split_n_seed(run):
     assert "N=" in md and "seed" in md.lower()
     assert "The paper's numbers, for reference (not ours)" in md and "91.43" in md
     assert "by task type" in md and "Side by side" in md
+    curve = run["m"]["act_checkpoint"]["judgement_curve"]  # probed every 2 of 4 ACT steps
+    assert [c["step"] for c in curve] == [0, 2, 4] and all(c["n"] == 8 and c["split"] == "valid_unseen" for c in curve)
+    assert "Judgement accuracy over ACT training" in md and (Path(run["m"]["eval_report"]["uri"]) / "judgement_curve.png").exists()
     html = Path(run["m"]["eval_report"]["report_html"]).read_text()
     assert html.startswith("<!doctype html>") and "<table>" in html and 'src="report.png"' in html
     png = Path(run["m"]["eval_report"]["plot"])

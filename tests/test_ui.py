@@ -15,7 +15,7 @@ import pytest
 from .conftest import REPO, SMOKE
 
 EXPECTED = {"base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-            "act_checkpoint", "il_policy", "il_baseline", "eval_report"}
+            "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "eval_report"}
 QUERY = """{ assetNodes { assetKey { path } dependencyKeys { path } groupName
               assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
 
@@ -73,7 +73,9 @@ def test_graph_has_every_asset_dependency_and_check(webserver):
     assert deps["act_checkpoint"] == {"base_model", "contrast_pairs"}
     assert deps["il_policy"] == {"act_checkpoint", "expert_trajectories"}
     assert deps["il_baseline"] == {"base_model", "expert_trajectories"}
-    assert deps["eval_report"] >= {"il_policy", "il_baseline", "act_checkpoint", "base_model"}
+    assert deps["rl_policy"] == {"act_checkpoint", "expert_trajectories"}
+    assert deps["rl_baseline"] == {"base_model", "expert_trajectories"}
+    assert deps["eval_report"] >= {"il_policy", "il_baseline", "rl_policy", "rl_baseline", "act_checkpoint", "base_model"}
     checks = {c["name"]: c["blocking"] for c in by_key["contrast_pairs"]["assetChecksOrError"]["checks"]}
     assert checks and all(checks.values())
 

@@ -211,3 +211,16 @@ def test_pairs_sql_slots_balanced_and_never_expert(tmp_path):
     assert [p["expert_slot"] for p in again] == [p["expert_slot"] for p in pairs]  # seeded
     other = wh.query(PAIRS_SQL, ["1"]).to_pylist()
     assert [p["expert_slot"] for p in other] != [p["expert_slot"] for p in pairs]
+
+
+def test_rl_reward_function_in_trl_signature():
+    from act_pipeline.act.rewards import make_action_reward
+
+    fn = make_action_reward()
+    adm = [["go to sink 1", "look"]] * 4
+    got = fn(completions=["go to sink 1</action>", "look</action>", "fly</action>", ""],
+             expert_action=["go to sink 1"] * 4, admissible=adm, prompts=["p"] * 4)
+    assert got == [1.0, 0.1, 0.0, -0.5]
+    # conversational completions, as TRL passes them for chat datasets
+    assert fn(completions=[[{"role": "assistant", "content": "Look</action>"}]], expert_action=["look"],
+              admissible=[["look"]]) == [1.0]

@@ -75,3 +75,12 @@ def action_reward(completion: str, expert_action: str, admissible: Sequence[str]
     if action in admissible_lookup(admissible):
         return ADMISSIBLE
     return 0.0
+
+
+def make_action_reward():
+    """A TRL reward function over a dataset with ``expert_action`` and ``admissible`` columns."""
+
+    def rl_action_reward(completions: Sequence, expert_action: Sequence[str], admissible: Sequence, **_) -> list[float]:
+        return [action_reward(_text(c), e, a) for c, e, a in zip(completions, expert_action, admissible)]
+
+    return rl_action_reward

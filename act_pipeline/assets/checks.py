@@ -75,5 +75,6 @@ def _checkpoint_check(asset: str):
     return _check
 
 
-checkpoint_checks = [_checkpoint_check(a) for a in ("act_checkpoint", "il_policy", "il_baseline")]
+checkpoint_checks = [_checkpoint_check(a) for a in ("act_checkpoint", "il_policy", "il_baseline",
+                                                               "rl_policy", "rl_baseline")]
 all_checks = [*pair_checks, critic_prompts_fit_context, *checkpoint_checks]

@@ -6,6 +6,7 @@ writes its artifact to a fresh per-run folder, and returns a manifest plus metad
 
 
 import contextlib
+import random
 import time
 from pathlib import Path
 
@@ -346,9 +347,11 @@ def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, 
                                                  out, work, card))
     else:
         pairs = _train_rows(contrast_pairs)
+        heldout = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == "valid_unseen"]
+        heldout = random.Random(cfg.eval.seed).sample(heldout, min(cfg.act.probe_pairs, len(heldout)))
         res = train_act(base_model["uri"], pairs, out, cfg.act, cfg.alfworld.history_len, cfg.model.thinking,
                         cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
-                        training=cfg.training)
+                        training=cfg.training, heldout=heldout)
     return _checkpoint_output(out, res, {"init": base_model, "pairs": contrast_pairs}, dir_hash(out))
 
 
@@ -388,6 +391,8 @@ def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, section: s
 def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output[dict]:
     manifest = {"uri": str(out), "hash": h, "global_step": res["global_step"],
                 "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}}
+    if res.get("judgement_curve"):
+        manifest["judgement_curve"] = res["judgement_curve"]
     summary = {k: v for k, v in res.items() if k != "log_history"}
     return dg.Output(manifest, data_version=dg.DataVersion(h[:16]), metadata={
         "uri": dg.MetadataValue.path(str(out)), "content_hash": h,
@@ -460,6 +465,46 @@ def il_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, bas
     return _il(context, profile, base_model, expert_trajectories, "il_baseline")
 
 
+def _rl(context, profile: ProfileResource, init: dict, expert_trajectories: dict, name: str) -> dg.Output[dict]:
+    from act_pipeline.training.models import dir_hash
+    from act_pipeline.training.rl_grpo import train_rl
+
+    cfg = profile.config()
+    _setup_torch(cfg)
+    out = profile.artifact_dir(name, context.run_id) / "model"
+    card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, "rl")
+    work = _work_dir(context, profile, cfg, "rl", init, expert_trajectories)
+    if cfg.training.launcher == "accelerate":
+        res = launch_training(context, cfg, _job(cfg, "rl", init, expert_trajectories, {"split": "train", "won": True},
+                                                 out, work, card))
+    else:
+        steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
+        res = train_rl(init["uri"], steps, out, cfg.rl, cfg.alfworld.history_len, cfg.model.thinking,
+                       cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
+                       training=cfg.training)
+    return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
+
+
+_RL_CV = _cv(["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_pipeline.act.prompts",
+              "act_pipeline.act.parsing", "act_pipeline.training.common", "act_pipeline.training.launch"],
+             ["rl", "alfworld", "training"])
+
+
+@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_RL_CV,
+          description="Stage 3 RL: GRPO (TRL) on next-action generation over the expert states, from the ACT "
+                      "checkpoint; reward 1.0 expert action, 0.1 other admissible, -0.5 malformed.")
+def rl_policy(context: dg.AssetExecutionContext, profile: ProfileResource, act_checkpoint: dict,
+              expert_trajectories: dict) -> dg.Output[dict]:
+    return _rl(context, profile, act_checkpoint, expert_trajectories, "rl_policy")
+
+
+@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_RL_CV,
+          description="Baseline RL: the same GRPO on the same expert states, starting from the base model.")
+def rl_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
+                expert_trajectories: dict) -> dg.Output[dict]:
+    return _rl(context, profile, base_model, expert_trajectories, "rl_baseline")
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -467,11 +512,12 @@ def il_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, bas
     **_GPU_STEP, group_name="evaluation", kinds={"alfworld", "matplotlib"},
     code_version=_cv(["act_pipeline.evaluation.metrics", "act_pipeline.evaluation.report", "act_pipeline.act.prompts",
                       "act_pipeline.act.parsing", "act_pipeline.sampling.hf"], ["eval", "alfworld"]),
-    description="Judgement accuracy, next-action accuracy and ALFWorld success for base, IL, ACT and IL w/ ACT.",
+    description="Judgement accuracy, next-action accuracy and ALFWorld success for every arm of the paper's "
+                "Table 1: prompt w/o and w/ thinking, ACT only, IL, IL w/ ACT, RL, RL w/ ACT.",
 )
 def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alfworld_games: dict,
                 expert_trajectories: dict, contrast_pairs: dict, base_model: dict, il_baseline: dict,
-                act_checkpoint: dict, il_policy: dict) -> dg.Output[dict]:
+                act_checkpoint: dict, il_policy: dict, rl_baseline: dict, rl_policy: dict) -> dg.Output[dict]:
     import random
 
     from act_pipeline.envs.alfworld import select_balanced
@@ -494,7 +540,8 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
                                                 lambda g: g["task_type"]),
                   "valid_unseen": select_balanced([g for g in games if g["split"] == "valid_unseen"],
                                                   e.games_valid_unseen, lambda g: g["task_type"])}
-    arms = {"base": base_model, "il_baseline": il_baseline, "act_checkpoint": act_checkpoint, "il_policy": il_policy}
+    arms = {"base": base_model, "act_checkpoint": act_checkpoint, "il_baseline": il_baseline, "il_policy": il_policy,
+            "rl_baseline": rl_baseline, "rl_policy": rl_policy}
     # (arm, checkpoint, thinking): the paper's "prompt w/ thinking" arm is the base model asked to reason
     plan = [(a, m, th) for a, m in arms.items()]
     if e.thinking_arm:  # and its counterpart: the base model with the other thinking setting
@@ -524,7 +571,7 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
             "model_name": base_model.get("name"), "base_model_hash": base_model["hash"],
             "checkpoints": {a: m["uri"] for a, m in arms.items()}, "pairs_hash": contrast_pairs["hash"],
             "games_source": alfworld_games.get("source"), "dagster_run_id": context.run_id}
-    paths = write_report(out, results, meta, traces)
+    paths = write_report(out, results, meta, traces, act_checkpoint.get("judgement_curve"))
     flat = {f"{arm}/{m.name}/{m.split}": round(m.value, 4) for arm, ms in results.items() for m in ms}
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     return dg.Output({"uri": str(out), "hash": h, "report_md": str(paths["markdown"]), "report_json": str(paths["json"]),
@@ -546,4 +593,4 @@ def _png_md(path: Path) -> str:
 
 
 all_assets = [base_model, alfworld_games, imported_expert_steps, expert_trajectories, sampled_alternatives, contrast_pairs,
-              act_checkpoint, il_policy, il_baseline, eval_report]
+              act_checkpoint, il_policy, il_baseline, rl_policy, rl_baseline, eval_report]

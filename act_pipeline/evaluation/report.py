@@ -128,6 +128,33 @@ def _traces_side_by_side(traces: Mapping[str, list[dict]], max_steps: int = 10) 
     return lines
 
 
+def _curve_section(out: Path, curve: list[dict] | None) -> list[str]:
+    """Judgement accuracy on held-out pairs over the ACT training steps (probed during training)."""
+    if not curve:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 2.8))
+    ax.plot([c["step"] for c in curve], [100 * c["judgement_accuracy"] for c in curve], marker="o")
+    ax.set_xlabel("ACT GRPO step")
+    ax.set_ylabel("judgement acc. %")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"held-out {curve[0]['split']} pairs, N={curve[0]['n']}, greedy", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "judgement_curve.png", dpi=100)
+    plt.close(fig)
+    c0 = curve[0]
+    return ["## Judgement accuracy over ACT training", "",
+            f"Probed during ACT GRPO on {c0['n']} held-out `{c0['split']}` pairs (greedy, seed {c0['seed']}).", "",
+            "| step | " + " | ".join(str(c["step"]) for c in curve) + " |",
+            "|---|" + "---|" * len(curve),
+            "| judgement acc. | " + " | ".join(f"{100 * c['judgement_accuracy']:.1f}%" for c in curve) + " |",
+            "", "![judgement accuracy over ACT training](judgement_curve.png)", ""]
+
+
 def _critiques(results: Mapping[str, list[Metric]]) -> list[str]:
     lines = []
     for arm, ms in results.items():
@@ -143,7 +170,7 @@ def _critiques(results: Mapping[str, list[Metric]]) -> list[str]:
 
 def write_report(
     out_dir: str | Path, results: Mapping[str, list[Metric]], meta: dict,
-    traces: Mapping[str, list[dict]] | None = None,
+    traces: Mapping[str, list[dict]] | None = None, judgement_curve: list[dict] | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, report.html and report.png into ``out_dir``; return their paths.
 
@@ -204,6 +231,7 @@ def write_report(
         lines.append(f"| {row} | " + " | ".join(f"{v:.2f}" for v in vals)
                      + f" | {'`' + mine + '`' + ('' if mine in results else ' (not run)') if mine else '—'} |")
     lines.append("")
+    lines += _curve_section(out, judgement_curve)
     lines += _critiques(results)
     if traces:
         lines += _traces_side_by_side(traces)

@@ -42,6 +42,7 @@ def train_act(
     card: dict | None = None,
     work_dir: str | Path | None = None,
     training: TrainingConfig | None = None,
+    heldout: list[dict] | None = None,
 ) -> dict:
     """Train the critic; write an HF folder (safetensors) to ``out_dir`` atomically.
 
@@ -76,13 +77,19 @@ def train_act(
         dataloader_num_workers=0,
     )
     progress = progress_callback(log, cfg.max_steps)
+    callbacks = [progress]
+    probe = None
+    if heldout and cfg.probe_every > 0:
+        probe = judgement_probe(tok, heldout[: cfg.probe_pairs], history_len, thinking, cfg.probe_every,
+                                cfg.max_steps, cfg.seed, log)
+        callbacks.append(probe)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=make_judgement_reward(cfg.unparsable_penalty),
         args=args,
         train_dataset=ds,
         processing_class=tok,
-        callbacks=[progress],
+        callbacks=callbacks,
     )
     log(f"ACT GRPO: {len(ds)} pairs, {cfg.max_steps} steps, {cfg.num_generations} generations/prompt")
     result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "ACT GRPO")
@@ -95,6 +102,7 @@ def train_act(
         "mean_reward_first": rewards[0] if rewards else None,
         "mean_reward_last": rewards[-1] if rewards else None,
         **run_info(trainer),
+        "judgement_curve": probe.curve if probe is not None else [],
         "log_history": progress.history,
     }
 
@@ -120,3 +128,40 @@ def vllm_args(training: TrainingConfig | None) -> dict:
     if v.server_base_url:
         args["vllm_server_base_url"] = v.server_base_url
     return args
+
+
+def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bool, every: int, total: int,
+                    seed: int, log: Log):
+    """A TrainerCallback that measures judgement accuracy on held-out pairs (greedy) before training
+    and every ``every`` steps: the curve of what ACT learns, kept in ``.curve``."""
+    from transformers import TrainerCallback
+
+    from act_pipeline.evaluation.metrics import judgement_accuracy
+    from act_pipeline.sampling.hf import TransformersSampler
+
+    class _Probe(TrainerCallback):
+        def __init__(self):
+            self.curve: list[dict] = []
+
+        def _run(self, step: int, model) -> None:
+            if model is None or getattr(model, "generate", None) is None:
+                return
+            was_training = model.training
+            model.eval()
+            sampler = TransformersSampler(model, tokenizer, 16, stop_strings=["</answer>"])
+            m = judgement_accuracy(sampler, tokenizer, pairs, "valid_unseen", seed, history_len, thinking)
+            if was_training:
+                model.train()
+            self.curve.append({"step": step, "judgement_accuracy": m.value, "n": m.n, "split": m.split,
+                               "seed": seed, "parsed": m.detail["parsed"]})
+            log(f"probe at step {step}: judgement accuracy {m.value:.3f} on {m.n} held-out valid_unseen pairs")
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            if state.global_step == 0 and args.process_index == 0 and args.world_size == 1:
+                self._run(0, model)
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if args.world_size == 1 and (state.global_step % every == 0 or state.global_step == total):
+                self._run(state.global_step, model)
+
+    return _Probe()

@@ -73,6 +73,16 @@ def _il(job: dict, rows: list[dict], log: Log) -> dict:
                      work_dir=job.get("work_dir"), training=_training_cfg(job))
 
 
+@register_stage("rl")
+def _rl(job: dict, rows: list[dict], log: Log) -> dict:
+    from act_pipeline.config import RLConfig
+    from act_pipeline.training.rl_grpo import train_rl
+
+    return train_rl(job["init_model"], rows, job["out_dir"], RLConfig(**job["config"]), job.get("history_len", 3),
+                    job.get("thinking", False), job.get("trust_remote_code", False), log=log, card=job.get("card"),
+                    work_dir=job.get("work_dir"), training=_training_cfg(job))
+
+
 def select_rows(rows: list[dict], filters: dict) -> list[dict]:
     """The rows whose columns equal every filter value.
 
