@@ -427,23 +427,28 @@ def _curve_md(out: Path, history: list[dict]) -> str:
     return _png_md(png)
 
 
-def _il(context, profile: ProfileResource, init: dict, expert_trajectories: dict, name: str) -> dg.Output[dict]:
+def _action_stage(context, profile: ProfileResource, init: dict, expert_trajectories: dict, name: str,
+                  stage: str) -> dg.Output[dict]:
+    """Stage 3 from ``init`` on the won train expert steps: ``il`` (SFT) or ``rl`` (GRPO)."""
     from act_pipeline.training.models import dir_hash
-    from act_pipeline.training.sft import train_sft
 
     cfg = profile.config()
     _setup_torch(cfg)
     out = profile.artifact_dir(name, context.run_id) / "model"
-    card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, "il")
-    work = _work_dir(context, profile, cfg, "il", init, expert_trajectories)
+    card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, stage)
+    work = _work_dir(context, profile, cfg, stage, init, expert_trajectories)
     if cfg.training.launcher == "accelerate":
-        res = launch_training(context, cfg, _job(cfg, "il", init, expert_trajectories, {"split": "train", "won": True},
+        res = launch_training(context, cfg, _job(cfg, stage, init, expert_trajectories, {"split": "train", "won": True},
                                                  out, work, card))
     else:
+        if stage == "il":
+            from act_pipeline.training.sft import train_sft as train
+        else:
+            from act_pipeline.training.rl_grpo import train_rl as train
         steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
-        res = train_sft(init["uri"], steps, out, cfg.il, cfg.alfworld.history_len, cfg.model.thinking,
-                        cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
-                        training=cfg.training)
+        res = train(init["uri"], steps, out, getattr(cfg, stage), cfg.alfworld.history_len, cfg.model.thinking,
+                    cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
+                    training=cfg.training)
     return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
 
 
@@ -455,34 +460,14 @@ _IL_CV = _cv(["act_pipeline.training.sft", "act_pipeline.act.prompts", "act_pipe
           description="Stage 3 IL: SFT (TRL) on the expert steps, starting from the ACT checkpoint.")
 def il_policy(context: dg.AssetExecutionContext, profile: ProfileResource, act_checkpoint: dict,
               expert_trajectories: dict) -> dg.Output[dict]:
-    return _il(context, profile, act_checkpoint, expert_trajectories, "il_policy")
+    return _action_stage(context, profile, act_checkpoint, expert_trajectories, "il_policy", "il")
 
 
 @dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
           description="Baseline IL: the same SFT on the same expert steps, starting from the base model.")
 def il_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
                 expert_trajectories: dict) -> dg.Output[dict]:
-    return _il(context, profile, base_model, expert_trajectories, "il_baseline")
-
-
-def _rl(context, profile: ProfileResource, init: dict, expert_trajectories: dict, name: str) -> dg.Output[dict]:
-    from act_pipeline.training.models import dir_hash
-    from act_pipeline.training.rl_grpo import train_rl
-
-    cfg = profile.config()
-    _setup_torch(cfg)
-    out = profile.artifact_dir(name, context.run_id) / "model"
-    card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, "rl")
-    work = _work_dir(context, profile, cfg, "rl", init, expert_trajectories)
-    if cfg.training.launcher == "accelerate":
-        res = launch_training(context, cfg, _job(cfg, "rl", init, expert_trajectories, {"split": "train", "won": True},
-                                                 out, work, card))
-    else:
-        steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
-        res = train_rl(init["uri"], steps, out, cfg.rl, cfg.alfworld.history_len, cfg.model.thinking,
-                       cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
-                       training=cfg.training)
-    return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
+    return _action_stage(context, profile, base_model, expert_trajectories, "il_baseline", "il")
 
 
 _RL_CV = _cv(["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_pipeline.act.prompts",
@@ -495,14 +480,14 @@ _RL_CV = _cv(["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_
                       "checkpoint; reward 1.0 expert action, 0.1 other admissible, -0.5 malformed.")
 def rl_policy(context: dg.AssetExecutionContext, profile: ProfileResource, act_checkpoint: dict,
               expert_trajectories: dict) -> dg.Output[dict]:
-    return _rl(context, profile, act_checkpoint, expert_trajectories, "rl_policy")
+    return _action_stage(context, profile, act_checkpoint, expert_trajectories, "rl_policy", "rl")
 
 
 @dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_RL_CV,
           description="Baseline RL: the same GRPO on the same expert states, starting from the base model.")
 def rl_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
                 expert_trajectories: dict) -> dg.Output[dict]:
-    return _rl(context, profile, base_model, expert_trajectories, "rl_baseline")
+    return _action_stage(context, profile, base_model, expert_trajectories, "rl_baseline", "rl")
 
 
 # --------------------------------------------------------------------------- evaluation
