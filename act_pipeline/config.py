@@ -59,6 +59,9 @@ class SamplingConfig:
     # "transformers" (default; CPU or GPU) or "vllm" (GPU only: pip install act-pipeline[gpu]);
     # the output table is the same either way
     backend: str = "transformers"
+    # another model samples the alternatives (the paper's cross-size reuse: pairs sampled by Qwen3-8B
+    # train Qwen3-4B): a local HF folder or hub id; None = the base model pi_0 itself
+    model_path: str | None = None
     k: int = 4
     temperature: float = 1.0
     top_p: float = 1.0

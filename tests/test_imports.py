@@ -59,6 +59,8 @@ CASES = [
     ("bad history", [dict(GOOD, history=[{"action": "look"}])], None, r":1: field `history`"),
     ("game id escapes", [dict(GOOD, game_id="../../etc/trial_1")], None, r":1: field `game_id`: .*must be a relative id"),
     ("absolute game id", [dict(GOOD, game_id="/etc/trial_1")], None, r":1: field `game_id`: .*must be a relative id"),
+    ("empty game id", [dict(GOOD, game_id="  ")], None, r":1: field `game_id`: .*must be a relative id"),
+    ("null field", [dict(GOOD, observation=None)], None, r":1: field `observation`: must be a string"),
 ]
 
 

@@ -240,10 +240,17 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
     from act_pipeline.sampling.backends import make_sampler
     from act_pipeline.sampling.cache import SampleCache, sampling_key
 
+    from act_pipeline.training.models import bf16_fast, dir_hash
+
     cfg = profile.config()
     _setup_torch(cfg)
     s = cfg.sampling
-    sampler, tok = make_sampler(cfg, base_model["uri"], stop_strings=["</action>"])
+    # cross-size reuse: another model may sample (sampling.model_path); lineage records which
+    sampler_uri = s.model_path or base_model["uri"]
+    sampler_hash = dir_hash(s.model_path) if s.model_path else base_model["hash"]
+    if s.model_path:
+        context.log.info(f"alternatives sampled by {s.model_path} (hash {sampler_hash[:12]}), not the base model")
+    sampler, tok = make_sampler(cfg, sampler_uri, stop_strings=["</action>"])
     states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["won"]]
     t0 = time.time()
     last = [0.0]
@@ -257,8 +264,9 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
                             seed=cfg.seed)
     # another backend samples differently from the same seed: it gets its own cache entries
     backend = {} if s.backend == "transformers" else {"backend": s.backend}
-    key = sampling_key(model=base_model["hash"], params=params, history_len=cfg.alfworld.history_len,
-                       thinking=cfg.model.thinking, dtype=cfg.model.inference_dtype,
+    key = sampling_key(model=sampler_hash, params=params, history_len=cfg.alfworld.history_len,
+                       thinking=cfg.model.thinking,
+                       dtype="bfloat16" if cfg.model.inference_dtype == "bfloat16" and bf16_fast() else "float32",
                        prompts=source_hash("act_pipeline.act.prompts"), **backend)
     table, counts = sample_alternatives(sampler, tok, states, params, cfg.alfworld.history_len, cfg.model.thinking,
                                         progress, s.fill_inadmissible, SampleCache(warehouse.get(), key))
@@ -266,15 +274,17 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
     path = write_parquet_atomic(table, profile.artifact_dir("sampled_alternatives", context.run_id) / "alternatives.parquet")
     warehouse.get().register("sampled_alternatives", path)
     h = table_hash(table)
-    _lineage(context, path, {"sampler_model": base_model, "expert_trajectories": expert_trajectories},
+    sampler_manifest = {"uri": sampler_uri, "hash": sampler_hash} if s.model_path else base_model
+    _lineage(context, path, {"sampler_model": sampler_manifest, "expert_trajectories": expert_trajectories},
              k=s.k, temperature=s.temperature, backend=s.backend, hash=h)
     reasons = dict(zip(*_value_counts(table, "reason")))
     origins = dict(zip(*_value_counts(table.filter(pa.compute.equal(table["reason"], "kept")), "origin")))
-    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "sampler_model_hash": base_model["hash"],
-                      "states": len(states), **counts},
+    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "sampler_model_hash": sampler_hash,
+                      "sampler_model": sampler_uri, "states": len(states), **counts},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "states": len(states),
-                         "k": s.k, "temperature": s.temperature, "backend": s.backend, "sampler_model_hash": base_model["hash"],
+                         "k": s.k, "temperature": s.temperature, "backend": s.backend, "sampler_model_hash": sampler_hash,
+                         "sampler_model": sampler_uri, "sampler_is_base_model": not s.model_path,
                          "reasons": dg.MetadataValue.json(reasons),
                          "kept_by_origin": dg.MetadataValue.json(origins),
                          "seconds": round(time.time() - t0, 1),
@@ -308,7 +318,9 @@ def contrast_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, 
     slot1 = wh.scalar("SELECT avg(CASE WHEN expert_slot = 1 THEN 1.0 ELSE 0.0 END) FROM contrast_pairs")
     context.log.info(f"{table.num_rows} contrast pairs {splits}; expert in slot 1: {slot1}")
     return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "splits": splits,
-                      "trajectories_hash": expert_trajectories["hash"], "alternatives_hash": sampled_alternatives["hash"]},
+                      "trajectories_hash": expert_trajectories["hash"], "alternatives_hash": sampled_alternatives["hash"],
+                      "sampler_model": sampled_alternatives.get("sampler_model"),
+                      "sampler_model_hash": sampled_alternatives.get("sampler_model_hash")},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "content_hash": h,
                          "rows_by_split": dg.MetadataValue.json(splits),
@@ -370,7 +382,7 @@ def _card(context, cfg: PipelineConfig, asset: str, parents: dict, section: str)
     return {
         "asset": asset, "description": context.assets_def.descriptions_by_key.get(context.asset_key, ""),
         "parents": {k: {f: v.get(f) for f in ("uri", "hash", "rows", "name", "games_hash", "trajectories_hash",
-                                               "alternatives_hash", "sampler_model_hash") if f in v}
+                                               "alternatives_hash", "sampler_model", "sampler_model_hash") if f in v}
                     for k, v in parents.items()},
         "config": {section: cfg.to_dict()[section], "alfworld": cfg.to_dict()["alfworld"], "model": cfg.to_dict()["model"]},
         "profile": cfg.source, "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
@@ -567,6 +579,8 @@ def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alf
                          "report_path": dg.MetadataValue.path(str(paths["markdown"])),
                          "report_html": dg.MetadataValue.path(str(paths["html"])),
                          "plot": dg.MetadataValue.md(_png_md(paths["png"])),
+                         **({"judgement_curve": dg.MetadataValue.md(_png_md(out / "judgement_curve.png"))}
+                            if (out / "judgement_curve.png").exists() else {}),
                          "metrics": dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
                      })
 

@@ -14,7 +14,7 @@ from act_pipeline.act.rewards import make_judgement_reward
 from act_pipeline.config import ACTConfig, TrainingConfig
 from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
                                          train_and_save, trainer_extras, use_cpu)
-from act_pipeline.training.models import load_model
+from act_pipeline.training.models import effective_bf16, load_model
 
 
 def critic_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -70,7 +70,7 @@ def train_act(
         temperature=cfg.temperature,
         beta=cfg.beta,
         seed=cfg.seed,
-        bf16=cfg.bf16,
+        bf16=effective_bf16(cfg.bf16, log),
         logging_steps=1,
         report_to="none",
         disable_tqdm=True,

@@ -153,6 +153,30 @@ def dir_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def bf16_fast() -> bool:
+    """Whether bfloat16 is fast here: a CUDA GPU, or a CPU with native bf16 (AVX512-BF16 or AMX).
+
+    Elsewhere (e.g. AVX2-only CPUs) torch emulates bf16 and it is many times slower than float32,
+    so ``bf16: true`` / ``inference_dtype: bfloat16`` fall back to float32 (and say so)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def effective_bf16(wanted: bool, log=None) -> bool:
+    if wanted and not bf16_fast():
+        if log:
+            log("bf16 requested, but this machine has no native bf16 (no CUDA, no AVX512-BF16/AMX): float32")
+        return False
+    return wanted
+
+
 def inference_device() -> str:
     """Where sampling and evaluation run: the first CUDA GPU if one is visible, else the CPU."""
     import torch
@@ -165,10 +189,14 @@ def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32
 
     ``dtype="bfloat16"`` is for inference (sampling, evaluation): about 2.5x faster than float32
     on CPUs with AVX512-BF16. Training loads float32 (the trainer places the model).
-    ``device``: move the model there (None: leave it on the CPU).
+    ``device``: move the model there (None: leave it on the CPU). Where bf16 is emulated (no CUDA,
+    no AVX512-BF16/AMX) ``bfloat16`` falls back to float32, which is faster there.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype == "bfloat16" and not bf16_fast():
+        dtype = "float32"
 
     p = Path(path)
     if p.is_dir() and not list(p.glob("*.safetensors")):

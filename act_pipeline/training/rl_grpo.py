@@ -17,7 +17,7 @@ from act_pipeline.config import RLConfig, TrainingConfig
 from act_pipeline.training.act_grpo import vllm_args
 from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
                                          train_and_save, trainer_extras, use_cpu)
-from act_pipeline.training.models import load_model
+from act_pipeline.training.models import effective_bf16, load_model
 
 
 def state_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -69,7 +69,7 @@ def train_rl(
         temperature=cfg.temperature,
         beta=cfg.beta,
         seed=cfg.seed,
-        bf16=cfg.bf16,
+        bf16=effective_bf16(cfg.bf16, log),
         logging_steps=1,
         report_to="none",
         disable_tqdm=True,

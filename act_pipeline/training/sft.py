@@ -14,7 +14,7 @@ from act_pipeline.act.prompts import agent_prompt
 from act_pipeline.config import ILConfig, TrainingConfig
 from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
                                          train_and_save, trainer_extras, use_cpu)
-from act_pipeline.training.models import load_model
+from act_pipeline.training.models import effective_bf16, load_model
 
 
 def action_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -59,7 +59,7 @@ def train_sft(
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         seed=cfg.seed,
-        bf16=cfg.bf16,
+        bf16=effective_bf16(cfg.bf16, log),
         completion_only_loss=True,
         max_length=2048,
         logging_steps=1,
