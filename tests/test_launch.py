@@ -97,7 +97,7 @@ def test_core_never_imports_dagster():
     import sys
 
     code = ("import sys; import act_pipeline.training.launch, act_pipeline.training.act_grpo, "
-            "act_pipeline.training.sft, act_pipeline.sampling.backends, act_pipeline.sampling.vllm, "
+            "act_pipeline.training.sft, act_pipeline.training.rl_grpo, act_pipeline.envs.workers, act_pipeline.envs.scienceworld, act_pipeline.sampling.backends, act_pipeline.sampling.vllm, "
             "act_pipeline.sampling.alternatives, act_pipeline.evaluation.metrics, act_pipeline.data.store, "
             "act_pipeline.envs.alfworld; print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
@@ -107,10 +107,10 @@ def test_core_never_imports_dagster():
 def test_entry_point_rejects_a_bad_job(tmp_path):
     from act_pipeline.training.launch import STAGES, load_job
 
-    assert {"act", "il"} <= set(STAGES)
+    assert {"act", "il", "rl"} <= set(STAGES)
     p = tmp_path / "job.json"
-    p.write_text(json.dumps({"stage": "rl", "init_model": "m", "data_uri": "d", "out_dir": "o", "config": {}}))
-    with pytest.raises(ValueError, match="unknown stage 'rl'"):
+    p.write_text(json.dumps({"stage": "ppo", "init_model": "m", "data_uri": "d", "out_dir": "o", "config": {}}))
+    with pytest.raises(ValueError, match="unknown stage 'ppo'"):
         load_job(p)
     p.write_text(json.dumps({"stage": "act"}))
     with pytest.raises(ValueError, match="missing init_model, data_uri, out_dir, config"):
