@@ -81,22 +81,29 @@ class PairsConfig:
 
 
 @dataclass
-class ACTConfig:
+class GRPOStageConfig:
+    """The GRPO fields shared by stage 2 (ACT) and stage-3 RL, passed to TRL's ``GRPOConfig``."""
     max_steps: int = 30
     learning_rate: float = 5e-6
     per_device_train_batch_size: int = 4
     num_generations: int = 4
-    max_completion_length: int = 8
+    max_completion_length: int = 16
     temperature: float = 1.0
     beta: float = 0.0
+    seed: int = 0
+    bf16: bool = False  # bf16 autocast where bf16 is native (CUDA, AVX512-BF16/AMX); else float32
+    save_steps: int = 0  # keep a trainer checkpoint every N steps (resume after a crash); 0 = off
+
+
+@dataclass
+class ACTConfig(GRPOStageConfig):
+    """Stage 2, ACT: GRPO on the critic prompt."""
+    max_completion_length: int = 8
     unparsable_penalty: float = -0.5
     # judgement accuracy on held-out (valid_unseen) pairs every N steps during training (0 = off);
     # in-process training only
     probe_every: int = 0
     probe_pairs: int = 16
-    seed: int = 0
-    bf16: bool = False  # bf16 autocast (CPU with AVX512-BF16: ~2.5x faster than float32)
-    save_steps: int = 0  # keep a trainer checkpoint every N steps (resume after a crash); 0 = off
 
 
 @dataclass
@@ -110,18 +117,8 @@ class ILConfig:
 
 
 @dataclass
-class RLConfig:
+class RLConfig(GRPOStageConfig):
     """Stage-3 RL: GRPO on next-action generation over the expert states (single step, no env)."""
-    max_steps: int = 30
-    learning_rate: float = 5e-6
-    per_device_train_batch_size: int = 4
-    num_generations: int = 4
-    max_completion_length: int = 16
-    temperature: float = 1.0
-    beta: float = 0.0
-    seed: int = 0
-    bf16: bool = False
-    save_steps: int = 0
 
 
 @dataclass

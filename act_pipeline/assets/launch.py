@@ -4,9 +4,9 @@ With ``training.launcher: accelerate`` a training asset writes its job as JSON b
 checkpoint it will produce and runs::
 
     python -m accelerate.commands.launch --config_file configs/accelerate/<name>.yaml \\
-        --num_processes N --main_process_port <free> -m act_pipeline.training.launch JOB.json
+        --num_processes N --main_process_port <free> -m act_pipeline.assets.pipes_entry JOB.json
 
-under ``PipesSubprocessClient``. The entry point (``act_pipeline/training/launch.py``) opens Dagster
+under ``PipesSubprocessClient``. The entry point (``act_pipeline/assets/pipes_entry.py`` around the core's ``act_pipeline/training/launch.py``) opens Dagster
 Pipes on rank 0: its log lines appear in this run's log as they happen, and the checkpoint's URI,
 content hash and global step come back as materialization metadata, which this side checks
 against the folder before passing the manifest downstream.
@@ -39,7 +39,7 @@ def accelerate_command(cfg: PipelineConfig, job_path: Path) -> list[str]:
             "--config_file", str(accelerate_config_path(t)),
             "--num_processes", str(t.num_processes),
             "--main_process_port", str(free_port()),
-            "-m", "act_pipeline.training.launch", str(job_path)]
+            "-m", "act_pipeline.assets.pipes_entry", str(job_path)]
 
 
 def child_env(cfg: PipelineConfig) -> dict[str, str]:

@@ -48,12 +48,32 @@ def train_act(
 
     ``training`` (the profile's `training:` section) adds gradient checkpointing and TRL's vLLM
     generation (GPU only); None or its defaults leave the CPU run as it was."""
-    from trl import GRPOConfig, GRPOTrainer
-
     if not pairs:
         raise ValueError("ACT needs at least one contrast pair")
-    model, tok = load_model(base_model, trust_remote_code)
-    ds = critic_dataset(pairs, tok, history_len, thinking)
+    probes: list = []
+
+    def callbacks(tok) -> list:
+        if heldout and cfg.probe_every > 0:
+            probes.append(judgement_probe(tok, heldout[: cfg.probe_pairs], history_len, thinking, cfg.probe_every,
+                                          cfg.max_steps, cfg.seed, log))
+        return probes
+
+    res = train_grpo(base_model, lambda tok: critic_dataset(pairs, tok, history_len, thinking),
+                     make_judgement_reward(cfg.unparsable_penalty), out_dir, cfg, trust_remote_code, log, card,
+                     work_dir, training, "ACT GRPO", "pairs", callbacks)
+    return {**res, "judgement_curve": probes[0].curve if probes else []}
+
+
+def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, cfg, trust_remote_code: bool,
+               log: Log, card: dict | None, work_dir: str | Path | None, training: TrainingConfig | None,
+               what: str, unit: str, callbacks=lambda tok: []) -> dict:
+    """TRL ``GRPOTrainer`` from ``init_model`` on ``make_dataset(tokenizer)`` (a ``prompt`` column plus
+    the reward's columns) with ``reward_func``; ``cfg`` is a stage section (ACT or RL) with the GRPO
+    fields. Resumes from ``work_dir``; writes the HF folder (safetensors) to ``out_dir`` atomically."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tok = load_model(init_model, trust_remote_code)
+    ds = make_dataset(tok)
     out_dir = Path(out_dir)
     # trainer checkpoints live in work_dir; pass the same one again to resume an interrupted run
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
@@ -77,32 +97,25 @@ def train_act(
         dataloader_num_workers=0,
     )
     progress = progress_callback(log, cfg.max_steps)
-    callbacks = [progress]
-    probe = None
-    if heldout and cfg.probe_every > 0:
-        probe = judgement_probe(tok, heldout[: cfg.probe_pairs], history_len, thinking, cfg.probe_every,
-                                cfg.max_steps, cfg.seed, log)
-        callbacks.append(probe)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=make_judgement_reward(cfg.unparsable_penalty),
+        reward_funcs=reward_func,
         args=args,
         train_dataset=ds,
         processing_class=tok,
-        callbacks=callbacks,
+        callbacks=[progress, *callbacks(tok)],
     )
-    log(f"ACT GRPO: {len(ds)} pairs, {cfg.max_steps} steps, {cfg.num_generations} generations/prompt")
-    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "ACT GRPO")
+    log(f"{what}: {len(ds)} {unit}, {cfg.max_steps} steps, {cfg.num_generations} generations/prompt from {init_model}")
+    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, what)
     rewards = [h["reward"] for h in progress.history if "reward" in h]
     return {
         "global_step": result.global_step,
         "resumed_from": resumed,
         "train_runtime_s": result.metrics.get("train_runtime"),
-        "pairs": len(ds),
+        unit: len(ds),
         "mean_reward_first": rewards[0] if rewards else None,
         "mean_reward_last": rewards[-1] if rewards else None,
         **run_info(trainer),
-        "judgement_curve": probe.curve if probe is not None else [],
         "log_history": progress.history,
     }
 

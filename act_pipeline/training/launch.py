@@ -1,10 +1,11 @@
 """The out-of-process training entry point: one JSON job in, one checkpoint out.
 
 Run by ``accelerate launch --config_file configs/accelerate/<name>.yaml -m
-act_pipeline.training.launch JOB.json`` (the Dagster asset does this through Dagster Pipes; see
-``act_pipeline/assets/launch.py``), or by hand for debugging. Every process reads the same job
+act_pipeline.training.launch JOB.json`` by hand, or by the Dagster asset through Dagster Pipes
+with ``-m act_pipeline.assets.pipes_entry JOB.json`` (see ``act_pipeline/assets/launch.py``). Every process reads the same job
 file; only the main process (rank 0) talks to Dagster: its log lines stream to the run's log and
-the checkpoint's URI, content hash and global step come back as materialization metadata.
+the checkpoint's URI, content hash and global step come back as materialization metadata (that
+part lives in ``act_pipeline/assets/pipes_entry.py``: the core never imports dagster or dagster_pipes).
 
 The job (plain JSON, no pickles)::
 
@@ -17,8 +18,7 @@ The job (plain JSON, no pickles)::
      "card": {...model card fields...}}
 
 Stages are plain functions registered with :func:`register_stage`; an RL stage plugs in the
-same way. This module imports ``dagster_pipes`` (the small, dependency-free Pipes package), never
-``dagster``.
+same way.
 """
 
 from __future__ import annotations
@@ -125,44 +125,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def metadata(res: dict) -> dict:
-    """Materialization metadata for Pipes: scalars as they are, the rest as JSON (NaN/inf as null).
-
-    >>> metadata({"uri": "/m", "global_step": 2, "zero_stage": None, "log_history": [{"loss": float("nan")}]})
-    {'uri': {'raw_value': '/m', 'type': 'path'}, 'global_step': 2, 'zero_stage': {'raw_value': None, 'type': 'null'}, 'log_history': {'raw_value': [{'loss': None}], 'type': 'json'}}
-    """
-    from act_pipeline.training.common import _finite
-
-    md: dict = {}
-    for k, v in _finite(res).items():
-        if k == "uri":
-            md[k] = {"raw_value": v, "type": "path"}
-        elif v is None or isinstance(v, (bool, int, float, str)):
-            md[k] = v if v is not None else {"raw_value": None, "type": "null"}
-        else:
-            md[k] = {"raw_value": v, "type": "json"}
-    return md
-
-
 def main(argv: list[str] | None = None) -> int:
+    """By hand (no Dagster): run the job, print progress and the result as JSON. Under Dagster the
+    entry point is ``act_pipeline.assets.pipes_entry``, which wraps :func:`run_job` in Pipes."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m act_pipeline.training.launch JOB.json", file=sys.stderr)
         return 2
     job = load_job(argv[0])
-    if not is_main_process():
-        run_job(job, log=lambda m: None)  # only rank 0 reports
-        return 0
-    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
-
-    if not os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):  # by hand: print, and the result as JSON
-        res = run_job(job, log=lambda m: print(m, flush=True))
+    log = (lambda m: print(m, flush=True)) if is_main_process() else (lambda m: None)
+    res = run_job(job, log=log)
+    if is_main_process():
         print(json.dumps({k: v for k, v in res.items() if k != "log_history"}, default=str))
-        return 0
-    with open_dagster_pipes() as pipes:
-        pipes.log.info(f"{job['stage']}: {os.environ.get('WORLD_SIZE', '1')} process(es), job {argv[0]}")
-        res = run_job(job, log=pipes.log.info)
-        pipes.report_asset_materialization(metadata=metadata(res), data_version=res["content_hash"][:16])
     return 0
 
 
