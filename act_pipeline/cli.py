@@ -125,7 +125,8 @@ def _run(args) -> int:
             # whatever depends on a stale asset reruns too (its inputs are about to change)
             selection = sorted(dg.AssetSelection.assets(*stale).downstream().resolve(defs.resolve_asset_graph())
                                if stale else [], key=lambda k: k.to_user_string())
-            fresh = sorted(k.to_user_string() for k, st in statuses.items() if st == "FRESH")
+            # (an asset downstream of a stale one reruns even when its own status is fresh)
+            fresh = sorted(k.to_user_string() for k, st in statuses.items() if st == "FRESH" and k not in selection)
             if fresh:
                 print(f"act-pipeline: fresh, not recomputed: {', '.join(fresh)}")
         if selection == []:

@@ -161,6 +161,27 @@ class EvalConfig:
 
 
 @dataclass
+class ScienceWorldConfig:
+    """The ScienceWorld benchmark (``scienceworld`` package, offline; Java). When enabled, the graph
+    gains its own chain (``scienceworld/*`` assets: games, expert trajectories, alternatives,
+    pairs, ACT, IL, RL, evaluation) trained with the same ``act``/``il``/``rl`` settings, and the
+    report gains its grid: next-action accuracy on held-out test-variation expert states (the
+    paper's ScienceWorld metric) and judgement accuracy on held-out test pairs."""
+    enabled: bool = False
+    tasks: list[str] = field(default_factory=lambda: ["find-living-thing", "find-non-living-thing"])  # empty: all 30
+    train_variations: int = 2     # per task, from ScienceWorld's train variations
+    heldout_variations: int = 1   # per task, from its test variations (held-out expert states and pairs)
+    simplification: str = "easy"  # ScienceWorld's simplification string (what agent papers use)
+    max_expert_steps: int = 60
+    retry_unwon: int = 2          # gold paths of some tasks are stochastic: play an unwon game again
+    history_len: int = 1
+    env_step_limit: int = 100
+    # ScienceWorld's valid actions run past a thousand: a state lists at most this many (the
+    # expert's next action always among them; seeded sample of the rest); 0 = all
+    max_admissible: int = 40
+
+
+@dataclass
 class EnvsConfig:
     """Environment worker processes (see ``act_pipeline/envs/workers.py``)."""
     in_process: bool = False       # true: play games in the asset's own process (no timeouts or limits)
@@ -185,6 +206,7 @@ class PipelineConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scienceworld: ScienceWorldConfig = field(default_factory=ScienceWorldConfig)
     envs: EnvsConfig = field(default_factory=EnvsConfig)
     source: str = ""  # file it was loaded from (not a YAML key)
 
@@ -204,11 +226,11 @@ _NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
            "heldout_states", "games_valid_seen", "games_valid_unseen", "max_new_tokens",
            "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
            "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps", "retries",
-           "probe_every", "probe_pairs"}
+           "probe_every", "probe_pairs", "retry_unwon", "max_admissible"}
 _POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
              "max_new_tokens", "max_completion_length", "tensor_parallel_size", "num_processes",
              "gpu_memory_utilization", "reset_timeout_s", "step_timeout_s", "max_rss_mb", "eval_workers",
-             "thinking_max_new_tokens"}
+             "thinking_max_new_tokens", "train_variations", "heldout_variations", "env_step_limit"}
 
 
 def _build(cls, data: Any, where: str, source: str):

@@ -7,8 +7,8 @@ from ``$ACT_HOME`` (default ``.act_home`` in the repo).
 
 import dagster as dg
 
-from act_pipeline.assets.checks import all_checks
-from act_pipeline.assets.pipeline import GPU_TAG, all_assets
+from act_pipeline.assets.checks import build_checks
+from act_pipeline.assets.pipeline import GPU_TAG, build_assets
 from act_pipeline.assets.sensors import expert_data_sensor
 from act_pipeline.config import default_profile_path, load_config, uses_gpu
 from act_pipeline.resources import JsonManifestIOManager, ProfileResource, WarehouseResource, default_data_root
@@ -33,21 +33,28 @@ _EXECUTOR = (dg.multiprocess_executor.configured({"tag_concurrency_limits": [{"k
 
 act_pipeline_job = dg.define_asset_job(
     "act_pipeline_job", selection=dg.AssetSelection.all(), tags=_RUN_TAGS, executor_def=_EXECUTOR,
-    description="Every ACT stage: games → expert trajectories → alternatives → pairs → ACT → IL → report.",
+    description="Every ACT stage of every benchmark in the profile: games → expert trajectories → alternatives "
+                "→ pairs → ACT → IL / RL → evaluation → report.",
 )
 
-eval_job = dg.define_asset_job(
-    "eval_job", selection=dg.AssetSelection.assets("eval_report"), tags=_RUN_TAGS, executor_def=_EXECUTOR,
-    description="Re-evaluate the current checkpoints (e.g. after an environment or evaluation change).",
-)
 
-# Off until turned on in the UI (Automation tab) or with `dagster schedule start`; needs the daemon
-# (`dagster dev` runs one).
-weekly_eval = dg.ScheduleDefinition(name="weekly_eval", job=eval_job, cron_schedule="0 3 * * 1",
-                                    default_status=dg.DefaultScheduleStatus.STOPPED)
 
 def make_definitions(profile_path: str | None = None, data_root: str | None = None) -> dg.Definitions:
-    return dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[act_pipeline_job, eval_job],
+    """The graph for a profile (ALFWorld; plus ScienceWorld when the profile enables it)."""
+    cfg = load_config(profile_path or default_profile_path())
+    # every benchmark's evaluation and the report (the checkpoints as they are)
+    evals = [dg.AssetKey("alfworld_evaluation"), dg.AssetKey("eval_report")]
+    if cfg.scienceworld.enabled:
+        evals.append(dg.AssetKey(["scienceworld", "evaluation"]))
+    eval_job = dg.define_asset_job(
+        "eval_job", selection=dg.AssetSelection.assets(*evals), tags=_RUN_TAGS, executor_def=_EXECUTOR,
+        description="Re-evaluate the current checkpoints (e.g. after an environment or evaluation change).",
+    )
+    # Off until turned on in the UI (Automation tab) or with `dagster schedule start`; needs the
+    # daemon (`dagster dev` runs one).
+    weekly_eval = dg.ScheduleDefinition(name="weekly_eval", job=eval_job, cron_schedule="0 3 * * 1",
+                                        default_status=dg.DefaultScheduleStatus.STOPPED)
+    return dg.Definitions(assets=build_assets(cfg), asset_checks=build_checks(cfg), jobs=[act_pipeline_job, eval_job],
                           schedules=[weekly_eval], sensors=[expert_data_sensor],
                           resources=build_resources(profile_path, data_root))
 

@@ -34,7 +34,8 @@ def test_gpu_steps_carry_the_tag_and_pool():
 
     graph = defs.resolve_asset_graph()
     gpu = {"sampled_alternatives", "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline",
-           "eval_report"}
+           "alfworld_evaluation"}
+    gpu |= {f"scienceworld/{a}" for a in gpu - {"alfworld_evaluation"}} | {"scienceworld/evaluation"}
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
         if key.to_user_string() in gpu:

@@ -104,7 +104,8 @@ def test_sensor_imports_new_files_and_requests_downstream_runs(tmp_path):
     # the request targets imported_expert_steps and everything downstream of it
     targeted = {k.to_user_string() for k in expert_data_sensor.asset_selection.resolve(defs.resolve_asset_graph())}
     assert targeted == {"imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-                        "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "eval_report"}
+                        "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "alfworld_evaluation",
+                        "eval_report"}
 
     again, _ = _tick(home, cursor=result.cursor)  # same file: processed once
     assert isinstance(again, dg.SkipReason)

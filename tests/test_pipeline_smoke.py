@@ -19,7 +19,10 @@ from act_pipeline.act.normalize import normalize_action
 from .conftest import SMOKE
 
 ASSETS = ["base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-          "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "eval_report"]
+          "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "alfworld_evaluation", "eval_report"]
+# the smoke profile enables ScienceWorld: its chain (manifests scienceworld__<asset>.json)
+SW_ASSETS = ["games", "expert_trajectories", "sampled_alternatives", "contrast_pairs", "act_checkpoint", "il_policy",
+             "il_baseline", "rl_policy", "rl_baseline", "evaluation"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +41,8 @@ def run(tmp_path_factory, alfworld_data):
         os.environ.update(old)
     assert rc == 0
     manifests = {a: json.loads((home / "manifests" / f"{a}.json").read_text()) for a in ASSETS}
+    manifests.update({f"scienceworld/{a}": json.loads((home / "manifests" / f"scienceworld__{a}.json").read_text())
+                      for a in SW_ASSETS})
     return {"home": home, "dagster_home": dagster_home, "m": manifests}
 
 
@@ -45,8 +50,8 @@ def test_every_asset_materialized_in_the_instance(run):
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(run["dagster_home"])) as instance:
-        for a in ASSETS:
-            ev = instance.get_latest_materialization_event(dg.AssetKey(a))
+        for a in ASSETS + [f"scienceworld/{a}" for a in SW_ASSETS]:
+            ev = instance.get_latest_materialization_event(dg.AssetKey(a.split("/")))
             assert ev is not None, a
             meta = ev.asset_materialization.metadata
             assert "uri" in meta or "report" in meta, a
@@ -155,6 +160,41 @@ def test_report_has_every_metric_with_split_n_seed(run):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_scienceworld_chain_and_its_grid(run):
+    """ScienceWorld's own chain: gold-path experts on train variations, held-out test-variation
+    states and pairs, its own checkpoints, next-action accuracy in the report beside the paper's."""
+    m = {a: run["m"][f"scienceworld/{a}"] for a in SW_ASSETS}
+    steps = pq.read_table(m["expert_trajectories"]["uri"]).to_pylist()
+    assert {s["split"] for s in steps} == {"train", "test"} and all(s["won"] for s in steps)
+    assert {s["task_type"] for s in steps} == {"find-non-living-thing"}
+    train_games = {s["game_id"] for s in steps if s["split"] == "train"}
+    assert len(train_games) == 2 and not train_games & {s["game_id"] for s in steps if s["split"] == "test"}
+    for s in steps:  # at most max_admissible actions listed, the expert's among them
+        assert len(s["admissible"]) <= 16 and s["expert_action"] in s["admissible"]
+    pairs = pq.read_table(m["contrast_pairs"]["uri"]).to_pylist()
+    assert {p["split"] for p in pairs} == {"train", "test"}
+    assert all(p["alternative"] in p["admissible"] for p in pairs)
+    for asset in ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline"):
+        card = json.loads((Path(m[asset]["uri"]) / "model_card.json").read_text())
+        data = "contrast_pairs" if asset == "act_checkpoint" else "expert_trajectories"
+        assert card["parents"][data]["hash"] == m[data]["hash"], asset  # trained on ScienceWorld's own data
+        init = m["act_checkpoint"] if asset in ("il_policy", "rl_policy") else run["m"]["base_model"]
+        assert card["parents"]["init"]["hash"] == init["hash"], asset
+        assert m[asset]["hash"] != run["m"][asset]["hash"]  # not the ALFWorld checkpoint
+    rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
+    sw = rep["scienceworld"]["results"]
+    assert set(sw) == set(rep["results"])  # the same Table-1 arms
+    n_test_states = sum(s["split"] == "test" for s in steps)
+    for arm, metrics in sw.items():
+        got = {(x["name"], x["split"]): x for x in metrics}
+        assert set(got) == {("next_action_accuracy", "test"), ("judgement_accuracy", "test")}, arm
+        assert got[("next_action_accuracy", "test")]["n"] == min(16, n_test_states)
+    md = Path(run["m"]["eval_report"]["report_md"]).read_text()
+    assert "## ScienceWorld" in md and "48.69%" in md  # the paper's IL w/ ACT ScienceWorld number, beside ours
+    assert (Path(run["m"]["eval_report"]["uri"]) / "report_scienceworld.png").exists()
+    assert any(k.startswith("scienceworld/il_policy/next_action_accuracy/test") for k in run["m"]["eval_report"]["metrics"])
+
+
 def _cli(run, *args, profile=SMOKE) -> subprocess.CompletedProcess:
     env = dict(os.environ, DAGSTER_HOME=str(run["dagster_home"]), ACT_HOME=str(run["home"]))
     return subprocess.run([sys.executable, "-m", "act_pipeline.cli", "run", "--profile", str(profile), *args],
@@ -178,11 +218,12 @@ def test_changing_eval_config_reruns_only_evaluation(run, tmp_path):
     res = _cli(run, profile=profile)
     assert res.returncode == 0, res.stderr[-2000:]
     fresh_line = [ln for ln in res.stdout.splitlines() if ln.startswith("act-pipeline: fresh, not recomputed:")][0]
-    for a in ASSETS[:-1]:
-        assert a in fresh_line, a  # checkpoints and data untouched
-    assert "eval_report" not in fresh_line
+    fresh = set(fresh_line.split("not recomputed: ", 1)[1].split(", "))
+    for a in ASSETS[:-2] + [f"scienceworld/{a}" for a in SW_ASSETS[:-1]]:
+        assert a in fresh, a  # checkpoints and data untouched
+    assert not fresh & {"alfworld_evaluation", "scienceworld/evaluation", "eval_report"}
     after = {a: json.loads((run["home"] / "manifests" / f"{a}.json").read_text()) for a in ASSETS}
-    assert {a: after[a]["hash"] for a in ASSETS[:-1]} == {a: before[a] for a in ASSETS[:-1]}
+    assert {a: after[a]["hash"] for a in ASSETS[:-2]} == {a: before[a] for a in ASSETS[:-2]}
     rep = json.loads(Path(after["eval_report"]["report_json"]).read_text())
     assert rep["meta"]["max_steps"] == 2
 

@@ -15,7 +15,10 @@ import pytest
 from .conftest import REPO, SMOKE
 
 EXPECTED = {"base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-            "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "eval_report"}
+            "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "alfworld_evaluation", "eval_report"}
+SCIENCEWORLD = {"scienceworld/" + a for a in ("games", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
+                                               "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline",
+                                               "evaluation")}
 QUERY = """{ assetNodes { assetKey { path } dependencyKeys { path } groupName
               assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
 
@@ -67,15 +70,23 @@ def webserver(tmp_path_factory):
 
 def test_graph_has_every_asset_dependency_and_check(webserver):
     _, nodes = webserver
-    by_key = {n["assetKey"]["path"][-1]: n for n in nodes}
-    assert set(by_key) == EXPECTED
-    deps = {k: {d["path"][-1] for d in n["dependencyKeys"]} for k, n in by_key.items()}
+    by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    assert set(by_key) == EXPECTED | SCIENCEWORLD  # the smoke profile enables ScienceWorld
+    deps = {k: {"/".join(d["path"]) for d in n["dependencyKeys"]} for k, n in by_key.items()}
     assert deps["act_checkpoint"] == {"base_model", "contrast_pairs"}
     assert deps["il_policy"] == {"act_checkpoint", "expert_trajectories"}
     assert deps["il_baseline"] == {"base_model", "expert_trajectories"}
     assert deps["rl_policy"] == {"act_checkpoint", "expert_trajectories"}
     assert deps["rl_baseline"] == {"base_model", "expert_trajectories"}
-    assert deps["eval_report"] >= {"il_policy", "il_baseline", "rl_policy", "rl_baseline", "act_checkpoint", "base_model"}
+    assert deps["alfworld_evaluation"] >= {"il_policy", "il_baseline", "rl_policy", "rl_baseline", "act_checkpoint",
+                                           "base_model"}
+    assert deps["eval_report"] == {"alfworld_evaluation", "scienceworld/evaluation"}
+    # ScienceWorld's chain: its own pairs and checkpoints, the one base model
+    assert deps["scienceworld/act_checkpoint"] == {"base_model", "scienceworld/contrast_pairs"}
+    assert deps["scienceworld/il_policy"] == {"scienceworld/act_checkpoint", "scienceworld/expert_trajectories"}
+    assert deps["scienceworld/evaluation"] >= {"scienceworld/rl_policy", "scienceworld/il_baseline", "base_model"}
+    sw_checks = {c["name"] for c in by_key["scienceworld/contrast_pairs"]["assetChecksOrError"]["checks"]}
+    assert "no_eval_state_in_training" in sw_checks
     checks = {c["name"]: c["blocking"] for c in by_key["contrast_pairs"]["assetChecksOrError"]["checks"]}
     assert checks and all(checks.values())
 

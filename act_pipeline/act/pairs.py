@@ -53,13 +53,13 @@ def filter_alternatives(
 # episodes the expert won. The slot order is a
 # seeded permutation: pairs are ranked by a hash of (pair key, seed) and alternate slots along
 # that ranking, so exactly half (±1) of each split puts the expert action in slot 1, and the
-# assignment is reproducible for a seed.
-PAIRS_SQL = """
+# assignment is reproducible for a seed. The views' names are parameters: each benchmark has its own.
+_PAIRS_SQL = """
 WITH kept AS (
     SELECT t.state_id, t.split, t.game_id, t.task_type, t.step, t.task, t.observation,
            t.history, t.admissible, t.expert_action, a.action AS alternative
-    FROM expert_trajectories t
-    JOIN sampled_alternatives a USING (state_id)
+    FROM {trajectories} t
+    JOIN {alternatives} a USING (state_id)
     WHERE a.reason = 'kept' AND t.won
 ), ranked AS (
     SELECT *, row_number() OVER (
@@ -77,3 +77,14 @@ SELECT
 FROM ranked
 ORDER BY split, game_id, step, alternative
 """
+
+
+def pairs_sql(trajectories: str = "expert_trajectories", alternatives: str = "sampled_alternatives") -> str:
+    """The pair-building query over two warehouse views; its one parameter is the slot seed."""
+    for name in (trajectories, alternatives):
+        if not name.isidentifier():
+            raise ValueError(f"invalid view name {name!r}")
+    return _PAIRS_SQL.format(trajectories=trajectories, alternatives=alternatives)
+
+
+PAIRS_SQL = pairs_sql()

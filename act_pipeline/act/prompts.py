@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 AGENT_SYSTEM = (
-    "You are an agent in a text-based household environment. "
+    "You are an agent in a text-based environment. "
     "Choose the single best next action from the admissible actions."
 )
 CRITIC_SYSTEM = (
-    "You are an expert judge of agents in a text-based household environment. "
+    "You are an expert judge of agents in a text-based environment. "
     "Decide which of two candidate next actions is better for completing the task."
 )
 

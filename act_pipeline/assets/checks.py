@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from act_pipeline.assets.pipeline import _CFG, ALFWORLD, ARMS, SCIENCEWORLD, Bench
+from act_pipeline.config import PipelineConfig
 from act_pipeline.data import quality
 from act_pipeline.resources import ProfileResource
 
@@ -13,46 +15,54 @@ def _result(res: quality.Result) -> dg.AssetCheckResult:
                                          for k, v in meta.items()})
 
 
-def _pair_check(name: str, fn, description: str):
-    @dg.asset_check(asset="contrast_pairs", name=name, blocking=True, description=description)
+def _pair_check(pairs: dg.AssetKey, name: str, fn, description: str):
+    @dg.asset_check(asset=pairs, name=name, blocking=True, description=description)
     def _check(manifest: dict) -> dg.AssetCheckResult:
         return _result(fn(manifest["uri"]))
 
     return _check
 
 
-pair_checks = [
-    _pair_check("alternative_differs_from_expert", quality.alternative_differs_from_expert,
-                "No pair's alternative equals the expert action after normalisation."),
-    _pair_check("alternative_admissible", quality.alternative_admissible,
-                "Every alternative is an admissible action at its state."),
-    _pair_check("expert_slot_balanced", quality.slot_share,
-                "The expert action is in slot 1 for 50 ± 5% of the pairs of each split."),
-    _pair_check("no_duplicate_pairs", quality.no_duplicate_pairs, "No (state, alternative) appears twice."),
-    _pair_check("no_eval_state_in_training", quality.no_eval_state_in_training,
-                "No training pair shares a game or a state with an evaluation split."),
-]
+def pair_checks(b: Bench) -> list:
+    pairs = b.key("contrast_pairs")
+    return [
+        _pair_check(pairs, "alternative_differs_from_expert", quality.alternative_differs_from_expert,
+                    "No pair's alternative equals the expert action after normalisation."),
+        _pair_check(pairs, "alternative_admissible", quality.alternative_admissible,
+                    "Every alternative is an admissible action at its state."),
+        _pair_check(pairs, "expert_slot_balanced", quality.slot_share,
+                    "The expert action is in slot 1 for 50 ± 5% of the pairs of each split."),
+        _pair_check(pairs, "no_duplicate_pairs", quality.no_duplicate_pairs, "No (state, alternative) appears twice."),
+        _pair_check(pairs, "no_eval_state_in_training", quality.no_eval_state_in_training,
+                    "No training pair shares a game or a state with an evaluation split."),
+        _context_check(b),
+    ]
 
 
-@dg.asset_check(asset="contrast_pairs", name="critic_prompts_fit_context", blocking=True,
-                additional_ins={"base_model": dg.AssetIn("base_model")},
-                description="Every critic prompt fits the model's context window.")
-def critic_prompts_fit_context(manifest: dict, base_model: dict, profile: ProfileResource) -> dg.AssetCheckResult:
-    from transformers import AutoConfig, AutoTokenizer
+def _context_check(b: Bench):
+    @dg.asset_check(asset=b.key("contrast_pairs"), name="critic_prompts_fit_context", blocking=True,
+                    additional_ins={"base_model": dg.AssetIn("base_model")},
+                    description="Every critic prompt fits the model's context window.")
+    def critic_prompts_fit_context(manifest: dict, base_model: dict, profile: ProfileResource) -> dg.AssetCheckResult:
+        from transformers import AutoConfig, AutoTokenizer
 
-    from act_pipeline.data.store import read_parquet
-    from act_pipeline.training.act_grpo import critic_dataset
+        from act_pipeline.data.store import read_parquet
+        from act_pipeline.training.act_grpo import critic_dataset
 
-    cfg = profile.config()
-    tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
-    context = getattr(AutoConfig.from_pretrained(base_model["uri"]), "max_position_embeddings", None) or cfg.model.max_context_tokens
-    rows = read_parquet(manifest["uri"]).to_pylist()
-    prompts = list(critic_dataset(rows, tok, cfg.alfworld.history_len, cfg.model.thinking)["prompt"])
-    lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
-    return _result(quality.prompts_fit_context(lengths, min(context, cfg.model.max_context_tokens) - cfg.act.max_completion_length))
+        cfg = profile.config()
+        tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
+        context = (getattr(AutoConfig.from_pretrained(base_model["uri"]), "max_position_embeddings", None)
+                   or cfg.model.max_context_tokens)
+        rows = read_parquet(manifest["uri"]).to_pylist()
+        prompts = list(critic_dataset(rows, tok, b.history_len(cfg), cfg.model.thinking)["prompt"])
+        lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+        return _result(quality.prompts_fit_context(
+            lengths, min(context, cfg.model.max_context_tokens) - cfg.act.max_completion_length))
+
+    return critic_prompts_fit_context
 
 
-def _checkpoint_check(asset: str):
+def _checkpoint_check(asset: dg.AssetKey):
     # an asset check's first parameter receives the checked asset's value (its manifest)
     @dg.asset_check(asset=asset, name="checkpoint_loads_and_generates", blocking=True,
                     description="Weights are finite; the folder loads (safetensors only) and generates.")
@@ -75,6 +85,13 @@ def _checkpoint_check(asset: str):
     return _check
 
 
-checkpoint_checks = [_checkpoint_check(a) for a in ("act_checkpoint", "il_policy", "il_baseline",
-                                                               "rl_policy", "rl_baseline")]
-all_checks = [*pair_checks, critic_prompts_fit_context, *checkpoint_checks]
+def checks_for(b: Bench) -> list:
+    """The benchmark's blocking checks: its pairs, and every checkpoint trained on them."""
+    return [*pair_checks(b), *(_checkpoint_check(b.key(a)) for a in ARMS)]
+
+
+def build_checks(cfg: PipelineConfig) -> list:
+    return [*checks_for(ALFWORLD), *(checks_for(SCIENCEWORLD) if cfg.scienceworld.enabled else [])]
+
+
+all_checks = build_checks(_CFG)

@@ -8,6 +8,7 @@ writes its artifact to a fresh per-run folder, and returns a manifest plus metad
 import contextlib
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -49,6 +50,40 @@ def _md_table(rows: list[dict], cols: list[str], limit: int = 10) -> dg.Metadata
     for r in rows[:limit]:
         lines.append("| " + " | ".join(str(r.get(c, ""))[:60].replace("|", "/") for c in cols) + " |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark's chain of assets. ALFWorld's keys are unprefixed (the original graph);
+    another benchmark's carry its name as a prefix (``scienceworld/contrast_pairs``), and its
+    settings (history length, ...) come from the profile section of that name."""
+
+    name: str
+    section: str  # the profile section with its data settings (history_len, ...)
+    heldout_split: str  # the split whose expert states and pairs are held out for evaluation
+    prefix: tuple[str, ...] = ()
+
+    def key(self, asset: str) -> dg.AssetKey:
+        return dg.AssetKey([*self.prefix, asset])
+
+    def label(self, asset: str) -> str:  # artifact folders and model cards
+        return "/".join([*self.prefix, asset])
+
+    def view(self, asset: str) -> str:  # DuckDB view names
+        return "_".join([*self.prefix, asset])
+
+    def ins(self, *assets: str) -> dict[str, dg.AssetIn]:
+        return {a: dg.AssetIn(key=self.key(a)) for a in assets}
+
+    def group(self, default: str) -> str:
+        return self.name if self.prefix else default
+
+    def history_len(self, cfg: PipelineConfig) -> int:
+        return getattr(cfg, self.section).history_len
+
+
+ALFWORLD = Bench("alfworld", "alfworld", "valid_unseen")
+SCIENCEWORLD = Bench("scienceworld", "scienceworld", "test", ("scienceworld",))
 
 
 def _lineage(context, path: Path, parents: dict[str, dict], **extra) -> None:
@@ -131,9 +166,13 @@ def alfworld_games(context: dg.AssetExecutionContext, profile: ProfileResource) 
                      "roles": sorted(roles[g.game_id + "|" + g.split]), "source_path": str(g.path)})
     table = pa.Table.from_pylist(rows)
     path = write_parquet_atomic(table, out_dir / "games.parquet")
-    h = table_hash(table.drop_columns(["gamefile", "source_path"]))
+    return _games_output(context, path, rows, table_hash(table.drop_columns(["gamefile", "source_path"])), source,
+                         aw.SPLITS)
+
+
+def _games_output(context, path: Path, rows: list[dict], h: str, source: str, splits) -> dg.Output[dict]:
     _lineage(context, path, {}, hash=h, source=source)
-    counts = {s: sum(r["split"] == s for r in rows) for s in aw.SPLITS}
+    counts = {s: sum(r["split"] == s for r in rows) for s in splits}
     context.log.info(f"games: {counts} from {source}")
     return dg.Output({"uri": str(path), "hash": h, "source": source, "counts": counts},
                      data_version=dg.DataVersion(h[:16]), metadata={
@@ -165,6 +204,8 @@ def imported_expert_steps(context: dg.AssetExecutionContext, profile: ProfileRes
                      })
 
 
+
+
 @dg.asset(
     group_name="data", kinds={"alfworld", "parquet", "duckdb"},
     code_version=_cv(["act_pipeline.data.trajectories", "act_pipeline.envs.alfworld"], ["alfworld"]),
@@ -188,13 +229,20 @@ def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResou
         keep = [sid not in played for sid in imported.column("state_id").to_pylist()]
         table = pa.concat_tables([table, imported.filter(pa.array(keep))])
         context.log.info(f"added {sum(keep)} imported expert steps")
-    path = write_parquet_atomic(table, profile.artifact_dir("expert_trajectories", context.run_id) / "steps.parquet")
-    warehouse.get().register("expert_trajectories", path)
+    return _trajectories_output(context, profile, warehouse, ALFWORLD, table, stats, alfworld_games,
+                                {"alfworld_games": alfworld_games, "imported_expert_steps": imported_expert_steps},
+                                expert=cfg.alfworld.expert)
+
+
+def _trajectories_output(context, profile: ProfileResource, warehouse: WarehouseResource, b: Bench, table: pa.Table,
+                         stats: dict, games: dict, parents: dict, **extra) -> dg.Output[dict]:
+    path = write_parquet_atomic(table, profile.artifact_dir(b.label("expert_trajectories"), context.run_id)
+                                / "steps.parquet")
+    warehouse.get().register(b.view("expert_trajectories"), path)
     h = table_hash(table)
-    _lineage(context, path, {"alfworld_games": alfworld_games, "imported_expert_steps": imported_expert_steps},
-             expert=cfg.alfworld.expert, hash=h)
+    _lineage(context, path, parents, hash=h, **extra)
     split_counts = {s: int(n) for s, n in zip(*_value_counts(table, "split"))}
-    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "games_hash": alfworld_games["hash"]},
+    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "games_hash": games["hash"]},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "content_hash": h,
                          "games_played": stats["games"], "games_won": stats["won"],
@@ -206,18 +254,25 @@ def expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResou
 
 
 @contextlib.contextmanager
-def _game_envs(cfg: PipelineConfig, expert: str | None, workers: int, log):
-    """``make_game(gamefile)``: ALFWorld games in worker processes (timeouts, memory limit,
-    recycling; ``envs:`` in the profile), or in this process with ``envs.in_process: true``."""
-    from act_pipeline.envs.alfworld import AlfworldGame
+def _envs(cfg: PipelineConfig, factory: str, kwargs: dict, workers: int, log):
+    """``make_game(gamefile)``: ``factory`` ("module:Class") games in worker processes (timeouts,
+    memory limit, recycling; ``envs:`` in the profile), or in this process with ``envs.in_process``."""
     from act_pipeline.envs.workers import WorkerLimits, WorkerPool
 
     if cfg.envs.in_process:
-        yield lambda f: AlfworldGame(f, expert)
+        import importlib
+
+        module, _, name = factory.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        yield lambda f: cls(f, **kwargs)
         return
     limits = WorkerLimits(cfg.envs.reset_timeout_s, cfg.envs.step_timeout_s, cfg.envs.max_rss_mb, cfg.envs.retries)
-    with WorkerPool("act_pipeline.envs.alfworld:AlfworldGame", {"expert": expert}, limits, workers, log) as pool:
+    with WorkerPool(factory, kwargs, limits, workers, log) as pool:
         yield pool
+
+
+def _game_envs(cfg: PipelineConfig, expert: str | None, workers: int, log):
+    return _envs(cfg, "act_pipeline.envs.alfworld:AlfworldGame", {"expert": expert}, workers, log)
 
 
 def _value_counts(table: pa.Table, col: str):
@@ -225,26 +280,100 @@ def _value_counts(table: pa.Table, col: str):
     return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
 
 
-@dg.asset(
-    **_GPU_STEP, group_name="data", kinds={"transformers", "parquet", "duckdb"},
-    code_version=_cv(["act_pipeline.sampling.alternatives", "act_pipeline.sampling.hf", "act_pipeline.sampling.vllm",
-                      "act_pipeline.sampling.backends", "act_pipeline.act.pairs",
-                      "act_pipeline.act.prompts", "act_pipeline.act.parsing", "act_pipeline.act.normalize"],
-                     ["sampling", "alfworld"]),
-    description="K actions sampled by π₀ at every expert state, each kept or dropped with its reason.",
-)
-def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileResource, warehouse: WarehouseResource,
-                         base_model: dict, expert_trajectories: dict) -> dg.Output[dict]:
-    from act_pipeline.sampling.alternatives import sample_alternatives
-    from act_pipeline.sampling.base import SamplingParams
-    from act_pipeline.sampling.backends import make_sampler
-    from act_pipeline.sampling.cache import SampleCache, sampling_key
+# --------------------------------------------------------------------------- ScienceWorld data
 
+_SW_TASK = "act_pipeline.envs.scienceworld:ScienceWorldTask"
+
+
+@dg.asset(
+    key=SCIENCEWORLD.key("games"), group_name="scienceworld", kinds={"scienceworld", "parquet"},
+    code_version=_cv(["act_pipeline.envs.scienceworld"], ["scienceworld"]),
+    description="ScienceWorld task variations: the first N train variations of each task (expert "
+                "trajectories that train) and the first M test variations (held-out expert states and pairs).",
+)
+def scienceworld_games(context: dg.AssetExecutionContext, profile: ProfileResource) -> dg.Output[dict]:
+    from act_pipeline.envs.scienceworld import list_games
+
+    s = profile.config().scienceworld
+    rows = ([dict(r, roles=["train"]) for r in list_games("train", s.tasks or None, s.train_variations)]
+            + [dict(r, roles=["heldout_states"]) for r in list_games("test", s.tasks or None, s.heldout_variations)])
+    table = pa.Table.from_pylist(rows)
+    path = write_parquet_atomic(table, profile.artifact_dir(SCIENCEWORLD.label("games"), context.run_id)
+                                / "games.parquet")
+    import scienceworld
+
+    source = f"scienceworld {getattr(scienceworld, '__version__', '?')} (simplification {s.simplification})"
+    return _games_output(context, path, rows, table_hash(table), source, ("train", "test"))
+
+
+@dg.asset(
+    key=SCIENCEWORLD.key("expert_trajectories"), ins=SCIENCEWORLD.ins("games"), group_name="scienceworld",
+    kinds={"scienceworld", "parquet", "duckdb"},
+    code_version=_cv(["act_pipeline.data.trajectories", "act_pipeline.envs.scienceworld"], ["scienceworld"]),
+    description="ScienceWorld's gold paths played through the train and held-out test variations (a game the "
+                "stochastic gold path loses is played again; failures recorded): one row per step.",
+)
+def scienceworld_expert_trajectories(context: dg.AssetExecutionContext, profile: ProfileResource,
+                                     warehouse: WarehouseResource, games: dict) -> dg.Output[dict]:
+    from act_pipeline.data.trajectories import collect_expert_trajectories
+
+    cfg = profile.config()
+    s = cfg.scienceworld
+    kwargs = {"expert": True, "simplification": s.simplification, "step_limit": s.env_step_limit,
+              "max_admissible": s.max_admissible}
+    with _envs(cfg, _SW_TASK, kwargs, 1, context.log.info) as make_game:
+        table, stats = collect_expert_trajectories(
+            _rows(read_parquet(games["uri"])), make_game, s.max_expert_steps, s.history_len,
+            log=context.log.info, retries=cfg.envs.retries, retry_unwon=s.retry_unwon)
+    return _trajectories_output(context, profile, warehouse, SCIENCEWORLD, table, stats, games, {"games": games},
+                                expert="gold path")
+
+
+# --------------------------------------------------------------------------- alternatives and pairs
+
+
+def _pair_assets(b: Bench) -> list[dg.AssetsDefinition]:
+    """The benchmark's sampled alternatives and contrast pairs."""
+
+    @dg.asset(
+        **_GPU_STEP, key=b.key("sampled_alternatives"), ins=b.ins("expert_trajectories"),
+        group_name=b.group("data"), kinds={"transformers", "parquet", "duckdb"},
+        code_version=_cv(["act_pipeline.sampling.alternatives", "act_pipeline.sampling.hf", "act_pipeline.sampling.vllm",
+                          "act_pipeline.sampling.backends", "act_pipeline.act.pairs",
+                          "act_pipeline.act.prompts", "act_pipeline.act.parsing", "act_pipeline.act.normalize"],
+                         ["sampling", b.section]),
+        description="K actions sampled by π₀ at every expert state, each kept or dropped with its reason.",
+    )
+    def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileResource,
+                             warehouse: WarehouseResource, base_model: dict,
+                             expert_trajectories: dict) -> dg.Output[dict]:
+        return _sample(context, profile, warehouse, b, base_model, expert_trajectories)
+
+    @dg.asset(
+        key=b.key("contrast_pairs"), ins=b.ins("expert_trajectories", "sampled_alternatives"),
+        group_name=b.group("data"), kinds={"duckdb", "parquet"},
+        code_version=_cv(["act_pipeline.act.pairs"], ["pairs"]),
+        description="Contrast pairs (state, expert action, alternative) in seeded random slot order, built in DuckDB.",
+    )
+    def contrast_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, warehouse: WarehouseResource,
+                       expert_trajectories: dict, sampled_alternatives: dict) -> dg.Output[dict]:
+        return _pairs(context, profile, warehouse, b, expert_trajectories, sampled_alternatives)
+
+    return [sampled_alternatives, contrast_pairs]
+
+
+def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: Bench, base_model: dict,
+            expert_trajectories: dict) -> dg.Output[dict]:
+    from act_pipeline.sampling.alternatives import sample_alternatives
+    from act_pipeline.sampling.backends import make_sampler
+    from act_pipeline.sampling.base import SamplingParams
+    from act_pipeline.sampling.cache import SampleCache, sampling_key
     from act_pipeline.training.models import bf16_fast, dir_hash
 
     cfg = profile.config()
     _setup_torch(cfg)
     s = cfg.sampling
+    hl = b.history_len(cfg)
     # cross-size reuse: another model may sample (sampling.model_path); lineage records which
     sampler_uri = s.model_path or base_model["uri"]
     sampler_hash = dir_hash(s.model_path) if s.model_path else base_model["hash"]
@@ -264,15 +393,15 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
                             seed=cfg.seed)
     # another backend samples differently from the same seed: it gets its own cache entries
     backend = {} if s.backend == "transformers" else {"backend": s.backend}
-    key = sampling_key(model=sampler_hash, params=params, history_len=cfg.alfworld.history_len,
-                       thinking=cfg.model.thinking,
+    key = sampling_key(model=sampler_hash, params=params, history_len=hl, thinking=cfg.model.thinking,
                        dtype="bfloat16" if cfg.model.inference_dtype == "bfloat16" and bf16_fast() else "float32",
                        prompts=source_hash("act_pipeline.act.prompts"), **backend)
-    table, counts = sample_alternatives(sampler, tok, states, params, cfg.alfworld.history_len, cfg.model.thinking,
+    table, counts = sample_alternatives(sampler, tok, states, params, hl, cfg.model.thinking,
                                         progress, s.fill_inadmissible, SampleCache(warehouse.get(), key))
     context.log.info(f"states sampled now: {counts['sampled']}, from the cache: {counts['cached']}")
-    path = write_parquet_atomic(table, profile.artifact_dir("sampled_alternatives", context.run_id) / "alternatives.parquet")
-    warehouse.get().register("sampled_alternatives", path)
+    path = write_parquet_atomic(table, profile.artifact_dir(b.label("sampled_alternatives"), context.run_id)
+                                / "alternatives.parquet")
+    warehouse.get().register(b.view("sampled_alternatives"), path)
     h = table_hash(table)
     sampler_manifest = {"uri": sampler_uri, "hash": sampler_hash} if s.model_path else base_model
     _lineage(context, path, {"sampler_model": sampler_manifest, "expert_trajectories": expert_trajectories},
@@ -292,30 +421,26 @@ def sampled_alternatives(context: dg.AssetExecutionContext, profile: ProfileReso
                      })
 
 
-@dg.asset(
-    group_name="data", kinds={"duckdb", "parquet"},
-    code_version=_cv(["act_pipeline.act.pairs"], ["pairs"]),
-    description="Contrast pairs (state, expert action, alternative) in seeded random slot order, built in DuckDB.",
-)
-def contrast_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, warehouse: WarehouseResource,
-                   expert_trajectories: dict, sampled_alternatives: dict) -> dg.Output[dict]:
-    from act_pipeline.act.pairs import PAIRS_SQL
+def _pairs(context, profile: ProfileResource, warehouse: WarehouseResource, b: Bench, expert_trajectories: dict,
+           sampled_alternatives: dict) -> dg.Output[dict]:
+    from act_pipeline.act.pairs import pairs_sql
 
     cfg = profile.config()
     wh = warehouse.get()
     # point the inputs' views at exactly the artifacts this run was given
-    wh.register("expert_trajectories", expert_trajectories["uri"])
-    wh.register("sampled_alternatives", sampled_alternatives["uri"])
-    table = wh.query(PAIRS_SQL, [str(cfg.pairs.seed)])  # the one parameter: the slot seed
+    traj_view, alt_view, pairs_view = b.view("expert_trajectories"), b.view("sampled_alternatives"), b.view("contrast_pairs")
+    wh.register(traj_view, expert_trajectories["uri"])
+    wh.register(alt_view, sampled_alternatives["uri"])
+    table = wh.query(pairs_sql(traj_view, alt_view), [str(cfg.pairs.seed)])  # the one parameter: the slot seed
     if cfg.pairs.max_pairs and table.num_rows > cfg.pairs.max_pairs:
         table = table.slice(0, cfg.pairs.max_pairs)
-    path = write_parquet_atomic(table, profile.artifact_dir("contrast_pairs", context.run_id) / "pairs.parquet")
-    wh.register("contrast_pairs", path)
+    path = write_parquet_atomic(table, profile.artifact_dir(b.label("contrast_pairs"), context.run_id) / "pairs.parquet")
+    wh.register(pairs_view, path)
     h = table_hash(table)
     _lineage(context, path, {"expert_trajectories": expert_trajectories, "sampled_alternatives": sampled_alternatives},
              seed=cfg.pairs.seed, hash=h)
     splits = dict(zip(*_value_counts(table, "split"))) if table.num_rows else {}
-    slot1 = wh.scalar("SELECT avg(CASE WHEN expert_slot = 1 THEN 1.0 ELSE 0.0 END) FROM contrast_pairs")
+    slot1 = wh.scalar(f"SELECT avg(CASE WHEN expert_slot = 1 THEN 1.0 ELSE 0.0 END) FROM {pairs_view}")
     context.log.info(f"{table.num_rows} contrast pairs {splits}; expert in slot 1: {slot1}")
     return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "splits": splits,
                       "trajectories_hash": expert_trajectories["hash"], "alternatives_hash": sampled_alternatives["hash"],
@@ -337,65 +462,109 @@ def _train_rows(manifest: dict) -> list[dict]:
     return [r for r in _rows(read_parquet(manifest["uri"])) if r["split"] == "train"]
 
 
-@dg.asset(
-    **_GPU_STEP, group_name="training", kinds={"trl", "pytorch"},
-    code_version=_cv(["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.prompts",
-                      "act_pipeline.act.parsing", "act_pipeline.training.common", "act_pipeline.training.launch"],
-                     ["act", "alfworld", "training"]),
-    description="Stage 2: GRPO (TRL) on the critic prompt; reward 1 right pick, 0 wrong, penalty unparsable.",
-)
-def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
-                   contrast_pairs: dict) -> dg.Output[dict]:
+_RUNNER = ["act_pipeline.act.prompts", "act_pipeline.training.common", "act_pipeline.training.launch"]
+_STAGE_MODULES = {
+    "act": ["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
+    "il": ["act_pipeline.training.sft", *_RUNNER],
+    "rl": ["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
+}
+
+
+def _training_assets(b: Bench) -> list[dg.AssetsDefinition]:
+    """Stage 2 (ACT) and stage 3 (IL, RL; each from the ACT checkpoint and from the base model) on
+    the benchmark's own pairs and expert steps."""
+
+    def cv(stage: str) -> str:
+        return _cv(_STAGE_MODULES[stage], [stage, b.section, "training"])
+
+    common = {**_GPU_STEP, "group_name": b.group("training"), "kinds": {"trl", "pytorch"}}
+
+    @dg.asset(**common, key=b.key("act_checkpoint"), ins={"base_model": dg.AssetIn("base_model"),
+                                                          **b.ins("contrast_pairs")},
+              code_version=cv("act"),
+              description="Stage 2: GRPO (TRL) on the critic prompt; reward 1 right pick, 0 wrong, penalty unparsable.")
+    def act_checkpoint(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
+                       contrast_pairs: dict) -> dg.Output[dict]:
+        return _act(context, profile, b, base_model, contrast_pairs)
+
+    def stage3(name: str, stage: str, init: str, description: str):
+        @dg.asset(**common, key=b.key(name), code_version=cv(stage), description=description,
+                  ins={"init": dg.AssetIn(key=b.key(init) if init != "base_model" else dg.AssetKey("base_model")),
+                       **b.ins("expert_trajectories")})
+        def _stage(context: dg.AssetExecutionContext, profile: ProfileResource, init: dict,
+                   expert_trajectories: dict) -> dg.Output[dict]:
+            return _action_stage(context, profile, b, init, expert_trajectories, name, stage)
+
+        return _stage
+
+    return [
+        act_checkpoint,
+        stage3("il_policy", "il", "act_checkpoint",
+               "Stage 3 IL: SFT (TRL) on the expert steps, starting from the ACT checkpoint."),
+        stage3("il_baseline", "il", "base_model",
+               "Baseline IL: the same SFT on the same expert steps, starting from the base model."),
+        stage3("rl_policy", "rl", "act_checkpoint",
+               "Stage 3 RL: GRPO (TRL) on next-action generation over the expert states, from the ACT "
+               "checkpoint; reward 1.0 expert action, 0.1 other admissible, -0.5 malformed."),
+        stage3("rl_baseline", "rl", "base_model",
+               "Baseline RL: the same GRPO on the same expert states, starting from the base model."),
+    ]
+
+
+def _act(context, profile: ProfileResource, b: Bench, base_model: dict, contrast_pairs: dict) -> dg.Output[dict]:
     from act_pipeline.training.act_grpo import train_act
     from act_pipeline.training.models import dir_hash
 
     cfg = profile.config()
     _setup_torch(cfg)
-    out = profile.artifact_dir("act_checkpoint", context.run_id) / "model"
-    card = _card(context, cfg, "act_checkpoint", {"init": base_model, "contrast_pairs": contrast_pairs}, "act")
-    work = _work_dir(context, profile, cfg, "act", base_model, contrast_pairs)
+    hl = b.history_len(cfg)
+    out = profile.artifact_dir(b.label("act_checkpoint"), context.run_id) / "model"
+    card = _card(context, cfg, b, "act_checkpoint", {"init": base_model, "contrast_pairs": contrast_pairs}, "act")
+    work = _work_dir(context, profile, cfg, b, "act", base_model, contrast_pairs)
     if cfg.training.launcher == "accelerate":
-        res = launch_training(context, cfg, _job(cfg, "act", base_model, contrast_pairs, {"split": "train"},
+        res = launch_training(context, cfg, _job(cfg, "act", hl, base_model, contrast_pairs, {"split": "train"},
                                                  out, work, card))
     else:
         pairs = _train_rows(contrast_pairs)
-        heldout = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == "valid_unseen"]
+        heldout = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == b.heldout_split]
         heldout = random.Random(cfg.eval.seed).sample(heldout, min(cfg.act.probe_pairs, len(heldout)))
-        res = train_act(base_model["uri"], pairs, out, cfg.act, cfg.alfworld.history_len, cfg.model.thinking,
+        res = train_act(base_model["uri"], pairs, out, cfg.act, hl, cfg.model.thinking,
                         cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
                         training=cfg.training, heldout=heldout)
     return _checkpoint_output(out, res, {"init": base_model, "pairs": contrast_pairs}, dir_hash(out))
 
 
-def _job(cfg: PipelineConfig, stage: str, init: dict, data: dict, filters: dict, out: Path, work: Path,
-         card: dict) -> dict:
+def _job(cfg: PipelineConfig, stage: str, history_len: int, init: dict, data: dict, filters: dict, out: Path,
+         work: Path, card: dict) -> dict:
     """The JSON job the out-of-process entry point (act_pipeline.training.launch) runs."""
     d = cfg.to_dict()
     return {"stage": stage, "init_model": init["uri"], "data_uri": data["uri"], "filters": filters,
             "out_dir": str(out), "work_dir": str(work), "config": d[stage], "training": d["training"],
-            "history_len": cfg.alfworld.history_len, "thinking": cfg.model.thinking,
+            "history_len": history_len, "thinking": cfg.model.thinking,
             "trust_remote_code": cfg.model.trust_remote_code, "threads": cfg.threads, "card": card}
 
 
-def _card(context, cfg: PipelineConfig, asset: str, parents: dict, section: str) -> dict:
+def _card(context, cfg: PipelineConfig, b: Bench, asset: str, parents: dict, section: str) -> dict:
     """Lineage for the model card: parents' URIs and versions, config, code version, run."""
+    d = cfg.to_dict()
     return {
-        "asset": asset, "description": context.assets_def.descriptions_by_key.get(context.asset_key, ""),
+        "asset": b.label(asset), "description": context.assets_def.descriptions_by_key.get(context.asset_key, ""),
         "parents": {k: {f: v.get(f) for f in ("uri", "hash", "rows", "name", "games_hash", "trajectories_hash",
                                                "alternatives_hash", "sampler_model", "sampler_model_hash") if f in v}
                     for k, v in parents.items()},
-        "config": {section: cfg.to_dict()[section], "alfworld": cfg.to_dict()["alfworld"], "model": cfg.to_dict()["model"]},
+        "config": {section: d[section], b.section: d[b.section], "model": d["model"]},
         "profile": cfg.source, "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
         "dagster_run_id": context.run_id,
     }
 
 
-def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, section: str, init: dict, data: dict) -> Path:
+def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, b: Bench, section: str, init: dict,
+              data: dict) -> Path:
     """Where trainer checkpoints go: keyed by what the training *is* (inputs, config, code), not by
     the run, so re-materializing after a crash finds them and resumes."""
     import hashlib
 
-    key = hashlib.sha256("|".join([init["hash"], data["hash"], cfg.section_hash(section), cfg.section_hash("alfworld"),
+    key = hashlib.sha256("|".join([init["hash"], data["hash"], cfg.section_hash(section), cfg.section_hash(b.section),
                                    str(context.assets_def.code_versions_by_key.get(context.asset_key))]).encode())
     return profile.root() / "trainer_state" / context.asset_key.to_user_string() / key.hexdigest()[:16]
 
@@ -439,146 +608,215 @@ def _curve_md(out: Path, history: list[dict]) -> str:
     return _png_md(png)
 
 
-def _action_stage(context, profile: ProfileResource, init: dict, expert_trajectories: dict, name: str,
+def _action_stage(context, profile: ProfileResource, b: Bench, init: dict, expert_trajectories: dict, name: str,
                   stage: str) -> dg.Output[dict]:
     """Stage 3 from ``init`` on the won train expert steps: ``il`` (SFT) or ``rl`` (GRPO)."""
     from act_pipeline.training.models import dir_hash
 
     cfg = profile.config()
     _setup_torch(cfg)
-    out = profile.artifact_dir(name, context.run_id) / "model"
-    card = _card(context, cfg, name, {"init": init, "expert_trajectories": expert_trajectories}, stage)
-    work = _work_dir(context, profile, cfg, stage, init, expert_trajectories)
+    hl = b.history_len(cfg)
+    out = profile.artifact_dir(b.label(name), context.run_id) / "model"
+    card = _card(context, cfg, b, name, {"init": init, "expert_trajectories": expert_trajectories}, stage)
+    work = _work_dir(context, profile, cfg, b, stage, init, expert_trajectories)
     if cfg.training.launcher == "accelerate":
-        res = launch_training(context, cfg, _job(cfg, stage, init, expert_trajectories, {"split": "train", "won": True},
-                                                 out, work, card))
+        res = launch_training(context, cfg, _job(cfg, stage, hl, init, expert_trajectories,
+                                                 {"split": "train", "won": True}, out, work, card))
     else:
         if stage == "il":
             from act_pipeline.training.sft import train_sft as train
         else:
             from act_pipeline.training.rl_grpo import train_rl as train
         steps = [r for r in _train_rows(expert_trajectories) if r["won"]]
-        res = train(init["uri"], steps, out, getattr(cfg, stage), cfg.alfworld.history_len, cfg.model.thinking,
+        res = train(init["uri"], steps, out, getattr(cfg, stage), hl, cfg.model.thinking,
                     cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
                     training=cfg.training)
     return _checkpoint_output(out, res, {"init": init, "expert_trajectories": expert_trajectories}, dir_hash(out))
 
 
-_IL_CV = _cv(["act_pipeline.training.sft", "act_pipeline.act.prompts", "act_pipeline.training.common",
-              "act_pipeline.training.launch"], ["il", "alfworld", "training"])
-
-
-@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
-          description="Stage 3 IL: SFT (TRL) on the expert steps, starting from the ACT checkpoint.")
-def il_policy(context: dg.AssetExecutionContext, profile: ProfileResource, act_checkpoint: dict,
-              expert_trajectories: dict) -> dg.Output[dict]:
-    return _action_stage(context, profile, act_checkpoint, expert_trajectories, "il_policy", "il")
-
-
-@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_IL_CV,
-          description="Baseline IL: the same SFT on the same expert steps, starting from the base model.")
-def il_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
-                expert_trajectories: dict) -> dg.Output[dict]:
-    return _action_stage(context, profile, base_model, expert_trajectories, "il_baseline", "il")
-
-
-_RL_CV = _cv(["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_pipeline.act.prompts",
-              "act_pipeline.act.parsing", "act_pipeline.training.common", "act_pipeline.training.launch"],
-             ["rl", "alfworld", "training"])
-
-
-@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_RL_CV,
-          description="Stage 3 RL: GRPO (TRL) on next-action generation over the expert states, from the ACT "
-                      "checkpoint; reward 1.0 expert action, 0.1 other admissible, -0.5 malformed.")
-def rl_policy(context: dg.AssetExecutionContext, profile: ProfileResource, act_checkpoint: dict,
-              expert_trajectories: dict) -> dg.Output[dict]:
-    return _action_stage(context, profile, act_checkpoint, expert_trajectories, "rl_policy", "rl")
-
-
-@dg.asset(**_GPU_STEP, group_name="training", kinds={"trl", "pytorch"}, code_version=_RL_CV,
-          description="Baseline RL: the same GRPO on the same expert states, starting from the base model.")
-def rl_baseline(context: dg.AssetExecutionContext, profile: ProfileResource, base_model: dict,
-                expert_trajectories: dict) -> dg.Output[dict]:
-    return _action_stage(context, profile, base_model, expert_trajectories, "rl_baseline", "rl")
-
-
 # --------------------------------------------------------------------------- evaluation
 
+ARMS = ("act_checkpoint", "il_baseline", "il_policy", "rl_baseline", "rl_policy")
+_EVAL_MODULES = ["act_pipeline.evaluation.metrics", "act_pipeline.act.prompts", "act_pipeline.act.parsing",
+                 "act_pipeline.sampling.hf"]
 
-@dg.asset(
-    **_GPU_STEP, group_name="evaluation", kinds={"alfworld", "matplotlib"},
-    code_version=_cv(["act_pipeline.evaluation.metrics", "act_pipeline.evaluation.report", "act_pipeline.act.prompts",
-                      "act_pipeline.act.parsing", "act_pipeline.sampling.hf"], ["eval", "alfworld"]),
-    description="Judgement accuracy, next-action accuracy and ALFWorld success for every arm of the paper's "
-                "Table 1: prompt w/o and w/ thinking, ACT only, IL, IL w/ ACT, RL, RL w/ ACT.",
-)
-def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, alfworld_games: dict,
-                expert_trajectories: dict, contrast_pairs: dict, base_model: dict, il_baseline: dict,
-                act_checkpoint: dict, il_policy: dict, rl_baseline: dict, rl_policy: dict) -> dg.Output[dict]:
-    import random
 
-    from act_pipeline.envs.alfworld import select_balanced
-    from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy, rollout_success
-    from act_pipeline.evaluation.report import write_report
+def _eval_plan(cfg: PipelineConfig, base_model: dict, arms: dict[str, dict]) -> list[tuple[str, dict, bool]]:
+    """(arm, checkpoint, thinking) for every Table-1 arm: the base model (the paper's "prompt" arms,
+    with and without reasoning) and each trained checkpoint."""
+    th = cfg.model.thinking
+    plan = [("base", base_model, th)] + [(a, m, th) for a, m in arms.items()]
+    if cfg.eval.thinking_arm:  # and its counterpart: the base model with the other thinking setting
+        plan.insert(1, ("base_no_thinking", base_model, False) if th else ("base_thinking", base_model, True))
+    return plan
+
+
+def _evaluate(context, cfg: PipelineConfig, b: Bench, base_model: dict, arms: dict[str, dict], pairs: list[dict],
+              states: list[dict], rollouts=None) -> tuple[dict, dict]:
+    """Every arm's judgement accuracy on held-out pairs and next-action accuracy on held-out expert
+    states (greedy); ``rollouts(arm, sampler, tok, thinks, new_tokens)`` adds the benchmark's own
+    metrics (ALFWorld: success rates) and returns (metrics, trace). Returns (results, traces)."""
+    from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy
     from act_pipeline.sampling.hf import TransformersSampler
     from act_pipeline.training.models import inference_device, load_model
 
-    cfg = profile.config()
-    _setup_torch(cfg)
     e = cfg.eval
-    hl, th = cfg.alfworld.history_len, cfg.model.thinking
-    rng = random.Random(e.seed)
-    pairs = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == "valid_unseen"]
-    pairs = rng.sample(pairs, min(e.heldout_pairs, len(pairs)))
-    states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["split"] == "valid_unseen" and r["won"]]
-    states = rng.sample(states, min(e.heldout_states, len(states)))
-    games = _rows(read_parquet(alfworld_games["uri"]))
-    eval_games = {"valid_seen": select_balanced([g for g in games if g["split"] == "valid_seen"], e.games_valid_seen,
-                                                lambda g: g["task_type"]),
-                  "valid_unseen": select_balanced([g for g in games if g["split"] == "valid_unseen"],
-                                                  e.games_valid_unseen, lambda g: g["task_type"])}
-    arms = {"base": base_model, "act_checkpoint": act_checkpoint, "il_baseline": il_baseline, "il_policy": il_policy,
-            "rl_baseline": rl_baseline, "rl_policy": rl_policy}
-    # (arm, checkpoint, thinking): the paper's "prompt w/ thinking" arm is the base model asked to reason
-    plan = [(a, m, th) for a, m in arms.items()]
-    if e.thinking_arm:  # and its counterpart: the base model with the other thinking setting
-        plan.insert(1, ("base_no_thinking", base_model, False) if th else ("base_thinking", base_model, True))
+    hl = b.history_len(cfg)
     results, traces = {}, {}
-    for arm, manifest, thinks in plan:
-        context.log.info(f"evaluating {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
+    for arm, manifest, thinks in _eval_plan(cfg, base_model, arms):
+        context.log.info(f"{b.name}: evaluating {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
         model, tok = load_model(manifest["uri"], cfg.model.trust_remote_code, cfg.model.inference_dtype,
                                 inference_device())
         stops = TransformersSampler(model, tok, e.batch_size, stop_strings=["</answer>"])
         sampler = TransformersSampler(model, tok, e.batch_size, stop_strings=["</action>"])
         new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
-        ms = [judgement_accuracy(stops, tok, pairs, "valid_unseen", e.seed, hl, thinks,
-                                 new_tokens if thinks else 8),
-              next_action_accuracy(sampler, tok, states, "valid_unseen", e.seed, hl, thinks, new_tokens)]
+        ms = [judgement_accuracy(stops, tok, pairs, b.heldout_split, e.seed, hl, thinks, new_tokens if thinks else 8),
+              next_action_accuracy(sampler, tok, states, b.heldout_split, e.seed, hl, thinks, new_tokens)]
+        if rollouts:
+            more, trace = rollouts(arm, sampler, tok, thinks, new_tokens)
+            ms += more
+            traces[arm] = trace
+        results[arm] = ms
+        context.log.info(f"{b.name} {arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
+    return results, traces
+
+
+def _heldout(cfg: PipelineConfig, b: Bench, contrast_pairs: dict, expert_trajectories: dict) -> tuple[list, list]:
+    rng = random.Random(cfg.eval.seed)
+    pairs = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == b.heldout_split]
+    pairs = rng.sample(pairs, min(cfg.eval.heldout_pairs, len(pairs)))
+    states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["split"] == b.heldout_split and r["won"]]
+    states = rng.sample(states, min(cfg.eval.heldout_states, len(states)))
+    return pairs, states
+
+
+def _evaluation_output(context, profile: ProfileResource, b: Bench, results: dict, traces: dict,
+                       meta: dict) -> dg.Output[dict]:
+    out = profile.artifact_dir(b.label("evaluation"), context.run_id) / "evaluation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, {"benchmark": b.name, "meta": meta, "traces": traces,
+                     "results": {a: [m.to_dict() for m in ms] for a, ms in results.items()}})
+    flat = {f"{arm}/{m.name}/{m.split}": round(m.value, 4) for arm, ms in results.items() for m in ms}
+    h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
+    return dg.Output({"uri": str(out), "hash": h, "benchmark": b.name, "metrics": flat},
+                     data_version=dg.DataVersion(h[:16]), metadata={
+                         "uri": dg.MetadataValue.path(str(out)),
+                         "metrics": dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
+                         "table": dg.MetadataValue.md("| metric | value |\n|---|---|\n" + "\n".join(
+                             f"| {k} | {100 * v:.1f}% |" for k, v in flat.items())),
+                     })
+
+
+def _arm_ins(b: Bench) -> dict[str, dg.AssetIn]:
+    return {"base_model": dg.AssetIn("base_model"), **b.ins(*ARMS)}
+
+
+@dg.asset(
+    **_GPU_STEP, group_name="evaluation", kinds={"alfworld"},
+    ins={"alfworld_games": dg.AssetIn("alfworld_games"), **ALFWORLD.ins("expert_trajectories", "contrast_pairs"),
+         **_arm_ins(ALFWORLD)},
+    code_version=_cv(_EVAL_MODULES, ["eval", "alfworld"]),
+    description="ALFWorld, every arm of the paper's Table 1 (prompt w/o and w/ thinking, ACT only, IL, IL w/ ACT, "
+                "RL, RL w/ ACT): success on valid_seen / valid_unseen games, judgement accuracy on held-out "
+                "pairs, next-action accuracy on held-out expert states.",
+)
+def alfworld_evaluation(context: dg.AssetExecutionContext, profile: ProfileResource, alfworld_games: dict,
+                        expert_trajectories: dict, contrast_pairs: dict, base_model: dict, **arms: dict) -> dg.Output[dict]:
+    from act_pipeline.envs.alfworld import select_balanced
+    from act_pipeline.evaluation.metrics import rollout_success
+
+    cfg = profile.config()
+    _setup_torch(cfg)
+    e = cfg.eval
+    pairs, states = _heldout(cfg, ALFWORLD, contrast_pairs, expert_trajectories)
+    games = _rows(read_parquet(alfworld_games["uri"]))
+    eval_games = {split: select_balanced([g for g in games if g["split"] == split], n, lambda g: g["task_type"])
+                  for split, n in (("valid_seen", e.games_valid_seen), ("valid_unseen", e.games_valid_unseen))}
+
+    def rollouts(arm, sampler, tok, thinks, new_tokens):
+        ms, trace = [], []
         for split, gs in eval_games.items():
             with _game_envs(cfg, None, cfg.envs.eval_workers, context.log.info) as make_env:
                 m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, make_env,
-                                         hl, thinks, new_tokens, log=context.log.info, retries=cfg.envs.retries)
+                                         cfg.alfworld.history_len, thinks, new_tokens, log=context.log.info,
+                                         retries=cfg.envs.retries)
             ms.append(m)
             if split == "valid_unseen":
-                traces[arm] = [{"game_id": ep.game_id, "won": ep.won, "trace": ep.trace} for ep in eps[:1]]
-        results[arm] = ms
-        context.log.info(f"{arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
-    out = profile.artifact_dir("eval_report", context.run_id)
+                trace = [{"game_id": ep.game_id, "won": ep.won, "trace": ep.trace} for ep in eps[:1]]
+        return ms, trace
+
+    results, traces = _evaluate(context, cfg, ALFWORLD, base_model, arms, pairs, states, rollouts)
     meta = {"profile": cfg.name, "profile_file": cfg.source, "seed": e.seed, "max_steps": e.max_steps,
             "model_name": base_model.get("name"), "base_model_hash": base_model["hash"],
-            "checkpoints": {a: m["uri"] for a, m in arms.items()}, "pairs_hash": contrast_pairs["hash"],
-            "games_source": alfworld_games.get("source"), "dagster_run_id": context.run_id}
-    paths = write_report(out, results, meta, traces, act_checkpoint.get("judgement_curve"))
-    flat = {f"{arm}/{m.name}/{m.split}": round(m.value, 4) for arm, ms in results.items() for m in ms}
+            "checkpoints": {a: m["uri"] for a, m in {"base": base_model, **arms}.items()},
+            "pairs_hash": contrast_pairs["hash"], "games_source": alfworld_games.get("source"),
+            "judgement_curve": arms["act_checkpoint"].get("judgement_curve"), "dagster_run_id": context.run_id}
+    return _evaluation_output(context, profile, ALFWORLD, results, traces, meta)
+
+
+@dg.asset(
+    **_GPU_STEP, key=SCIENCEWORLD.key("evaluation"), group_name="scienceworld", kinds={"scienceworld"},
+    ins={**SCIENCEWORLD.ins("expert_trajectories", "contrast_pairs"), **_arm_ins(SCIENCEWORLD)},
+    code_version=_cv(_EVAL_MODULES, ["eval", "scienceworld"]),
+    description="ScienceWorld, every arm of the paper's Table 1: next-action accuracy on held-out test-variation "
+                "expert states (the paper's ScienceWorld metric) and judgement accuracy on held-out test pairs.",
+)
+def scienceworld_evaluation(context: dg.AssetExecutionContext, profile: ProfileResource, expert_trajectories: dict,
+                            contrast_pairs: dict, base_model: dict, **arms: dict) -> dg.Output[dict]:
+    cfg = profile.config()
+    _setup_torch(cfg)
+    pairs, states = _heldout(cfg, SCIENCEWORLD, contrast_pairs, expert_trajectories)
+    results, _ = _evaluate(context, cfg, SCIENCEWORLD, base_model, arms, pairs, states)
+    meta = {"seed": cfg.eval.seed, "tasks": cfg.scienceworld.tasks, "max_admissible": cfg.scienceworld.max_admissible,
+            "simplification": cfg.scienceworld.simplification, "pairs_hash": contrast_pairs["hash"],
+            "checkpoints": {a: m["uri"] for a, m in arms.items()},
+            "judgement_curve": arms["act_checkpoint"].get("judgement_curve"), "dagster_run_id": context.run_id}
+    return _evaluation_output(context, profile, SCIENCEWORLD, results, traces={}, meta=meta)
+
+
+def _report_asset(benches: list[Bench]) -> dg.AssetsDefinition:
+    """The one report page over every benchmark's evaluation (rendering only: cheap to redo)."""
+    ins = {f"{b.name}_evaluation": dg.AssetIn(key=b.key("evaluation") if b.prefix else dg.AssetKey("alfworld_evaluation"))
+           for b in benches}
+
+    @dg.asset(group_name="evaluation", kinds={"matplotlib"}, ins=ins,
+              code_version=_cv(["act_pipeline.evaluation.report"], []),
+              description="The report: the Table-1 grid of every benchmark and arm with 95% bootstrap intervals, "
+                          "per-task-type tables, judgement accuracy over ACT steps, critiques and side-by-side "
+                          "episodes, the paper's numbers beside ours (markdown, HTML, PNG).")
+    def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, **evaluations: dict) -> dg.Output[dict]:
+        return _report(context, profile, evaluations)
+
+    return eval_report
+
+
+def _report(context, profile: ProfileResource, evaluations: dict[str, dict]) -> dg.Output[dict]:
+    import json
+
+    from act_pipeline.evaluation.metrics import Metric
+    from act_pipeline.evaluation.report import write_report
+
+    docs = {name.removesuffix("_evaluation"): json.loads(Path(m["uri"]).read_text()) for name, m in evaluations.items()}
+    results = {bench: {a: [Metric.from_dict(d) for d in ms] for a, ms in doc["results"].items()}
+               for bench, doc in docs.items()}
+    aw = docs["alfworld"]
+    meta = {**aw["meta"], "evaluations": {k: v["uri"] for k, v in evaluations.items()}}
+    curve = meta.pop("judgement_curve", None)
+    extra = {b: {"results": results[b], "meta": {k: v for k, v in docs[b]["meta"].items() if k != "judgement_curve"}}
+             for b in results if b != "alfworld"}
+    out = profile.artifact_dir("eval_report", context.run_id)
+    paths = write_report(out, results["alfworld"], meta, aw.get("traces"), curve, benchmarks=extra)
+    flat = {f"{'' if name == 'alfworld_evaluation' else name.removesuffix('_evaluation') + '/'}{k}": v
+            for name, m in evaluations.items() for k, v in m["metrics"].items()}
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     return dg.Output({"uri": str(out), "hash": h, "report_md": str(paths["markdown"]), "report_json": str(paths["json"]),
-                      "report_html": str(paths["html"]),
-                      "plot": str(paths["png"]), "metrics": flat},
+                      "report_html": str(paths["html"]), "plot": str(paths["png"]), "metrics": flat},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "report": dg.MetadataValue.md(paths["markdown"].read_text()),
                          "report_path": dg.MetadataValue.path(str(paths["markdown"])),
                          "report_html": dg.MetadataValue.path(str(paths["html"])),
                          "plot": dg.MetadataValue.md(_png_md(paths["png"])),
+                         **{f"plot_{b}": dg.MetadataValue.md(_png_md(p)) for b, p in paths.get("bench_png", {}).items()},
                          **({"judgement_curve": dg.MetadataValue.md(_png_md(out / "judgement_curve.png"))}
                             if (out / "judgement_curve.png").exists() else {}),
                          "metrics": dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
@@ -591,5 +829,18 @@ def _png_md(path: Path) -> str:
     return f"![results](data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()})"
 
 
-all_assets = [base_model, alfworld_games, imported_expert_steps, expert_trajectories, sampled_alternatives, contrast_pairs,
-              act_checkpoint, il_policy, il_baseline, rl_policy, rl_baseline, eval_report]
+# the ALFWorld graph (what every profile has) and, with `scienceworld.enabled`, the ScienceWorld chain
+alfworld_assets = [base_model, alfworld_games, imported_expert_steps, expert_trajectories, *_pair_assets(ALFWORLD),
+                   *_training_assets(ALFWORLD), alfworld_evaluation]
+scienceworld_assets = [scienceworld_games, scienceworld_expert_trajectories, *_pair_assets(SCIENCEWORLD),
+                       *_training_assets(SCIENCEWORLD), scienceworld_evaluation]
+
+
+def build_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
+    """The asset graph for a profile: ALFWorld always; ScienceWorld when the profile enables it."""
+    if cfg.scienceworld.enabled:
+        return [*alfworld_assets, *scienceworld_assets, _report_asset([ALFWORLD, SCIENCEWORLD])]
+    return [*alfworld_assets, _report_asset([ALFWORLD])]
+
+
+all_assets = build_assets(_CFG)

@@ -7,7 +7,13 @@ evaluation work unchanged, in this process or in an env worker
 (``WorkerPool("act_pipeline.envs.scienceworld:ScienceWorldTask", ...)``).
 
 A game is named by a spec ``"<task name>/<variation>"`` (e.g. ``"boil/3"``); the expert follows
-the gold action sequence that ScienceWorld generates at load (``generateGoldPath=True``). Gold
+the gold action sequence that ScienceWorld generates at load (``generateGoldPath=True``).
+
+ScienceWorld's valid actions at a state run past a thousand (every verb x object combination),
+far more than a prompt can list. With ``max_admissible`` the state shows at most that many: the
+expert's next action (as in ALFWorld, the right answer is always among the admissible actions)
+plus a sample of the others, seeded by the game and step so a state always shows the same list;
+alternatives and the RL reward are judged against the list the state shows. Gold
 paths of some tasks are stochastic: ``collect_expert_trajectories(..., retry_unwon=n)`` plays a
 game again until the expert wins, recording the games that never do.
 """
@@ -28,12 +34,14 @@ class ScienceWorldTask:
     """One task variation. ``simplification`` is ScienceWorld's simplification string
     (``"easy"`` is what most agent papers use); ``step_limit`` is the env's own step limit."""
 
-    def __init__(self, spec: str, expert: bool = True, simplification: str = "easy", step_limit: int = 100):
+    def __init__(self, spec: str, expert: bool = True, simplification: str = "easy", step_limit: int = 100,
+                 max_admissible: int = 0):
         from scienceworld import ScienceWorldEnv
 
         self.spec = spec
         self.task_name, self.variation = parse_spec(spec)
         self.expert = expert
+        self.max_admissible = max_admissible
         self.env = ScienceWorldEnv("", envStepLimit=step_limit)
         names = self.env.get_task_names()
         if self.task_name not in names:
@@ -58,14 +66,36 @@ class ScienceWorldTask:
         return obs.strip(), bool(done) or out["won"], out
 
     def _info(self, info: dict) -> dict:
+        expert = (self.gold[self.t] if self.t < len(self.gold) else None) if self.expert else None
         out = {"won": int(info.get("score", 0)) >= 100, "score": int(info.get("score", 0)),
-               "admissible": sorted(set(info.get("valid") or []))}
+               "admissible": shown_actions(info.get("valid") or [], expert, self.max_admissible,
+                                           f"{self.spec}|{self.t}")}
         if self.expert:
-            out["expert_action"] = self.gold[self.t] if self.t < len(self.gold) else None
+            out["expert_action"] = expert
         return out
 
     def close(self) -> None:
         self.env.close()
+
+
+def shown_actions(valid: list[str], expert: str | None, limit: int, seed: str) -> list[str]:
+    """The admissible actions a state shows: all (``limit`` 0), else at most ``limit`` of them,
+    the expert's action always included; sorted, and the same for the same ``seed``.
+
+    >>> shown_actions(["look", "go north", "open door"], None, 0, "s")
+    ['go north', 'look', 'open door']
+    >>> acts = shown_actions([f"a{i}" for i in range(100)], "a7", 5, "boil/0|3")
+    >>> len(acts), "a7" in acts, acts == shown_actions([f"a{i}" for i in range(100)], "a7", 5, "boil/0|3")
+    (5, True, True)
+    """
+    import random
+
+    actions = sorted(set(valid))
+    if not limit or len(actions) <= limit:
+        return sorted(set(actions) | ({expert} if expert else set()))
+    others = [a for a in actions if a != expert]
+    keep = random.Random(seed).sample(others, limit - 1 if expert else limit)
+    return sorted(keep + ([expert] if expert else []))
 
 
 def list_games(split: str, task_names: list[str] | None = None, per_task: int = 2) -> list[dict]:

@@ -47,6 +47,18 @@ class Metric:
         d["by_task_type"] = self.by_group()
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Metric:
+        """The inverse of :meth:`to_dict` (derived fields are recomputed).
+
+        >>> m = Metric("success_rate", 0.5, "valid_seen", 2, 0, {"won": 1}, [1, 0], ["pick", "look"])
+        >>> Metric.from_dict(m.to_dict()) == m
+        True
+        """
+        from dataclasses import fields
+
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
 
 def bootstrap_ci(outcomes: Sequence[int], seed: int, resamples: int = 2000) -> tuple[float, float] | None:
     """95 % percentile bootstrap of a mean of 0/1 outcomes; None when there are none.

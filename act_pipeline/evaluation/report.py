@@ -16,6 +16,15 @@ COLUMNS = [
     ("success_rate", "valid_seen", "ALFWorld success, valid_seen (ID)"),
     ("success_rate", "valid_unseen", "ALFWorld success, valid_unseen (OOD)"),
 ]
+# other benchmarks' grids: (metric, split, title) and the paper's Table-1 column for the first
+BENCH_COLUMNS = {
+    "scienceworld": [
+        ("next_action_accuracy", "test", "ScienceWorld next-action acc. (held-out test-variation states)"),
+        ("judgement_accuracy", "test", "Judgement acc. (held-out test pairs)"),
+    ],
+}
+BENCH_TITLES = {"scienceworld": "ScienceWorld"}
+PAPER_COLUMN = {"scienceworld": 3}  # index into PAPER_TABLE1's rows
 ARM_TITLES = {
     "base": "Prompt (base model, no thinking)",
     "il_baseline": "IL (SFT from base)",
@@ -55,7 +64,7 @@ def _index(results: Mapping[str, list[Metric]]) -> dict[str, dict[tuple[str, str
     return {arm: {(m.name, m.split): m for m in ms} for arm, ms in results.items()}
 
 
-def plot(results: Mapping[str, list[Metric]], path: Path, title: str) -> Path:
+def plot(results: Mapping[str, list[Metric]], path: Path, title: str, columns=COLUMNS) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,14 +73,14 @@ def plot(results: Mapping[str, list[Metric]], path: Path, title: str) -> Path:
     idx = _index(results)
     arms = list(results)
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / len(COLUMNS)
-    for j, (name, split, label) in enumerate(COLUMNS):
+    width = 0.8 / len(columns)
+    for j, (name, split, label) in enumerate(columns):
         ms = [idx[a].get((name, split)) for a in arms]
         vals = [100 * m.value if m else 0 for m in ms]
         cis = [m.ci95() if m else None for m in ms]
         err = [[v - 100 * c[0] if c else 0 for v, c in zip(vals, cis)],
                [100 * c[1] - v if c else 0 for v, c in zip(vals, cis)]]
-        xs = [i + (j - (len(COLUMNS) - 1) / 2) * width for i in range(len(arms))]
+        xs = [i + (j - (len(columns) - 1) / 2) * width for i in range(len(arms))]
         bars = ax.bar(xs, vals, width, label=label, yerr=err, capsize=2, error_kw={"elinewidth": 0.7})
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks(range(len(arms)), [ARM_TITLES.get(a, a) for a in arms], fontsize=8)
@@ -85,10 +94,10 @@ def plot(results: Mapping[str, list[Metric]], path: Path, title: str) -> Path:
     return path
 
 
-def _by_type_table(results: Mapping[str, list[Metric]]) -> list[str]:
+def _by_type_table(results: Mapping[str, list[Metric]], columns=COLUMNS) -> list[str]:
     idx = _index(results)
     lines = []
-    for name, split, label in COLUMNS:
+    for name, split, label in columns:
         types = sorted({t for arm in results for m in [idx[arm].get((name, split))] if m for t in m.by_group()})
         if not types or types == [""]:
             continue
@@ -168,11 +177,40 @@ def _critiques(results: Mapping[str, list[Metric]]) -> list[str]:
             + lines) if lines else []
 
 
+def _bench_section(out: Path, bench: str, results: Mapping[str, list[Metric]], meta: dict) -> tuple[list[str], Path]:
+    """Another benchmark's grid (ScienceWorld): every arm, 95 % intervals, the paper's number beside
+    ours, per-task-type table and a plot."""
+    columns = BENCH_COLUMNS[bench]
+    title = BENCH_TITLES.get(bench, bench)
+    idx = _index(results)
+    png = plot(results, out / f"report_{bench}.png", f"{title} — seed {meta.get('seed')} (bars: 95% bootstrap CI)",
+               columns)
+    col = PAPER_COLUMN.get(bench)
+    lines = [f"## {title}", "",
+             f"Held-out expert states and pairs come from {title}'s test variations (no training data touches "
+             f"them); tasks: {', '.join(meta.get('tasks') or []) or 'all'}; each state lists at most "
+             f"{meta.get('max_admissible') or 'all'} admissible actions, the expert's among them. Greedy decoding, "
+             f"seed {meta.get('seed')}. The paper's column is Qwen3-8B's next-action accuracy (Table 1), not ours.", "",
+             "| Arm | " + " | ".join(c[2] for c in columns) + " | Paper, Qwen3-8B (not ours) |",
+             "|---|" + "---|" * (len(columns) + 1)]
+    for arm in results:
+        paper = PAPER_TABLE1.get(PAPER_ROW.get(arm, ""))
+        lines.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(_cell(idx[arm].get((n, s))) for n, s, _ in columns)
+                     + f" | {f'{paper[col]:.2f}%' if paper and col is not None else '—'} |")
+    lines += ["", f"![{title}](report_{bench}.png)", ""]
+    lines += _by_type_table(results, columns)
+    return lines, png
+
+
 def write_report(
     out_dir: str | Path, results: Mapping[str, list[Metric]], meta: dict,
     traces: Mapping[str, list[dict]] | None = None, judgement_curve: list[dict] | None = None,
+    benchmarks: Mapping[str, dict] | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, report.html and report.png into ``out_dir``; return their paths.
+
+    ``results`` are ALFWorld's; ``benchmarks`` maps another benchmark (``scienceworld``) to
+    ``{"results": ..., "meta": ...}`` and adds its grid to the same page.
 
     Every cell: the value, its 95 % bootstrap interval over items, and N; the seed and splits are
     stated above the table. The paper's numbers appear in their own table, labelled as such."""
@@ -231,6 +269,10 @@ def write_report(
         lines.append(f"| {row} | " + " | ".join(f"{v:.2f}" for v in vals)
                      + f" | {'`' + mine + '`' + ('' if mine in results else ' (not run)') if mine else '—'} |")
     lines.append("")
+    bench_png = {}
+    for bench, doc in (benchmarks or {}).items():
+        section, bench_png[bench] = _bench_section(out, bench, doc["results"], doc["meta"])
+        lines += section
     lines += _curve_section(out, judgement_curve)
     lines += _critiques(results)
     if traces:
@@ -243,8 +285,11 @@ def write_report(
     html.write_text(_html(text, f"ACT evaluation report — {meta.get('profile')}"))
     js = out / "report.json"
     write_json(js, {"meta": meta, "results": {a: [m.to_dict() for m in ms] for a, ms in results.items()},
+                    **{bench: {"meta": doc["meta"], "results": {a: [m.to_dict() for m in ms]
+                                                                for a, ms in doc["results"].items()}}
+                       for bench, doc in (benchmarks or {}).items()},
                     "paper_table1_qwen3_8b": PAPER_TABLE1})
-    return {"json": js, "markdown": md, "png": png, "html": html}
+    return {"json": js, "markdown": md, "png": png, "html": html, "bench_png": bench_png}
 
 
 def _html(markdown_text: str, title: str) -> str:
