@@ -830,8 +830,10 @@ def _png_md(path: Path) -> str:
 
 
 # the ALFWorld graph (what every profile has) and, with `scienceworld.enabled`, the ScienceWorld chain
-alfworld_assets = [base_model, alfworld_games, imported_expert_steps, expert_trajectories, *_pair_assets(ALFWORLD),
-                   *_training_assets(ALFWORLD), alfworld_evaluation]
+sampled_alternatives, contrast_pairs = _pair_assets(ALFWORLD)
+act_checkpoint, il_policy, il_baseline, rl_policy, rl_baseline = _training_assets(ALFWORLD)
+alfworld_assets = [base_model, alfworld_games, imported_expert_steps, expert_trajectories, sampled_alternatives,
+                   contrast_pairs, act_checkpoint, il_policy, il_baseline, rl_policy, rl_baseline, alfworld_evaluation]
 scienceworld_assets = [scienceworld_games, scienceworld_expert_trajectories, *_pair_assets(SCIENCEWORLD),
                        *_training_assets(SCIENCEWORLD), scienceworld_evaluation]
 
