@@ -192,6 +192,10 @@ def test_scienceworld_chain_and_its_grid(run):
     md = Path(run["m"]["eval_report"]["report_md"]).read_text()
     assert "## ScienceWorld" in md and "48.69%" in md  # the paper's IL w/ ACT ScienceWorld number, beside ours
     assert (Path(run["m"]["eval_report"]["uri"]) / "report_scienceworld.png").exists()
+    curve = m["act_checkpoint"]["judgement_curve"]  # ScienceWorld's ACT probed on its own held-out test pairs
+    assert curve and all(c["split"] == "test" for c in curve)
+    assert "Judgement accuracy over ACT training — ScienceWorld" in md
+    assert (Path(run["m"]["eval_report"]["uri"]) / "judgement_curve_scienceworld.png").exists()
     assert any(k.startswith("scienceworld/il_policy/next_action_accuracy/test") for k in run["m"]["eval_report"]["metrics"])
 
 

@@ -802,7 +802,8 @@ def _report(context, profile: ProfileResource, evaluations: dict[str, dict]) -> 
     aw = docs["alfworld"]
     meta = {**aw["meta"], "evaluations": {k: v["uri"] for k, v in evaluations.items()}}
     curve = meta.pop("judgement_curve", None)
-    extra = {b: {"results": results[b], "meta": {k: v for k, v in docs[b]["meta"].items() if k != "judgement_curve"}}
+    extra = {b: {"results": results[b], "judgement_curve": docs[b]["meta"].get("judgement_curve"),
+                 "meta": {k: v for k, v in docs[b]["meta"].items() if k != "judgement_curve"}}
              for b in results if b != "alfworld"}
     out = profile.artifact_dir("eval_report", context.run_id)
     paths = write_report(out, results["alfworld"], meta, aw.get("traces"), curve, benchmarks=extra)
@@ -817,8 +818,8 @@ def _report(context, profile: ProfileResource, evaluations: dict[str, dict]) -> 
                          "report_html": dg.MetadataValue.path(str(paths["html"])),
                          "plot": dg.MetadataValue.md(_png_md(paths["png"])),
                          **{f"plot_{b}": dg.MetadataValue.md(_png_md(p)) for b, p in paths.get("bench_png", {}).items()},
-                         **({"judgement_curve": dg.MetadataValue.md(_png_md(out / "judgement_curve.png"))}
-                            if (out / "judgement_curve.png").exists() else {}),
+                         # judgement_curve (ALFWorld), judgement_curve_scienceworld
+                         **{png.stem: dg.MetadataValue.md(_png_md(png)) for png in sorted(out.glob("judgement_curve*.png"))},
                          "metrics": dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
                      })
 

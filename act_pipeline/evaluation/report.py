@@ -137,10 +137,11 @@ def _traces_side_by_side(traces: Mapping[str, list[dict]], max_steps: int = 10) 
     return lines
 
 
-def _curve_section(out: Path, curve: list[dict] | None) -> list[str]:
+def _curve_section(out: Path, curve: list[dict] | None, bench: str = "") -> list[str]:
     """Judgement accuracy on held-out pairs over the ACT training steps (probed during training)."""
     if not curve:
         return []
+    name = f"judgement_curve{'_' + bench if bench else ''}.png"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,15 +154,15 @@ def _curve_section(out: Path, curve: list[dict] | None) -> list[str]:
     ax.set_ylim(0, 100)
     ax.set_title(f"held-out {curve[0]['split']} pairs, N={curve[0]['n']}, greedy", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "judgement_curve.png", dpi=100)
+    fig.savefig(out / name, dpi=100)
     plt.close(fig)
     c0 = curve[0]
-    return ["## Judgement accuracy over ACT training", "",
+    return [f"## Judgement accuracy over ACT training{' — ' + BENCH_TITLES.get(bench, bench) if bench else ''}", "",
             f"Probed during ACT GRPO on {c0['n']} held-out `{c0['split']}` pairs (greedy, seed {c0['seed']}).", "",
             "| step | " + " | ".join(str(c["step"]) for c in curve) + " |",
             "|---|" + "---|" * len(curve),
             "| judgement acc. | " + " | ".join(f"{100 * c['judgement_accuracy']:.1f}%" for c in curve) + " |",
-            "", "![judgement accuracy over ACT training](judgement_curve.png)", ""]
+            "", f"![judgement accuracy over ACT training]({name})", ""]
 
 
 def _critiques(results: Mapping[str, list[Metric]]) -> list[str]:
@@ -210,7 +211,8 @@ def write_report(
     """Write report.json, report.md, report.html and report.png into ``out_dir``; return their paths.
 
     ``results`` are ALFWorld's; ``benchmarks`` maps another benchmark (``scienceworld``) to
-    ``{"results": ..., "meta": ...}`` and adds its grid to the same page.
+    ``{"results": ..., "meta": ..., "judgement_curve": ...}`` and adds its grid (and its ACT
+    checkpoint's judgement curve) to the same page.
 
     Every cell: the value, its 95 % bootstrap interval over items, and N; the seed and splits are
     stated above the table. The paper's numbers appear in their own table, labelled as such."""
@@ -274,6 +276,8 @@ def write_report(
         section, bench_png[bench] = _bench_section(out, bench, doc["results"], doc["meta"])
         lines += section
     lines += _curve_section(out, judgement_curve)
+    for bench, doc in (benchmarks or {}).items():
+        lines += _curve_section(out, doc.get("judgement_curve"), bench)
     lines += _critiques(results)
     if traces:
         lines += _traces_side_by_side(traces)
