@@ -13,6 +13,12 @@ from benchmarks.common import Ctx, entry, interleaved, way
 K = 4  # samples per state
 
 
+def _arr(values, type=None) -> pa.Array:
+    """One Arrow array (pyarrow returns a chunked one for large numpy string arrays)."""
+    a = pa.array(values, type=type)
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
+
 def synthesize(n_alt: int, seed: int, out: Path) -> tuple[Path, Path]:
     """``n_alt`` alternative rows (K per state) and the matching expert rows, as Parquet, with the
     pipeline's schemas: 90% train / 10% valid_unseen, 95% of states won, ~60% of samples kept."""
@@ -32,27 +38,27 @@ def synthesize(n_alt: int, seed: int, out: Path) -> tuple[Path, Path]:
     n_adm = 12
     adm_values = np.char.add(np.char.add(verbs[rng.integers(0, len(verbs), n * n_adm)], " "),
                              objs[rng.integers(0, len(objs), n * n_adm)])
-    adm = pa.ListArray.from_arrays(pa.array(np.arange(0, n * n_adm + 1, n_adm, dtype=np.int32)), pa.array(adm_values))
+    adm = pa.ListArray.from_arrays(_arr(np.arange(0, n * n_adm + 1, n_adm, dtype=np.int32)), _arr(adm_values))
     hist_len = 2
     hist_struct = pa.StructArray.from_arrays(
-        [pa.array(adm_values[: n * hist_len]), pa.array(np.char.add("You arrive at ", adm_values[: n * hist_len]))],
+        [_arr(adm_values[: n * hist_len]), _arr(np.char.add("You arrive at ", adm_values[: n * hist_len]))],
         names=["action", "observation"])
-    hist = pa.ListArray.from_arrays(pa.array(np.arange(0, n * hist_len + 1, hist_len, dtype=np.int32)), hist_struct)
+    hist = pa.ListArray.from_arrays(_arr(np.arange(0, n * hist_len + 1, hist_len, dtype=np.int32)), hist_struct)
     traj = pa.Table.from_arrays([
-        pa.array(sid), pa.array(np.char.add("g", game.astype(str))), pa.array(split),
-        pa.array(np.full(n, "pick_and_place_simple")), pa.array(np.full(n, "put a clean mug in the coffeemachine.")),
-        pa.array((idx % 20).astype(np.int32)),
-        pa.array(np.char.add("You arrive at countertop ", (idx % 7).astype(str))),
-        hist.cast(HISTORY_TYPE), adm, pa.array(adm_values[::n_adm]), pa.array(rng.random(n) < 0.95),
+        _arr(sid), _arr(np.char.add("g", game.astype(str))), _arr(split),
+        _arr(np.full(n, "pick_and_place_simple")), _arr(np.full(n, "put a clean mug in the coffeemachine.")),
+        _arr((idx % 20).astype(np.int32)),
+        _arr(np.char.add("You arrive at countertop ", (idx % 7).astype(str))),
+        hist.cast(HISTORY_TYPE), adm, _arr(adm_values[::n_adm]), _arr(rng.random(n) < 0.95),
     ], schema=TRAJECTORY_SCHEMA)
     reasons = np.array(["kept", "kept", "kept", "unparsable", "inadmissible", "duplicate", "equals_expert", "kept",
                         "kept", "kept"])
     alts = pa.Table.from_arrays([
-        pa.array(np.repeat(sid, K)), pa.array(np.repeat(split, K)), pa.array(np.tile(np.arange(K, dtype=np.int32), n)),
-        pa.array(np.full(n * K, "")),
+        _arr(np.repeat(sid, K)), _arr(np.repeat(split, K)), _arr(np.tile(np.arange(K, dtype=np.int32), n)),
+        _arr(np.full(n * K, "")),
         # distinct actions per state: the expert's admissible list shifted by 1..K
-        pa.array(adm_values.reshape(n, n_adm)[:, 1:K + 1].reshape(-1)),
-        pa.array(reasons[rng.integers(0, len(reasons), n * K)]), pa.array(np.full(n * K, "model")),
+        _arr(adm_values.reshape(n, n_adm)[:, 1:K + 1].reshape(-1)),
+        _arr(reasons[rng.integers(0, len(reasons), n * K)]), _arr(np.full(n * K, "model")),
     ], schema=ALTERNATIVES_SCHEMA)
     return (write_parquet_atomic(traj, out / "steps.parquet"), write_parquet_atomic(alts, out / "alternatives.parquet"))
 
