@@ -79,7 +79,7 @@ def machine_info(threads: int) -> dict:
             "torch_threads": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "load_avg_at_start": list(os.getloadavg()),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+            "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--", ".", ":!benchmarks/results")),
             "torch": torch.__version__}
     for mod in ("transformers", "trl", "dagster", "duckdb", "pyarrow", "pandas", "numpy"):
         try:

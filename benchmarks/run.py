@@ -60,6 +60,13 @@ def _extra(r: dict) -> str:
     return ""
 
 
+def _runs(doc: dict) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for r in doc["results"]:
+        seen.setdefault(r.get("benchmark", r["name"]), r.get("run", {}).get("date_utc", "?"))
+    return list(seen.items())
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     lines = [
@@ -67,7 +74,11 @@ def markdown(doc: dict) -> str:
         f"AVX512: {m['cpu_flags']['avx512f']}; torch {m['torch']} ({m['torch_threads']} thread(s)), "
         f"transformers {m['transformers']}, trl {m['trl']}, duckdb {m['duckdb']}, pandas {m['pandas']}; "
         f"commit {m['git_commit'][:10]}{' (dirty)' if m['git_dirty'] else ''}; {m['date_utc']}"
-        f"{' (--quick)' if doc['quick'] else ''}.",
+        f"{' (--quick)' if doc['quick'] else ''}"
+        + ("" if len({r.get("run", {}).get("date_utc") for r in doc["results"]}) <= 1 else
+           " Lines from several runs of the suite (`--only`): "
+           + "; ".join(f"{', '.join(n for n, d in _runs(doc) if d == day)} at {day}"
+                       for day in sorted({d for _, d in _runs(doc)}))) + ".",
         "",
         "| benchmark | way A (baseline) | way B (pipeline) | B vs A | goal | met? | note |",
         "|---|---|---|---|---|---|---|",
@@ -81,6 +92,15 @@ def markdown(doc: dict) -> str:
                      f"| {ratio} | {r['goal']} | {_goal_cell(r)} | {_extra(r)} |")
     lines += ["", "Ratios: B's rate / A's rate (for times: A's seconds / B's seconds; for tokens: measured / "
               "roofline). Medians of interleaved repeats; every line's N, seed and parameters are in latest.json."]
+    levers = [(r["name"], x) for r in doc["results"] for x in r.get("before_after", [])]
+    if levers:
+        lines += ["", "Levers, before → after (same inputs, same run unless noted):", ""]
+        for name, x in levers:
+            if "before" in x:
+                lines.append(f"- {name}: {x['lever']}: {_fmt_rate(x['before'])} → {_fmt_rate(x['after'])}"
+                             + (f" ({x['note']})" if x.get("note") else ""))
+            else:
+                lines.append(f"- {name}: {x['lever']}: " + ", ".join(f"{k} {v}" for k, v in x.items() if k != "lever"))
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in res:
                 r["benchmark"] = name
                 r["wall_s"] = round(time.time() - t0, 1)
+                r["run"] = {"date_utc": doc["machine"]["date_utc"], "git_commit": doc["machine"]["git_commit"],
+                            "git_dirty": doc["machine"]["git_dirty"]}
             doc["results"] += res
             print(f"   {name}: {time.time() - t0:.0f} s", flush=True)
     finally:
@@ -149,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if old.get("quick") == args.quick:
             kept = [r for r in old["results"] if r.get("benchmark") not in names]
             doc["results"] = sorted(kept + doc["results"], key=lambda r: list(BENCHMARKS).index(r["benchmark"]))
-            doc["earlier_machine"] = old.get("earlier_machine") or old["machine"]
+            doc["earlier_machine"] = old.get("earlier_machine") or old["machine"]  # each line's own run: r["run"]
     for name, text in ctx.profiles.items():
         (out / f"profile_{name}.txt").write_text(text)
     latest.write_text(json.dumps(doc, indent=2, default=str) + "\n")
