@@ -32,6 +32,44 @@ def test_batches_and_order_do_not_change_greedy_outputs(model):
     assert batched == one_by_one  # left padding + length sorting map results back to their prompts
 
 
+@pytest.mark.parametrize("n,temperature", [(1, 0.0), (3, 1.0)])
+def test_ragged_prefill_equals_padded_prefill(model, n, temperature):
+    m, tok = model
+    params = SamplingParams(n=n, temperature=temperature, max_new_tokens=6, seed=3)
+    prompts = [PROMPTS[0], PROMPTS[2], "a kitchen with a sink <action>"]  # different lengths, 2+ tokens each
+    padded = TransformersSampler(m, tok, batch_size=9, ragged_prefill=False).generate(prompts, params)
+    ragged = TransformersSampler(m, tok, batch_size=9, ragged_prefill=True).generate(prompts, params)
+    assert [len(x) for x in ragged] == [n] * len(prompts)
+    assert ragged == padded  # each prompt encoded alone, the caches left-padded: the same completions
+
+
+def test_ragged_prefill_cache_equals_the_padded_batch_cache(model):
+    import inspect
+
+    import torch
+    from transformers import DynamicCache
+
+    m, tok = model
+    prompts = [PROMPTS[0], PROMPTS[2], "a kitchen with a sink <action>"]
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    key = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
+    with torch.inference_mode():
+        ragged = TransformersSampler(m, tok, 9)._ragged_prefill(ids, mask, key)
+        padded = DynamicCache(config=m.config)
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        m(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True,
+          **{key: padded})
+    real = mask[:, :-1].bool()
+    assert not real.all()  # the prompts differ in length: there is padding to get right
+    for a, b in zip(ragged.layers, padded.layers):
+        assert a.keys.shape == b.keys.shape
+        for x, y in ((a.keys, b.keys), (a.values, b.values)):
+            assert torch.allclose(x.transpose(1, 2)[real], y.transpose(1, 2)[real], atol=1e-5)
+            assert not x.transpose(1, 2)[~real].any()  # padding positions hold zeros (masked out)
+
+
 def test_progress_reports_every_prompt(model):
     m, tok = model
     seen = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import sys
 from collections.abc import Iterable
@@ -128,9 +129,18 @@ def build_game(trial: Path, dst_dir: Path, logic: dict[str, str] | None = None) 
             raise AlfworldDataError(f"{pddl}: not a PDDL problem (no `(define` / `:init`)")
         logic = logic or game_logic()
         traj = _read_traj(trial)
+        # alfworld words the task with the global, unseeded `random`: seed it from the game itself so
+        # that a game is worded the same whenever it is built (state ids, the sample cache and the
+        # evaluation depend on it), and leave the global state as it was
+        state = random.getstate()
+        random.seed(hashlib.sha256(json.dumps(traj, sort_keys=True).encode()).hexdigest())
+        try:
+            grammar = add_task_to_grammar(logic["grammar"], traj)
+        finally:
+            random.setstate(state)
         gamedata = {
             "pddl_domain": logic["pddl_domain"],
-            "grammar": add_task_to_grammar(logic["grammar"], traj),
+            "grammar": grammar,
             "pddl_problem": problem,
             "solvable": None,
             "walkthrough": None,

@@ -3,7 +3,10 @@
 Prompts are sorted by length and batched with left padding, so each ``generate`` call pads
 little. For K samples per prompt the prompt is encoded once and its KV cache copied K times
 (``generate`` with ``num_return_sequences`` would encode every prompt K times; on a CPU the
-prompt encoding dominates the cost).
+prompt encoding dominates the cost). On a CPU each prompt of a batch is encoded on its own, without
+padding (``ragged_prefill``): encoding is compute-bound there, so batching it buys nothing while the
+padding costs FLOPs; the caches are then laid out left-padded and decoded as one batch
+(benchmarks/: the rollouts' before/after).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ class TransformersSampler(Sampler):
     name = "transformers"
 
     def __init__(self, model, tokenizer, batch_size: int = 16, stop_strings: Sequence[str] = (),
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, ragged_prefill: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.share_prefix = share_prefix
+        self.ragged_prefill = model.device.type == "cpu" if ragged_prefill is None else ragged_prefill
         self.stop_strings = list(stop_strings)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -65,7 +69,7 @@ class TransformersSampler(Sampler):
                                   top_p=params.top_p, top_k=0)
                 if self.stop_strings:
                     kwargs.update(stop_strings=self.stop_strings, tokenizer=tok)
-                if params.n > 1 and self.share_prefix:
+                if (params.n > 1 and self.share_prefix) or (params.n == 1 and len(idx) > 1 and self.ragged_prefill):
                     seqs = self._generate_shared_prefix(enc, params.n, kwargs)
                 else:
                     seqs = self.model.generate(**enc, **kwargs)
@@ -85,15 +89,43 @@ class TransformersSampler(Sampler):
         from transformers import DynamicCache
 
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        # the position ids generate() derives from a left-padded attention mask
-        pos = mask.long().cumsum(-1) - 1
-        pos.masked_fill_(mask == 0, 1)
-        cache = DynamicCache(config=self.model.config)
         # transformers renamed `past_key_values` to `cache` (5.x); use whichever this one takes
         key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                   use_cache=True, logits_to_keep=1, **{key: cache})
-        cache.batch_repeat_interleave(n)
+        cache = self._ragged_prefill(ids, mask, key) if self.ragged_prefill else None
+        if cache is None:
+            # the position ids generate() derives from a left-padded attention mask
+            pos = mask.long().cumsum(-1) - 1
+            pos.masked_fill_(mask == 0, 1)
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                       use_cache=True, logits_to_keep=1, **{key: cache})
+        if n > 1:
+            cache.batch_repeat_interleave(n)
         kw = dict(kwargs, num_return_sequences=1)
         return self.model.generate(input_ids=ids.repeat_interleave(n, 0),
                                    attention_mask=mask.repeat_interleave(n, 0), **{key: cache}, **kw)
+
+    def _ragged_prefill(self, ids, mask, key: str):
+        """The batch's cache (all but each prompt's last token) with every prompt encoded alone and
+        the caches left-padded to the batch's width; None where that does not apply (a prompt of one
+        token, or a model whose cache layers are not plain dynamic ones, e.g. sliding windows)."""
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+
+        caches = []
+        for r in range(ids.shape[0]):
+            real = ids[r][mask[r].bool()][:-1]  # left padding: the real tokens come last
+            if real.numel() == 0:
+                return None
+            c = DynamicCache(config=self.model.config)
+            self.model(input_ids=real[None], use_cache=True, logits_to_keep=1, **{key: c})
+            if any(type(layer).__name__ != "DynamicLayer" for layer in c.layers):
+                return None
+            caches.append(c)
+        width = ids.shape[1] - 1
+        cache = DynamicCache(config=self.model.config)
+        for li in range(len(caches[0].layers)):
+            pads = [(0, 0, width - c.layers[li].keys.shape[-2], 0) for c in caches]
+            cache.update(torch.cat([F.pad(c.layers[li].keys, p) for c, p in zip(caches, pads)]),
+                         torch.cat([F.pad(c.layers[li].values, p) for c, p in zip(caches, pads)]), li)
+        return cache

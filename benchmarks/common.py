@@ -1,0 +1,206 @@
+"""Shared pieces: side-by-side timing, machine info, inputs (games, states, models), profiles."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Ctx:
+    """What every benchmark gets: mode, model paths, thread count, scratch folder, a logger."""
+
+    quick: bool
+    model: str  # the model for sampling / rollouts / tokens (135M, or the tiny one with --quick)
+    model_name: str
+    tiny_model: str
+    threads: int
+    seed: int
+    scratch: Path
+    alfworld: Path
+    log: Callable[[str], None] = print
+    profiles: dict = field(default_factory=dict)  # name -> profile text written beside the results
+
+
+def interleaved(ways: dict[str, Callable[[], object]], repeats: int, log=print) -> dict[str, dict]:
+    """Run the ways alternately (A B, then B A, ...) ``repeats`` times; seconds per run and the median.
+
+    Alternating the order spreads the load of other processes on a shared machine over both ways.
+    Each way's return values are kept (``results``; ``result`` the last) for the checks that both
+    computed the same thing.
+    """
+    names = list(ways)
+    out = {n: {"seconds": [], "results": [], "result": None} for n in names}
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        for n in order:
+            t0 = time.perf_counter()
+            res = ways[n]()
+            dt = time.perf_counter() - t0
+            out[n]["seconds"].append(round(dt, 4))
+            out[n]["result"] = res
+            out[n]["results"].append(res)
+            log(f"  {n}: {dt:.2f} s (repeat {r + 1}/{repeats})")
+    for n in names:
+        out[n]["median_s"] = statistics.median(out[n]["seconds"])
+    return out
+
+
+def way(label: str, timing: dict, work: float, unit: str) -> dict:
+    """One way's entry: what it is, its runs, and its rate (``work`` units per median second)."""
+    return {"label": label, "seconds": timing["seconds"], "median_s": round(timing["median_s"], 4),
+            "rate": round(work / timing["median_s"], 4) if timing["median_s"] > 0 else None, "unit": unit}
+
+
+def entry(name: str, what: str, a: dict, b: dict, ratio: float | None, goal: str,
+          met: bool | None, **extra) -> dict:
+    """A result line: way A (the baseline) and way B (the pipeline's), their ratio and the goal."""
+    return {"name": name, "what": what, "a": a, "b": b,
+            "ratio": None if ratio is None else round(ratio, 3), "goal": goal, "met": met, **extra}
+
+
+def machine_info(threads: int) -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(),
+            "cpu_flags": {f: f in _cpu_flags() for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")},
+            "torch_threads": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "load_avg_at_start": list(os.getloadavg()),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--", ".", ":!benchmarks/results")),
+            "torch": torch.__version__}
+    for mod in ("transformers", "trl", "dagster", "duckdb", "pyarrow", "pandas", "numpy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing optional package is recorded as such
+            info[mod] = None
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:  # noqa: BLE001
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def load(path: str):
+    """Model (float32, eval) and tokenizer through the pipeline's own loader."""
+    from act_pipeline.training.models import load_model
+
+    model, tok = load_model(path)
+    return model.eval(), tok
+
+
+def build_games(ctx: Ctx, split: str, n: int) -> list[dict]:
+    """``n`` real ALFWorld games of ``split`` (task types round-robin), built as the
+    ``alfworld_games`` asset builds them (game.tw-pddl from the installed alfworld)."""
+    from act_pipeline.envs import alfworld as aw
+
+    data = aw.resolve_data_root(str(ctx.alfworld))
+    specs = aw.select_balanced(aw.discover_games(data, split), n)
+    logic = aw.game_logic()
+    out = ctx.scratch / "games" / split
+    return [{"game_id": g.game_id, "split": g.split, "task_type": g.task_type,
+             "gamefile": str(aw.build_game(g.path, out / g.game_id, logic))} for g in specs]
+
+
+_STATES: dict = {}
+
+
+def expert_states(ctx: Ctx, n_games: int) -> list[dict]:
+    """Real expert states: the planner expert played through ``n_games`` train games (cached)."""
+    if n_games not in _STATES:
+        from act_pipeline.data.trajectories import collect_expert_trajectories
+        from act_pipeline.envs.alfworld import AlfworldGame
+
+        games = build_games(ctx, "train", n_games)
+        table, _ = collect_expert_trajectories(games, lambda f: AlfworldGame(f, "planner"), 30, 2,
+                                               log=lambda m: None)
+        _STATES[n_games] = [r for r in table.to_pylist() if r["won"]]
+    return _STATES[n_games]
+
+
+def pick_spread(rows: list, n: int) -> list:
+    """``n`` rows spread evenly over ``rows`` (deterministic)."""
+    if len(rows) <= n:
+        return list(rows)
+    step = len(rows) / n
+    return [rows[int(i * step)] for i in range(n)]
+
+
+def profile_call(ctx: Ctx, name: str, fn: Callable[[], object], shares: dict[str, tuple[str, ...]]) -> dict:
+    """Profile one call with pyinstrument (if installed): the text profile goes to
+    ``results/profile_<name>.txt``; returns the share of wall time spent under the named functions."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return {"tool": None, "note": "pyinstrument is not installed (pip install -e '.[bench]')"}
+    prof = Profiler(interval=0.005)
+    prof.start()
+    t0 = time.perf_counter()
+    fn()
+    total = time.perf_counter() - t0
+    prof.stop()
+    session = prof.last_session
+    root = session.root_frame()
+    out = {"tool": "pyinstrument", "seconds": round(total, 3)}
+    for label, funcs in shares.items():
+        out[f"share_{label}"] = round(_time_under(root, set(funcs)) / max(1e-9, root.time), 3) if root else None
+    ctx.profiles[name] = prof.output_text(unicode=False, color=False, show_all=False)
+    out["file"] = f"results/profile_{name}.txt"
+    return out
+
+
+def _time_under(frame, funcs: set[str]) -> float:
+    """Time of the outermost frames whose function name is in ``funcs``."""
+    if frame.function in funcs:
+        return frame.time
+    return sum(_time_under(c, funcs) for c in frame.children)
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="act-bench-"))
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,185 @@
+"""Run the benchmarks; write ``benchmarks/results/latest.json`` and ``latest.md``.
+
+    python -m benchmarks.run [--quick] [--only sampling,rollouts] [--threads 1] [--out DIR]
+
+Every line times two ways on the same inputs in the same process, alternating them (A B, B A, ...)
+and taking medians, so the ratio holds even when the absolute times on a shared machine do not.
+``--quick`` uses the tiny random model and small inputs (a smoke test of the suite; its ratios
+mean little). ``--only`` reruns some benchmarks and keeps the others' last results in the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+BENCHMARKS = {  # name -> module (in the order they run)
+    "sampling": "benchmarks.bench_sampling",
+    "rollouts": "benchmarks.bench_rollouts",
+    "grpo": "benchmarks.bench_grpo",
+    "pipeline": "benchmarks.bench_pipeline",
+    "pairs": "benchmarks.bench_pairs",
+    "tokens": "benchmarks.bench_tokens",
+}
+
+
+def _fmt_rate(w: dict) -> str:
+    if w.get("rate") is not None:
+        return f"{w['rate']:.3g} {w['unit']}"
+    if w.get("median_s") is not None:
+        return f"{w['median_s']:.3g} s"
+    return "-"
+
+
+def _goal_cell(r: dict) -> str:
+    if r["met"] is None:
+        return "-"
+    return "yes" if r["met"] else "**no**"
+
+
+def _extra(r: dict) -> str:
+    """The number the goal is about when it is not the ratio."""
+    if "overhead_pct" in r:
+        return f"overhead {r['overhead_pct']:+.1f}%/step"
+    if "fraction_resampled" in r:
+        return f"{r['states_sampled']}/{r['states']} states re-sampled ({r['fraction_resampled']:.1%}); time {r['time_vs_full']:.2f}x full"
+    if r["name"] == "noop_rerun":
+        return f"no-op {r['b']['median_s']:.1f} s"
+    if "checks" in r and "identical_success_counts" in r["checks"]:
+        c = r["checks"]
+        return f"wins {c['successes_sequential']} vs {c['successes_batched']}"
+    if r["name"].startswith("tokens"):
+        return f"{r['roofline']['read_bandwidth']['read_GBps']} GB/s, {r['roofline']['matmul_GFLOPs']} GFLOP/s"
+    return ""
+
+
+def _runs(doc: dict) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for r in doc["results"]:
+        seen.setdefault(r.get("benchmark", r["name"]), r.get("run", {}).get("date_utc", "?"))
+    return list(seen.items())
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m.get('memory_gib', '?')} GiB; "
+        f"AVX512: {m['cpu_flags']['avx512f']}; torch {m['torch']} ({m['torch_threads']} thread(s)), "
+        f"transformers {m['transformers']}, trl {m['trl']}, duckdb {m['duckdb']}, pandas {m['pandas']}; "
+        f"commit {m['git_commit'][:10]}{' (dirty)' if m['git_dirty'] else ''}; {m['date_utc']}"
+        f"{' (--quick)' if doc['quick'] else ''}"
+        + ("" if len({r.get("run", {}).get("date_utc") for r in doc["results"]}) <= 1 else
+           " Lines from several runs of the suite (`--only`): "
+           + "; ".join(f"{', '.join(n for n, d in _runs(doc) if d == day)} at {day}"
+                       for day in sorted({d for _, d in _runs(doc)}))) + ".",
+        "",
+        "| benchmark | way A (baseline) | way B (pipeline) | B vs A | goal | met? | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        if "error" in r:
+            lines.append(f"| {r['name']} | - | - | - | - | error | {r['error'].splitlines()[-1][:120]} |")
+            continue
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        lines.append(f"| {r['name']} | {r['a']['label']}: {_fmt_rate(r['a'])} | {r['b']['label']}: {_fmt_rate(r['b'])} "
+                     f"| {ratio} | {r['goal']} | {_goal_cell(r)} | {_extra(r)} |")
+    lines += ["", "Ratios: B's rate / A's rate (for times: A's seconds / B's seconds; for tokens: measured / "
+              "roofline). Medians of interleaved repeats; every line's N, seed and parameters are in latest.json."]
+    levers = [(r["name"], x) for r in doc["results"] for x in r.get("before_after", [])]
+    if levers:
+        lines += ["", "Levers, before → after (same inputs, same run unless noted):", ""]
+        for name, x in levers:
+            if "before" in x:
+                lines.append(f"- {name}: {x['lever']}: {_fmt_rate(x['before'])} → {_fmt_rate(x['after'])}"
+                             + (f" ({x['note']})" if x.get("note") else ""))
+            else:
+                lines.append(f"- {name}: {x['lever']}: " + ", ".join(f"{k} {v}" for k, v in x.items() if k != "lever"))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny model, small inputs: a few minutes")
+    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 1),
+                   help="torch threads (default $OMP_NUM_THREADS or 1: the machine is shared)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        p.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from benchmarks.common import REPO, Ctx, machine_info, scratch_dir
+    from act_pipeline.config import load_config
+    from act_pipeline.envs.alfworld import resolve_data_root
+    from act_pipeline.training.models import resolve_base_model
+
+    data = resolve_data_root(os.environ.get("ALFWORLD_DATA") or str(REPO.parent / "shared" / "alfworld"))
+    if data is None:
+        print("error: real ALFWorld games are needed: set ALFWORLD_DATA", file=sys.stderr)
+        return 2
+    quiet = lambda m: None  # noqa: E731
+    tiny = resolve_base_model(load_config(REPO / "configs" / "smoke.yaml").model, 0, log=quiet)
+    if args.quick:
+        model, model_name = tiny, "tiny random Llama (SmolLM2 tokenizer)"
+    else:
+        model, model_name = resolve_base_model(load_config(REPO / "configs" / "default.yaml").model, 0, log=print), \
+            "SmolLM2-135M-Instruct (float32)"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_dir()
+    ctx = Ctx(quick=args.quick, model=model, model_name=model_name, tiny_model=tiny, threads=args.threads,
+              seed=args.seed, scratch=scratch, alfworld=Path(data), log=lambda m: print(m, flush=True))
+    doc = {"quick": args.quick, "machine": machine_info(args.threads), "results": []}
+    t_all = time.time()
+    try:
+        for name in names:
+            print(f"== {name}", flush=True)
+            t0 = time.time()
+            try:
+                res = importlib.import_module(BENCHMARKS[name]).run(ctx)
+            except Exception as e:  # noqa: BLE001 - one broken benchmark is reported, the others run
+                traceback.print_exc()
+                res = [{"name": name, "error": f"{type(e).__name__}: {e}"}]
+            for r in res:
+                r["benchmark"] = name
+                r["wall_s"] = round(time.time() - t0, 1)
+                r["run"] = {"date_utc": doc["machine"]["date_utc"], "git_commit": doc["machine"]["git_commit"],
+                            "git_dirty": doc["machine"]["git_dirty"]}
+            doc["results"] += res
+            print(f"   {name}: {time.time() - t0:.0f} s", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    doc["total_s"] = round(time.time() - t_all, 1)
+    latest = out / "latest.json"
+    if args.only and latest.exists():  # keep the other benchmarks' last results
+        old = json.loads(latest.read_text())
+        if old.get("quick") == args.quick:
+            kept = [r for r in old["results"] if r.get("benchmark") not in names]
+            doc["results"] = sorted(kept + doc["results"], key=lambda r: list(BENCHMARKS).index(r["benchmark"]))
+            doc["earlier_machine"] = old.get("earlier_machine") or old["machine"]  # each line's own run: r["run"]
+    for name, text in ctx.profiles.items():
+        (out / f"profile_{name}.txt").write_text(text)
+    latest.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    (out / "latest.md").write_text(markdown(doc))
+    print(markdown(doc))
+    print(f"wrote {latest} and {out / 'latest.md'} ({doc['total_s']:.0f} s)")
+    return 0 if all("error" not in r for r in doc["results"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

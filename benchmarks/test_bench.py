@@ -1,0 +1,49 @@
+"""The benchmark command runs end to end (``--quick``: tiny model, small inputs) and writes results
+with the documented shape. Marked ``bench``; not collected by the default test run (``testpaths``
+does not include benchmarks/). Run: ``python -m pytest benchmarks -m bench``."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.run import BENCHMARKS
+
+REPO = Path(__file__).resolve().parent.parent
+WAY_KEYS = {"label", "rate", "unit", "median_s", "seconds"}
+
+
+@pytest.mark.bench
+def test_quick_suite_writes_the_results(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if not env.get("ALFWORLD_DATA") and (REPO.parent / "shared" / "alfworld" / "json_2.1.1").is_dir():
+        env["ALFWORLD_DATA"] = str(REPO.parent / "shared" / "alfworld")
+    res = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=3600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    assert doc["quick"] is True
+    for key in ("cpu_model", "logical_cpus", "torch", "transformers", "trl", "torch_threads", "date_utc", "git_commit"):
+        assert doc["machine"].get(key) not in (None, ""), key
+    assert {r["benchmark"] for r in doc["results"]} == set(BENCHMARKS)
+    names = {r["name"] for r in doc["results"]}
+    assert {"sampling", "rollouts", "grpo_step", "noop_rerun", "incremental_games", "pairs_build",
+            "pairs_query", "tokens_b1", "tokens_b16"} <= names
+    for r in doc["results"]:
+        assert "error" not in r, r
+        assert WAY_KEYS <= set(r["a"]) and WAY_KEYS <= set(r["b"]), r["name"]
+        assert r["met"] in (True, False, None) and r["goal"]
+        assert r["ratio"] is None or r["ratio"] > 0
+    by = {r["name"]: r for r in doc["results"]}
+    assert by["rollouts"]["checks"]["identical_success_counts"] is True
+    assert by["pairs_build"]["checks"]["same_pair_count"] is True
+    assert 0 < by["incremental_games"]["fraction_resampled"] < 1
+    assert by["noop_rerun"]["b"]["median_s"] > 0
+    assert by["grpo_step"]["a"]["median_step_s"] > 0 and by["grpo_step"]["b"]["median_step_s"] > 0
+    table = (tmp_path / "latest.md").read_text()
+    assert "| benchmark | way A (baseline) | way B (pipeline) |" in table
+    assert all(f"| {n} |" in table for n in names)
