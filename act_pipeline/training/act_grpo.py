@@ -162,12 +162,13 @@ def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bo
             was_training = model.training
             model.eval()
             sampler = TransformersSampler(model, tokenizer, 16, stop_strings=["</answer>"])
-            m = judgement_accuracy(sampler, tokenizer, pairs, "valid_unseen", seed, history_len, thinking)
+            split = pairs[0]["split"] if pairs else "held-out"  # the held-out split they come from (valid_unseen, ScienceWorld's test)
+            m = judgement_accuracy(sampler, tokenizer, pairs, split, seed, history_len, thinking)
             if was_training:
                 model.train()
             self.curve.append({"step": step, "judgement_accuracy": m.value, "n": m.n, "split": m.split,
                                "seed": seed, "parsed": m.detail["parsed"]})
-            log(f"probe at step {step}: judgement accuracy {m.value:.3f} on {m.n} held-out valid_unseen pairs")
+            log(f"probe at step {step}: judgement accuracy {m.value:.3f} on {m.n} held-out {split} pairs")
 
         def on_train_begin(self, args, state, control, model=None, **kw):
             if state.global_step == 0 and args.process_index == 0 and args.world_size == 1:
