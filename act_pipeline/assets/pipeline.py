@@ -257,13 +257,10 @@ def _trajectories_output(context, profile: ProfileResource, warehouse: Warehouse
 def _envs(cfg: PipelineConfig, factory: str, kwargs: dict, workers: int, log):
     """``make_game(gamefile)``: ``factory`` ("module:Class") games in worker processes (timeouts,
     memory limit, recycling; ``envs:`` in the profile), or in this process with ``envs.in_process``."""
-    from act_pipeline.envs.workers import WorkerLimits, WorkerPool
+    from act_pipeline.envs.workers import WorkerLimits, WorkerPool, resolve_factory
 
     if cfg.envs.in_process:
-        import importlib
-
-        module, _, name = factory.partition(":")
-        cls = getattr(importlib.import_module(module), name)
+        cls = resolve_factory(factory)
         yield lambda f: cls(f, **kwargs)
         return
     limits = WorkerLimits(cfg.envs.reset_timeout_s, cfg.envs.step_timeout_s, cfg.envs.max_rss_mb, cfg.envs.retries)
@@ -807,8 +804,8 @@ def _report(context, profile: ProfileResource, evaluations: dict[str, dict]) -> 
              for b in results if b != "alfworld"}
     out = profile.artifact_dir("eval_report", context.run_id)
     paths = write_report(out, results["alfworld"], meta, aw.get("traces"), curve, benchmarks=extra)
-    flat = {f"{'' if name == 'alfworld_evaluation' else name.removesuffix('_evaluation') + '/'}{k}": v
-            for name, m in evaluations.items() for k, v in m["metrics"].items()}
+    flat = {f"{'' if bench == 'alfworld' else bench + '/'}{k}": v
+            for bench, m in zip(docs, evaluations.values()) for k, v in m["metrics"].items()}
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     return dg.Output({"uri": str(out), "hash": h, "report_md": str(paths["markdown"]), "report_json": str(paths["json"]),
                       "report_html": str(paths["html"]), "plot": str(paths["png"]), "metrics": flat},

@@ -51,7 +51,8 @@ class EnvFault(RuntimeError):
         self.kind = kind
 
 
-def _resolve(spec: str):
+def resolve_factory(spec: str):
+    """The callable a ``"module:callable"`` spec names (what a worker opens its envs with)."""
     module, _, attr = spec.partition(":")
     if not module or not attr:
         raise ValueError(f"an environment factory is 'module:callable', got {spec!r}")
@@ -282,7 +283,7 @@ def _serve() -> None:
                 old = envs.pop(msg["env_id"], None)
                 if old is not None and hasattr(old, "close"):
                     old.close()
-                envs[msg["env_id"]] = _resolve(msg["factory"])(*msg.get("args", []), **msg.get("kwargs", {}))
+                envs[msg["env_id"]] = resolve_factory(msg["factory"])(*msg.get("args", []), **msg.get("kwargs", {}))
             elif op == "reset":
                 env = envs[msg["env_id"]]
                 obs, info = env.reset()
