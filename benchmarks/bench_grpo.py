@@ -36,6 +36,7 @@ def plain_trl(model_path: str, pairs: list[dict], cfg, history_len: int, out: Pa
 
     from act_pipeline.act.prompts import critic_prompt
     from act_pipeline.act.rewards import make_judgement_reward
+    from act_pipeline.training.act_grpo import stop_token_ids
     from act_pipeline.training.common import row_state
 
     stamps: list[float] = []
@@ -47,13 +48,15 @@ def plain_trl(model_path: str, pairs: list[dict], cfg, history_len: int, out: Pa
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     ds = Dataset.from_list([{"prompt": critic_prompt(tok, row_state(r), r["action_1"], r["action_2"], history_len),
-                             "expert_slot": r["expert_slot"]} for r in pairs])
+                             "expert_slot": r["expert_slot"], "action_1": r["action_1"], "action_2": r["action_2"]}
+                            for r in pairs])
     args = GRPOConfig(output_dir=str(out), save_strategy="no", use_cpu=True, max_steps=cfg.max_steps,
                       learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
                       num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
                       temperature=cfg.temperature, beta=cfg.beta, seed=cfg.seed, bf16=False, logging_steps=1,
                       report_to="none", disable_tqdm=True, dataloader_num_workers=0)
-    trainer = GRPOTrainer(model=model, reward_funcs=make_judgement_reward(cfg.unparsable_penalty), args=args,
+    reward = make_judgement_reward(cfg.unparsable_penalty, stop_token_ids(model_path))
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
                           train_dataset=ds, processing_class=tok, callbacks=[Stamp()])
     trainer.train()
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]

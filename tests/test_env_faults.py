@@ -86,11 +86,17 @@ def test_a_killed_worker_leaves_no_process_behind(games, tmp_path):
 
 def test_rollouts_retry_or_fail_an_episode_and_go_on(games, tmp_path, tiny_model):
     from act_pipeline.evaluation.metrics import rollout_success
-    from act_pipeline.sampling.hf import TransformersSampler
+    from act_pipeline.sampling.base import Completion, Sampler
     from act_pipeline.training.models import load_model
 
-    model, tok = load_model(tiny_model)
-    sampler = TransformersSampler(model, tok, 8, stop_strings=["</action>"])
+    class Look(Sampler):
+        # the random tiny model writes nothing parsable, and an unparsable step never reaches the
+        # game (so no step fault would fire): a scripted policy that always looks
+        def generate(self, prompts, params, progress=None):
+            return [[Completion("look</action>")] * params.n for _ in prompts]
+
+    _, tok = load_model(tiny_model)  # its chat template renders the prompts
+    sampler = Look()
     lim = WorkerLimits(reset_timeout_s=30, step_timeout_s=30)
     # the worker dies at the second step of an episode; with 2 workers the two games are on
     # different workers and only the game whose worker died restarts

@@ -76,3 +76,21 @@ def test_progress_reports_every_prompt(model):
     TransformersSampler(m, tok, batch_size=2).generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=2),
                                                        progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (3, 3)
+
+
+def test_completions_say_whether_they_hit_the_token_limit(model):
+    m, tok = model
+    # the tiny random model repeats itself: PROMPTS[0] -> ">>>>…", PROMPTS[1] -> " swallowing swallowing …"
+    cut = TransformersSampler(m, tok, batch_size=8).generate(PROMPTS, SamplingParams(n=1, temperature=0.0,
+                                                                                     max_new_tokens=2))
+    assert all(type(c[0]).__name__ == "Completion" and c[0].truncated for c in cut)
+    three = " swallowing" * 3
+    stops = TransformersSampler(m, tok, batch_size=8, stop_strings=[three])
+    # the stop string ends exactly at the limit: the completion ended, it was not cut off
+    (at_limit,) = stops.generate(PROMPTS[1:2], SamplingParams(n=1, temperature=0.0, max_new_tokens=3))
+    assert at_limit[0] == three and not at_limit[0].truncated
+    # in one batch (also K samples per prompt): the row that stopped early is not truncated, the other is
+    for n in (1, 2):
+        got = stops.generate(PROMPTS[:2], SamplingParams(n=n, temperature=0.0, max_new_tokens=5))
+        assert [[str(c) for c in x] for x in got] == [[">" * 5] * n, [three] * n]
+        assert [[c.truncated for c in x] for x in got] == [[True] * n, [False] * n]

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from act_pipeline.act.normalize import normalize_action
 from act_pipeline.act.parsing import parse_action, parse_choice
 from act_pipeline.act.prompts import State, agent_prompt, critic_prompt
-from act_pipeline.sampling.base import Sampler, SamplingParams
+from act_pipeline.sampling.base import Sampler, SamplingParams, is_truncated
 from act_pipeline.training.common import row_state
 
 Log = Callable[[str], None]
@@ -27,7 +27,9 @@ class Metric:
     n: int
     seed: int
     detail: dict = field(default_factory=dict)
-    outcomes: list[int] = field(default_factory=list)  # 1/0 per item, in item order
+    # per item, in item order: 1/0 (one sample per item), or the share of an item's samples that
+    # were right (a float in [0, 1]) when sampled several times
+    outcomes: list[float] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # per item: its task type (breakdowns)
 
     def ci95(self, resamples: int = 2000) -> tuple[float, float] | None:
@@ -35,7 +37,7 @@ class Metric:
         return bootstrap_ci(self.outcomes, self.seed, resamples)
 
     def by_group(self) -> dict[str, dict]:
-        out: dict[str, list[int]] = {}
+        out: dict[str, list[float]] = {}
         for g, o in zip(self.groups, self.outcomes):
             out.setdefault(g, []).append(o)
         return {g: {"value": sum(v) / len(v), "n": len(v)} for g, v in sorted(out.items())}
@@ -54,14 +56,18 @@ class Metric:
         >>> m = Metric("success_rate", 0.5, "valid_seen", 2, 0, {"won": 1}, [1, 0], ["pick", "look"])
         >>> Metric.from_dict(m.to_dict()) == m
         True
+        >>> m = Metric("judgement_accuracy", 0.625, "test", 2, 0, {"truncated": 1}, [0.25, 1.0], ["a", "b"])
+        >>> Metric.from_dict(m.to_dict()) == m
+        True
         """
         from dataclasses import fields
 
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def bootstrap_ci(outcomes: Sequence[int], seed: int, resamples: int = 2000) -> tuple[float, float] | None:
-    """95 % percentile bootstrap of a mean of 0/1 outcomes; None when there are none.
+def bootstrap_ci(outcomes: Sequence[float], seed: int, resamples: int = 2000) -> tuple[float, float] | None:
+    """95 % percentile bootstrap of a mean of per-item outcomes (0/1, or shares in [0, 1]) over
+    items; None when there are none.
 
     >>> bootstrap_ci([1] * 10, 0)
     (1.0, 1.0)
@@ -78,39 +84,89 @@ def bootstrap_ci(outcomes: Sequence[int], seed: int, resamples: int = 2000) -> t
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _decoding(temperature: float, samples: int, max_new_tokens: int, seed: int) -> SamplingParams:
+    """Greedy (``temperature <= 0``) is one sample per item; sampling draws ``samples`` per item.
+
+    >>> _decoding(0.0, 5, 8, 0).n, _decoding(0.7, 5, 8, 0).n, _decoding(0.7, 0, 8, 0).n
+    (1, 5, 1)
+    """
+    temperature = float(temperature)
+    n = max(1, int(samples)) if temperature > 0 else 1
+    return SamplingParams(n=n, temperature=max(0.0, temperature), max_new_tokens=max_new_tokens, seed=seed)
+
+
+def _outcome(right: Sequence[bool]) -> float:
+    """An item's outcome: 1/0 from one sample, the share right (a float) from several.
+
+    >>> _outcome([True]), _outcome([True, False, False, True])
+    (1, 0.5)
+    """
+    if len(right) == 1:
+        return int(bool(right[0]))
+    return sum(bool(r) for r in right) / len(right)
+
+
+def _decoding_detail(params: SamplingParams, completions: Sequence[str], parsed: int) -> dict:
+    """What every metric reports about its completions: how many, how many parsed, how many hit the
+    token limit (``truncated``, ``truncation_rate``), and how they were decoded."""
+    total = len(completions)
+    cut = sum(is_truncated(c) for c in completions)
+    return {"completions": total, "parsed": parsed, "truncated": cut,
+            "truncation_rate": round(cut / total, 4) if total else 0.0,
+            "samples": params.n, "temperature": params.temperature, "max_new_tokens": params.max_new_tokens}
+
+
 def judgement_accuracy(sampler: Sampler, tokenizer, pairs: Sequence[dict], split: str, seed: int,
-                       history_len: int = 3, thinking: bool = False, max_new_tokens: int = 8) -> Metric:
-    """Greedy critic picks on held-out pairs; an unparsable answer counts as wrong."""
+                       history_len: int = 3, thinking: bool = False, max_new_tokens: int = 8,
+                       temperature: float = 0.0, samples: int = 1) -> Metric:
+    """Critic picks on held-out pairs, parsed strictly (:func:`parse_choice`, with the pair's two
+    actions as candidates): an unparsable or truncated answer counts as wrong.
+
+    Greedy by default (one sample per pair, outcome 1/0); with ``temperature > 0`` and
+    ``samples > 1`` a pair's outcome is the share of its samples that pick the expert's slot."""
+    params = _decoding(temperature, samples, max_new_tokens, seed)
     prompts = [critic_prompt(tokenizer, row_state(r), r["action_1"], r["action_2"], history_len, thinking)
                for r in pairs]
-    outs = sampler.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed))
-    choices = [parse_choice(o[0]) for o in outs]
-    correct = sum(c == int(r["expert_slot"]) for c, r in zip(choices, pairs))
-    parsed = sum(c is not None for c in choices)
+    outs = sampler.generate(prompts, params)
+    choices = [[parse_choice(c, (r["action_1"], r["action_2"]), thinking=thinking) for c in o]
+               for o, r in zip(outs, pairs)]
+    outcomes = [_outcome([c == int(r["expert_slot"]) for c in cs]) for cs, r in zip(choices, pairs)]
+    flat = [c for cs in choices for c in cs]
     n = len(pairs)
-    return Metric("judgement_accuracy", correct / n if n else float("nan"), split, n, seed,
-                  {"parsed": parsed, "picked_slot_1": sum(c == 1 for c in choices),
-                   "examples": [{"candidates": f"Action 1: {r['action_1']}\nAction 2: {r['action_2']}",
-                                 "completion": o[0], "expert_slot": int(r["expert_slot"]), "choice": c}
-                                for r, o, c in list(zip(pairs, outs, choices))[:2]]},
-                  [int(c == int(r["expert_slot"])) for c, r in zip(choices, pairs)],
-                  [r.get("task_type", "") for r in pairs])
+    detail = _decoding_detail(params, [c for o in outs for c in o], sum(c is not None for c in flat))
+    detail.update(picked_slot_1=sum(c == 1 for c in flat), examples=[
+        {"candidates": f"Action 1: {r['action_1']}\nAction 2: {r['action_2']}", "completion": str(o[0]),
+         "truncated": is_truncated(o[0]), "expert_slot": int(r["expert_slot"]), "choice": cs[0]}
+        for r, o, cs in list(zip(pairs, outs, choices))[:2]])
+    return Metric("judgement_accuracy", sum(outcomes) / n if n else float("nan"), split, n, seed, detail,
+                  outcomes, [r.get("task_type", "") for r in pairs])
 
 
 def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], split: str, seed: int,
-                         history_len: int = 3, thinking: bool = False, max_new_tokens: int = 16) -> Metric:
-    """Greedy next action vs the expert's, exact match after normalisation."""
+                         history_len: int = 3, thinking: bool = False, max_new_tokens: int = 16,
+                         temperature: float = 0.0, samples: int = 1) -> Metric:
+    """Next action vs the expert's, exact match after normalisation, parsed strictly
+    (:func:`parse_action`: an unparsable or truncated completion counts as wrong).
+
+    Greedy by default; with ``temperature > 0`` and ``samples > 1`` a state's outcome is the share
+    of its samples that name the expert's action."""
+    params = _decoding(temperature, samples, max_new_tokens, seed)
     prompts = [agent_prompt(tokenizer, row_state(r), history_len, thinking) for r in states]
-    outs = sampler.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed))
-    actions = [parse_action(o[0]) for o in outs]
-    correct = sum(a == normalize_action(r["expert_action"]) for a, r in zip(actions, states))
+    outs = sampler.generate(prompts, params)
+    actions = [[parse_action(c, thinking=thinking) for c in o] for o in outs]
+    outcomes = [_outcome([a == normalize_action(r["expert_action"]) for a in acts])
+                for acts, r in zip(actions, states)]
     admissible = sum(a is not None and a in {normalize_action(x) for x in r["admissible"]}
-                     for a, r in zip(actions, states))
+                     for acts, r in zip(actions, states) for a in acts)
     n = len(states)
-    return Metric("next_action_accuracy", correct / n if n else float("nan"), split, n, seed,
-                  {"admissible": admissible, "parsed": sum(a is not None for a in actions)},
-                  [int(a == normalize_action(r["expert_action"])) for a, r in zip(actions, states)],
-                  [r.get("task_type", "") for r in states])
+    parsed = sum(a is not None for acts in actions for a in acts)
+    detail = {"admissible": admissible, **_decoding_detail(params, [c for o in outs for c in o], parsed)}
+    return Metric("next_action_accuracy", sum(outcomes) / n if n else float("nan"), split, n, seed, detail,
+                  outcomes, [r.get("task_type", "") for r in states])
+
+
+NOTHING_HAPPENS = "Nothing happens."  # what ALFWorld answers to a command it cannot run
+UNPARSABLE = "[unparsable]"  # the history's entry for a step whose completion named no action
 
 
 @dataclass
@@ -119,7 +175,23 @@ class Episode:
     task_type: str
     won: bool
     steps: int
-    trace: list[tuple[str, str]]  # (action sent, observation back)
+    # (action sent, observation back); a step whose completion did not parse is
+    # ("[unparsable: <the completion's start>]", "Nothing happens.") and was not sent to the game
+    trace: list[tuple[str, str]]
+    unparsable: int = 0  # steps whose completion named no action (the game was not stepped)
+    truncated: int = 0  # completions that hit the token limit
+    sample: int = 0  # which of the game's episodes (``samples`` > 1)
+
+
+def _unparsable_entry(completion: str) -> str:
+    """The trace's action cell for a step whose completion did not parse.
+
+    >>> _unparsable_entry("Okay, the task is\\nto put")
+    '[unparsable: Okay, the task is to put]'
+    """
+    text = " ".join(str(completion).split())
+    cut = " (cut off)" if is_truncated(completion) else ""
+    return f"[unparsable: {text[:60]}{'…' if len(text) > 60 else ''}]{cut}"
 
 
 def rollout_success(
@@ -135,13 +207,24 @@ def rollout_success(
     max_new_tokens: int = 16,
     log: Log = print,
     retries: int = 0,
+    temperature: float = 0.0,
+    samples: int = 1,
 ) -> tuple[Metric, list[Episode]]:
     """Play each game to ``max_steps``; all live episodes share one batched generate per step.
 
     ``games`` rows carry ``game_id``, ``task_type`` and ``gamefile``; ``make_env(gamefile)``
     returns an object with ``reset() -> (obs, info)``, ``step(cmd) -> (obs, done, info)``, ``task``
     — in this process, or in a worker process (:class:`act_pipeline.envs.workers.WorkerPool`).
-    An unparsable completion is sent as it is (the game answers "Nothing happens.").
+
+    A completion is parsed strictly (:func:`parse_action`). One that names no action (unparsable,
+    or cut off at the token limit before ``</action>``) is never sent to the game: the step counts,
+    the game is not stepped, the observation is "Nothing happens." (what ALFWorld answers to an
+    invalid command), the history shows ``[unparsable]`` and the trace the completion's start.
+    The metric's detail counts them (``unparsable_steps``) and the completions that hit the token
+    limit (``truncated``, ``truncation_rate``).
+
+    Greedy by default (one episode per game, outcome won 1/0); with ``temperature > 0`` and
+    ``samples > 1`` each game is played ``samples`` times and its outcome is the share won.
 
     An :class:`EnvFault` (a hung reset or step, a dead worker, a worker past its memory limit)
     starts that episode again from its first step on a fresh worker, up to ``retries`` times;
@@ -151,13 +234,16 @@ def rollout_success(
     from act_pipeline.envs.workers import EnvFault
 
     t0 = time.time()
-    envs: list[dict] = [{"game": g, "attempts": 0, "failed": None, "won": False} for g in games]
+    params = _decoding(temperature, samples, max_new_tokens, seed)
+    per_game = params.n
+    envs: list[dict] = [{"game": g, "sample": k, "attempts": 0, "failed": None, "won": False}
+                        for g in games for k in range(per_game)]
 
     def start(e: dict) -> bool:
         """(Re)start an episode; False when it has used up its attempts."""
         while True:
             e["attempts"] += 1
-            e.update(env=None, hist=[], trace=[], steps=0, won=False)
+            e.update(env=None, hist=[], trace=[], steps=0, won=False, unparsable=0, truncated=0)
             try:
                 e["env"] = make_env(e["game"]["gamefile"])
                 e["obs"], e["info"] = e["env"].reset()
@@ -176,7 +262,6 @@ def rollout_success(
         return True
 
     live = [i for i, e in enumerate(envs) if start(e)]
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
     rounds = 0
     while live:
         rounds += 1
@@ -186,19 +271,30 @@ def rollout_success(
             st = State(task=e["env"].task, observation=e["obs"], history=e["hist"],
                        admissible=e["info"]["admissible"])
             prompts.append(agent_prompt(tokenizer, st, history_len, thinking))
-        outs = sampler.generate(prompts, params)
+        # one completion per live episode; a new seed each round when sampling
+        step_params = SamplingParams(n=1, temperature=params.temperature, top_p=params.top_p,
+                                     max_new_tokens=max_new_tokens, seed=seed + rounds - 1)
+        outs = sampler.generate(prompts, step_params)
         still = []
         for i, out in zip(live, outs):
             e = envs[i]
-            action = parse_action(out[0]) or out[0].strip()[:100] or "look"
-            try:
-                obs, done, info = e["env"].step(action)
-            except EnvFault as f:
-                if retry(e, f) and start(e):
-                    still.append(i)
-                continue
-            e["hist"].append((action, e["obs"]))  # same shape as the expert rows' history
-            e["trace"].append((action, obs))
+            completion = out[0]
+            action = parse_action(completion, thinking=thinking)
+            if action is None:  # never sent: the game is not stepped
+                obs, done, info = NOTHING_HAPPENS, False, e["info"]
+                sent, shown = UNPARSABLE, _unparsable_entry(completion)
+            else:
+                try:
+                    obs, done, info = e["env"].step(action)
+                except EnvFault as f:
+                    if retry(e, f) and start(e):
+                        still.append(i)
+                    continue
+                sent = shown = action
+            e["unparsable"] += action is None
+            e["truncated"] += is_truncated(completion)
+            e["hist"].append((sent, e["obs"]))  # same shape as the expert rows' history
+            e["trace"].append((shown, obs))
             e["obs"], e["info"], e["steps"] = obs, info, e["steps"] + 1
             if info["won"]:
                 e["won"] = True
@@ -212,13 +308,36 @@ def rollout_success(
         close = getattr(e.get("env"), "close", None)
         if close:
             close()
-        episodes.append(Episode(e["game"]["game_id"], e["game"]["task_type"], e["won"], e["steps"], e["trace"]))
-    n = len(episodes)
+        episodes.append(Episode(e["game"]["game_id"], e["game"]["task_type"], e["won"], e["steps"], e["trace"],
+                                e.get("unparsable", 0), e.get("truncated", 0), e["sample"]))
+    n = len(games)
+    outcomes = [_outcome([ep.won for ep in episodes[g * per_game:(g + 1) * per_game]]) for g in range(n)]
     wins = sum(ep.won for ep in episodes)
-    failures = [{"game_id": e["game"]["game_id"], "reason": e["failed"]} for e in envs if e["failed"]]
+    failures = [{"game_id": e["game"]["game_id"], "reason": e["failed"],
+                 **({"sample": e["sample"]} if per_game > 1 else {})} for e in envs if e["failed"]]
     restarts = sum(e["attempts"] - 1 for e in envs)
-    metric = Metric("success_rate", wins / n if n else float("nan"), split, n, seed,
-                    {"won": wins, "max_steps": max_steps, "seconds": round(time.time() - t0, 1),
-                     "env_failures": failures, "episode_restarts": restarts},
-                    [int(ep.won) for ep in episodes], [ep.task_type for ep in episodes])
+    steps = sum(ep.steps for ep in episodes)
+    unparsable = sum(ep.unparsable for ep in episodes)
+    cut = sum(ep.truncated for ep in episodes)
+    metric = Metric("success_rate", sum(outcomes) / n if n else float("nan"), split, n, seed,
+                    {"won": wins, "episodes": len(episodes), "max_steps": max_steps,
+                     "seconds": round(time.time() - t0, 1), "env_failures": failures, "episode_restarts": restarts,
+                     "steps": steps, "parsed": steps - unparsable, "unparsable_steps": unparsable,
+                     "truncated": cut, "truncation_rate": round(cut / steps, 4) if steps else 0.0,
+                     "samples": per_game, "temperature": params.temperature, "max_new_tokens": max_new_tokens},
+                    outcomes, [g["task_type"] for g in games])
     return metric, episodes
+
+
+def split_by_origin(metric: Metric, pairs: Sequence[dict]) -> dict[str, dict]:
+    """A judgement metric's value and N per origin of the pairs' alternatives (items in order).
+
+    >>> m = Metric("judgement_accuracy", 0.5, "valid_unseen", 4, 0, outcomes=[1, 0, 1, 0])
+    >>> split_by_origin(m, [{"origin": "model"}, {"origin": "model"}, {"origin": "model_constrained"},
+    ...                     {"origin": "model_constrained"}])
+    {'model': {'value': 0.5, 'n': 2}, 'model_constrained': {'value': 0.5, 'n': 2}}
+    """
+    by: dict[str, list[float]] = {}
+    for r, o in zip(pairs, metric.outcomes):
+        by.setdefault(r.get("origin") or "model", []).append(o)
+    return {k: {"value": sum(v) / len(v), "n": len(v)} for k, v in sorted(by.items())}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from act_pipeline.sampling.base import Sampler, SamplingParams
+from act_pipeline.sampling.base import Completion, Sampler, SamplingParams
 
 
 class TransformersSampler(Sampler):
@@ -75,14 +75,35 @@ class TransformersSampler(Sampler):
                     seqs = self.model.generate(**enc, **kwargs)
                 new = seqs[:, enc["input_ids"].shape[1]:]
                 texts = tok.batch_decode(new, skip_special_tokens=True)
+                cut = self._truncated(new, texts, params.max_new_tokens)
+                comps = [Completion(t, c) for t, c in zip(texts, cut)]
                 for j, i in enumerate(idx):
-                    out[i] = texts[j * params.n : (j + 1) * params.n]
+                    out[i] = comps[j * params.n : (j + 1) * params.n]
                 done += len(idx)
                 if progress:
                     progress(done, len(prompts))
         finally:
             tok.padding_side = old_side
         return out  # type: ignore[return-value]
+
+    def _end_ids(self) -> set[int]:
+        """Token ids that end a sequence: the generation config's EOS ids, the tokenizer's EOS and pad
+        (rows that finished early are padded with the pad id)."""
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        ids += [self.tokenizer.eos_token_id, self.tokenizer.pad_token_id]
+        return {int(t) for t in ids if t is not None}
+
+    def _truncated(self, new, texts: list[str], max_new_tokens: int) -> list[bool]:
+        """Per generated row: whether it hit ``max_new_tokens`` — all of them generated, the last one
+        neither an EOS/pad nor the end of a stop string (generation stops at the first stop string,
+        so a full-length row that contains one ended with it)."""
+        if new.shape[1] < max_new_tokens:
+            return [False] * new.shape[0]  # every row stopped before the limit
+        end = self._end_ids()
+        last = new[:, -1].tolist()
+        return [int(t) not in end and not any(s in text for s in self.stop_strings)
+                for t, text in zip(last, texts)]
 
     def _generate_shared_prefix(self, enc, n: int, kwargs: dict):
         """Encode each prompt once (all but its last token), copy the cache n times, then decode."""

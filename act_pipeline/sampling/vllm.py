@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from act_pipeline.sampling.base import Sampler, SamplingParams
+from act_pipeline.sampling.base import Completion, Sampler, SamplingParams
 
 
 def vllm_sampling_kwargs(params: SamplingParams, stop: Sequence[str], seed: int | None) -> dict[str, Any]:
@@ -62,8 +62,17 @@ def build_requests(prompts: Sequence[str], params: SamplingParams, encode: Calla
 
 
 def parse_outputs(outputs: Sequence[Any], n_prompts: int, n: int) -> list[list[str]]:
-    """vLLM ``RequestOutput``s (``.outputs``: ``CompletionOutput``s with ``.index`` and ``.text``),
-    in request order, to our ``list[list[str]]``: ``n`` completions per prompt, by sample index."""
+    """vLLM ``RequestOutput``s (``.outputs``: ``CompletionOutput``s with ``.index``, ``.text`` and
+    ``.finish_reason``), in request order, to our ``list[list[str]]``: ``n`` completions per prompt,
+    by sample index, each a :class:`Completion`, truncated when vLLM stopped it at ``max_tokens``
+    (``finish_reason == "length"``).
+
+    >>> from types import SimpleNamespace as O
+    >>> out = parse_outputs([O(outputs=[O(index=1, text="go to", finish_reason="length"),
+    ...                                 O(index=0, text="look</action>", finish_reason="stop")])], 1, 2)
+    >>> out, [c.truncated for c in out[0]]
+    ([['look</action>', 'go to']], [False, True])
+    """
     if len(outputs) != n_prompts:
         raise ValueError(f"vLLM returned {len(outputs)} results for {n_prompts} prompts")
     result = []
@@ -71,7 +80,7 @@ def parse_outputs(outputs: Sequence[Any], n_prompts: int, n: int) -> list[list[s
         comps = sorted(out.outputs, key=lambda c: c.index)
         if len(comps) != n:
             raise ValueError(f"vLLM returned {len(comps)} completions for prompt {i}, expected {n}")
-        result.append([c.text for c in comps])
+        result.append([Completion(c.text, getattr(c, "finish_reason", None) == "length") for c in comps])
     return result
 
 

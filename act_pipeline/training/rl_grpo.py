@@ -14,7 +14,7 @@ from pathlib import Path
 from act_pipeline.act.prompts import agent_prompt
 from act_pipeline.act.rewards import make_action_reward
 from act_pipeline.config import RLConfig, TrainingConfig
-from act_pipeline.training.act_grpo import train_grpo
+from act_pipeline.training.act_grpo import stop_token_ids, train_grpo
 from act_pipeline.training.common import Log, row_state
 
 
@@ -48,5 +48,6 @@ def train_rl(
     for "RL w/ ACT"); write an HF folder (safetensors) to ``out_dir`` atomically."""
     if not steps:
         raise ValueError("RL needs at least one expert state")
-    return train_grpo(init_model, lambda tok: state_dataset(steps, tok, history_len, thinking), make_action_reward(),
+    reward = make_action_reward(stop_token_ids(init_model, trust_remote_code), thinking)
+    return train_grpo(init_model, lambda tok: state_dataset(steps, tok, history_len, thinking), reward,
                       out_dir, cfg, trust_remote_code, log, card, work_dir, training, "RL GRPO", "states")
