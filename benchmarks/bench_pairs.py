@@ -59,6 +59,7 @@ def synthesize(n_alt: int, seed: int, out: Path) -> tuple[Path, Path]:
         # distinct actions per state: the expert's admissible list shifted by 1..K
         _arr(adm_values.reshape(n, n_adm)[:, 1:K + 1].reshape(-1)),
         _arr(reasons[rng.integers(0, len(reasons), n * K)]), _arr(np.full(n * K, "model")),
+        pa.nulls(n * K, pa.float64()),  # logprob: constrained draws only
     ], schema=ALTERNATIVES_SCHEMA)
     return (write_parquet_atomic(traj, out / "steps.parquet"), write_parquet_atomic(alts, out / "alternatives.parquet"))
 

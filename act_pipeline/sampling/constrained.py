@@ -1,0 +1,204 @@
+"""Constrained alternatives: pi_0's own distribution restricted to the admissible actions.
+
+A small model sampled freely at T = 1 almost never names an admissible action (SmolLM2-135M: 1 of
+368 kept alternatives was its own, the rest random fills), so ACT would learn "expert vs a random
+action" instead of "expert vs the model's own plausible mistake". Here every admissible action
+``a`` of a state is scored by pi_0's log-likelihood of the text ``a</action>`` right after the
+agent prompt (which ends with the pre-filled ``<action>``), as the mean token log-likelihood
+(length-normalised). The summed log-likelihood, log pi_0(a | prompt), is available with
+``reduce="sum"``; at 135M it puts most of the mass on the shortest actions (``look``) and ranks the
+expert's action at chance, where the mean ranks it first 27.5 % of the time (chance 4 %); but the
+mean's softmax is nearly flat, so the draws use a temperature of their own,
+``sampling.constrained_temperature`` (docs/evidence/constrained_alternatives.md). The prompt is encoded
+once per state (``use_cache=True``) and all candidates are scored in one batched forward over
+copies of that KV cache (right-padded, masked).
+
+K alternatives are then drawn without replacement with probabilities proportional to
+``p ** (1 / T)``, where ``p`` is the softmax of the scores over the admissible actions (``T`` =
+``sampling.constrained_temperature``, else ``sampling.temperature``; ``T <= 0`` takes the top-scored ones), the expert's action excluded,
+seeded per state (an exponential race, the Gumbel-top-k trick: drawing the k smallest of
+``log E_i - s_i / T`` with ``E_i ~ Exp(1)`` is sequential sampling without replacement).
+
+Scoring always uses the non-thinking agent prompt: the candidate is the answer itself, not
+reasoning before it. Nothing here imports dagster.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+
+from act_pipeline.act.normalize import normalize_action
+from act_pipeline.act.prompts import agent_prompt
+from act_pipeline.training.common import row_state
+
+ORIGIN = "model_constrained"
+# what a score is: part of the score cache's key (change it when the definition changes)
+SCORER_ID = "mean-token-loglik(action</action>)|agent-prompt(thinking=False)|v1"
+
+
+def continuation(action: str) -> str:
+    """The text whose likelihood scores an admissible action (the prompt pre-fills ``<action>``)."""
+    return f"{action}</action>"
+
+
+def scoring_prompt(tokenizer, state: dict, history_len: int = 3) -> str:
+    """The agent prompt of a state row (trajectory schema), without thinking: it ends with ``<action>``."""
+    return agent_prompt(tokenizer, row_state(state), history_len, thinking=False)
+
+
+def model_of(sampler):
+    """The transformers model behind a sampler (``TransformersSampler.model``), or a clear error."""
+    model = getattr(sampler, "model", None)
+    if model is None or not callable(model):
+        raise ValueError(
+            f"the constrained sampling policies score the admissible actions with a transformers model; "
+            f"the {getattr(sampler, 'name', type(sampler).__name__)} sampler has none "
+            f"(use sampling.backend: transformers, or sampling.policy: free / free+random_fill)")
+    return model
+
+
+def _cache_kwarg(model) -> str:
+    # transformers renamed `past_key_values` to `cache` (5.x); use whichever this one takes
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str],
+                        batch_size: int = 64, reduce: str = "mean") -> list:
+    """Log-likelihood of each candidate text right after ``prompt`` (its tokens as the prompt's own
+    tokenization followed by the candidate's, ``add_special_tokens=False``): summed over its tokens
+    (``reduce="sum"``, log pi_0(candidate | prompt)), their mean (``"mean"``), or both as
+    ``(sum, mean)`` tuples (``"both"``).
+
+    One prefill of the prompt (all but its last token) with ``use_cache=True``; then the
+    candidates, ``batch_size`` at a time, in one forward each over a copy of that cache repeated
+    per candidate: the input of candidate i is [last prompt token] + its tokens, right-padded.
+    Log-probabilities are taken in float32 whatever the model's dtype.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    if not candidates:
+        return []
+    device = model.device
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("empty prompt: nothing to condition the candidates on")
+    conts = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
+    if any(not c for c in conts):
+        raise ValueError("a candidate tokenizes to nothing")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    key = _cache_kwarg(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            past = len(ids) - 1
+            prefix = None
+            if past:
+                prefix = DynamicCache(config=model.config)
+                model(input_ids=torch.tensor([ids[:-1]], device=device), use_cache=True, logits_to_keep=1,
+                      **{key: prefix})
+            scores: list[float] = []
+            for start in range(0, len(conts), max(1, batch_size)):
+                chunk = conts[start:start + max(1, batch_size)]
+                n, width = len(chunk), max(len(c) for c in chunk) + 1
+                inp = torch.full((n, width), pad, dtype=torch.long)
+                mask = torch.zeros((n, width), dtype=torch.long)
+                for r, c in enumerate(chunk):
+                    inp[r, :len(c) + 1] = torch.tensor([ids[-1]] + c)
+                    mask[r, :len(c) + 1] = 1
+                kwargs = {}
+                if prefix is not None:
+                    cache = copy.deepcopy(prefix)
+                    cache.batch_repeat_interleave(n)
+                    kwargs[key] = cache
+                    mask = torch.cat([torch.ones((n, past), dtype=torch.long), mask], dim=1)
+                pos = torch.arange(past, past + width).unsqueeze(0).expand(n, -1)
+                logits = model(input_ids=inp.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                               use_cache=prefix is not None, **kwargs).logits
+                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
+                target = inp[:, 1:].to(device)
+                tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+                valid = mask[:, -width + 1:].to(device).bool()  # the candidate's own tokens
+                sums = (tok_lp * valid).sum(-1)
+                means = sums / valid.sum(-1)
+                for sm, mn in zip(sums.cpu().tolist(), means.cpu().tolist()):
+                    scores.append({"sum": float(sm), "mean": float(mn), "both": (float(sm), float(mn))}[reduce])
+    finally:
+        if was_training:
+            model.train()
+    return scores
+
+
+def score_admissible(model, tokenizer, states: Sequence[dict], history_len: int = 3, batch_size: int = 64,
+                     progress: Callable[[int, int], None] | None = None, reduce: str = "mean") -> dict[str, list]:
+    """``state_id`` -> the score (log-likelihood of ``action</action>`` after the state's agent prompt,
+    ``reduce`` as in :func:`score_continuations`) of each of its admissible actions, in
+    ``state["admissible"]`` order."""
+    if reduce not in ("sum", "mean", "both"):
+        raise ValueError(f"reduce must be sum, mean or both, got {reduce!r}")
+    out: dict[str, list] = {}
+    for i, s in enumerate(states):
+        out[s["state_id"]] = score_continuations(
+            model, tokenizer, scoring_prompt(tokenizer, s, history_len),
+            [continuation(a) for a in s["admissible"]], batch_size, reduce)
+        if progress:
+            progress(i + 1, len(states))
+    return out
+
+
+def restricted_distribution(scores: Sequence[float], temperature: float = 1.0) -> list[float]:
+    """``p ** (1 / T)`` normalised, where ``p`` = softmax(scores): i.e. softmax(scores / T).
+
+    >>> [round(x, 3) for x in restricted_distribution([0.0, math.log(3.0)])]
+    [0.25, 0.75]
+    >>> restricted_distribution([0.0, 1.0], 0.0)
+    [0.0, 1.0]
+    """
+    if not scores:
+        return []
+    if temperature <= 0:
+        best = max(scores)
+        top = [float(s == best) for s in scores]
+        return [t / sum(top) for t in top]
+    z = [s / temperature for s in scores]
+    m = max(z)
+    e = [math.exp(v - m) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def draw_constrained(state: dict, scores: Sequence[float], k: int, temperature: float, seed: int,
+                     exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+    """Up to ``k`` admissible actions of ``state`` (``state_id``, ``admissible``, ``expert_action``),
+    drawn without replacement with probability proportional to ``exp(score / T)`` (= ``p ** (1/T)``),
+    never the expert's action nor one in ``exclude`` (after normalisation), each action once.
+    Returns (action in the environment's spelling, its score), in draw order. Seeded by
+    ``(seed, state_id)``: the same state draws the same actions whatever else is sampled.
+
+    >>> s = {"state_id": "s", "admissible": ["a", "b", "c", "d"], "expert_action": "a"}
+    >>> [a for a, _ in draw_constrained(s, [0.0, -1.0, -5.0, -0.5], 2, 0.0, 0)]
+    ['d', 'b']
+    """
+    actions = list(state["admissible"])
+    if len(scores) != len(actions):
+        raise ValueError(f"state {state['state_id']}: {len(scores)} scores for {len(actions)} admissible actions")
+    taken = {normalize_action(state["expert_action"])} | {normalize_action(a) for a in exclude}
+    pool: list[tuple[str, float]] = []
+    for a, s in zip(actions, scores):
+        n = normalize_action(a)
+        if n not in taken:
+            taken.add(n)  # one entry per normalised action
+            pool.append((a, float(s)))
+    if k <= 0 or not pool:
+        return []
+    if temperature <= 0:
+        order = sorted(range(len(pool)), key=lambda i: -pool[i][1])
+    else:
+        rng = random.Random(f"{seed}|{state['state_id']}")
+        keys = [math.log(max(rng.expovariate(1.0), 1e-300)) - s / temperature for _, s in pool]
+        order = sorted(range(len(pool)), key=lambda i: keys[i])
+    return [pool[i] for i in order[:k]]
