@@ -16,19 +16,36 @@ from act_pipeline.sampling.alternatives import ALTERNATIVES_SCHEMA
 from .conftest import SMOKE
 
 
-def _inputs(tmp_path, alternatives: list[tuple[str, str]], tiny_model: str):
-    """Manifests of the upstream assets, as the JSON IO manager would have written them."""
-    states = [{"state_id": f"s{i}", "game_id": "g", "split": "train", "task_type": "t", "task": "put a mug in sink",
-               "step": i, "observation": "You see a sink 1.", "history": [], "admissible": ["go to sink 1", "look", "inventory"],
-               "expert_action": "go to sink 1", "won": True} for i in range(8)]
-    alts = [{"state_id": s["state_id"], "split": "train", "sample_index": j, "completion": a, "action": a,
-             "reason": reason, "origin": "model"} for s in states for j, (a, reason) in enumerate(alternatives)]
+GAMES = [  # the games manifest: one training game, one held-out valid_unseen game, one valid_seen roll-out game
+    {"game_id": "g", "split": "train", "task_type": "t", "roles": ["train"], "game_hash": "hg"},
+    {"game_id": "h", "split": "valid_unseen", "task_type": "t", "roles": ["eval", "heldout_states"], "game_hash": "hh"},
+    {"game_id": "v", "split": "valid_seen", "task_type": "t", "roles": ["eval"], "game_hash": "hv"},
+]
+
+
+def _states(game: str, split: str, prefix: str, n: int = 8, task_type: str = "t") -> list[dict]:
+    return [{"state_id": f"{prefix}{i}", "game_id": game, "split": split, "task_type": task_type,
+             "task": "put a mug in sink", "step": i, "observation": "You see a sink 1.", "history": [],
+             "admissible": ["go to sink 1", "look", "inventory"], "expert_action": "go to sink 1", "won": True}
+            for i in range(n)]
+
+
+def _inputs(tmp_path, alternatives: list[tuple[str, str]], tiny_model: str, states: list[dict] | None = None,
+            games: list[dict] | None = None, no_alternatives: set[str] = frozenset()):
+    """Manifests of the upstream assets, as the JSON IO manager would have written them: 8 training
+    states of game g, 8 held-out states of game h; ``no_alternatives``: games whose states get none."""
+    states = states if states is not None else _states("g", "train", "s") + _states("h", "valid_unseen", "h")
+    alts = [{"state_id": s["state_id"], "split": s["split"], "sample_index": j, "completion": a, "action": a,
+             "reason": reason, "origin": "model"} for s in states if s["game_id"] not in no_alternatives
+            for j, (a, reason) in enumerate(alternatives)]
     t = write_parquet_atomic(pa.Table.from_pylist(states, TRAJECTORY_SCHEMA), tmp_path / "t.parquet")
     a = write_parquet_atomic(pa.Table.from_pylist(alts, ALTERNATIVES_SCHEMA), tmp_path / "a.parquet")
+    g = write_parquet_atomic(pa.Table.from_pylist(games or GAMES), tmp_path / "games.parquet")
     home = tmp_path / "home"
     (home / "manifests").mkdir(parents=True)
     for name, m in {"expert_trajectories": {"uri": str(t), "hash": "t"},
                     "sampled_alternatives": {"uri": str(a), "hash": "a"},
+                    "alfworld_games": {"uri": str(g), "hash": "g"},
                     "base_model": {"uri": tiny_model, "hash": "b", "name": "tiny"}}.items():
         (home / "manifests" / f"{name}.json").write_text(json.dumps(m))
     return home
@@ -63,8 +80,62 @@ def test_good_pairs_pass_every_check_and_train(tmp_path, tiny_model):
     res = _run(home)
     assert res.success
     checks = _checks(res)
-    assert len(checks) == 7 and all(checks.values()), checks  # 6 pair checks + the checkpoint check
+    assert len(checks) == 9 and all(checks.values()), checks  # 8 pair checks + the checkpoint check
     assert (home / "manifests" / "act_checkpoint.json").exists()
+
+
+def _stopped(res, home) -> bool:
+    """contrast_pairs was written, ACT training never started."""
+    materialized = {e.asset_key.path[-1] for e in res.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    return ("contrast_pairs" in materialized and "act_checkpoint" not in materialized
+            and not (home / "manifests" / "act_checkpoint.json").exists())
+
+
+GOOD = [("look", "kept"), ("inventory", "kept")]
+
+
+def test_pairs_from_an_eval_game_block_training(tmp_path, tiny_model):
+    # the training game g is also one of the valid_seen roll-out games (a mislabelled game folder):
+    # the old check compared only rows within the pairs table and let this through
+    games = GAMES + [{"game_id": "g", "split": "valid_seen", "task_type": "t", "roles": ["eval"], "game_hash": "hg"}]
+    home = _inputs(tmp_path, GOOD, tiny_model, games=games)
+    res = _run(home)
+    checks = _checks(res)
+    assert checks["no_eval_state_in_training"] is False
+    assert checks["heldout_pairs_nonempty"] is True and checks["training_task_types_covered"] is True
+    assert _stopped(res, home)
+
+
+def test_pairs_sharing_a_state_with_heldout_block_training(tmp_path, tiny_model):
+    # a held-out valid_unseen state also labelled train (a split bug upstream): its pairs train
+    states = _states("g", "train", "s") + _states("h", "valid_unseen", "h")
+    states.append(dict(states[-1], split="train", game_id="h2"))
+    home = _inputs(tmp_path, GOOD, tiny_model, states=states)
+    res = _run(home)
+    assert _checks(res)["no_eval_state_in_training"] is False
+    assert _stopped(res, home)
+
+
+def test_no_heldout_pairs_block_training(tmp_path, tiny_model):
+    home = _inputs(tmp_path, GOOD, tiny_model, states=_states("g", "train", "s"))
+    res = _run(home)
+    checks = _checks(res)
+    assert checks["heldout_pairs_nonempty"] is False and checks["no_eval_state_in_training"] is True
+    assert _stopped(res, home)
+
+
+def test_task_type_without_training_pairs_blocks_training(tmp_path, tiny_model):
+    # game u (task type t2) was won, but none of its alternatives survived: ACT would never see t2
+    states = _states("g", "train", "s") + _states("u", "train", "u", 4, "t2") + _states("h", "valid_unseen", "h")
+    home = _inputs(tmp_path, GOOD, tiny_model, states=states, no_alternatives={"u"})
+    res = _run(home)
+    checks = _checks(res)
+    assert checks["training_task_types_covered"] is False
+    assert _stopped(res, home)
+    ok, desc, meta = quality.training_task_types_covered(
+        json.loads((home / "manifests" / "contrast_pairs.json").read_text())["uri"],
+        json.loads((home / "manifests" / "expert_trajectories.json").read_text())["uri"])
+    assert not ok and meta["missing"] == ["t2"] and "t2" in desc
 
 
 def test_slot_share_check_fails_on_imbalance(tmp_path):

@@ -1,4 +1,12 @@
-"""Asset checks. The pair checks are *blocking*: a failure stops ACT training in the same run."""
+"""Asset checks, all *blocking*: a failure stops everything downstream in the same run.
+
+On each benchmark's expert trajectories (before any alternative is sampled or any stage-3 model
+trained): no training step shares a game or a state with an evaluation set, every expert action
+is admissible, every IL example and RL prompt fits the model without truncation. On its pairs
+(before ACT): the pair filters held, slots are balanced, no leak, held-out pairs exist, every
+training task type has pairs, every critic prompt fits the context. On every checkpoint: it loads
+and generates.
+"""
 
 import dagster as dg
 
@@ -23,6 +31,11 @@ def _pair_check(pairs: dg.AssetKey, name: str, fn, description: str):
     return _check
 
 
+def _games_key(b: Bench) -> dg.AssetKey:
+    """The benchmark's games manifest (ALFWorld's keys are unprefixed: ``alfworld_games``)."""
+    return b.key("games") if b.prefix else dg.AssetKey("alfworld_games")
+
+
 def pair_checks(b: Bench) -> list:
     pairs = b.key("contrast_pairs")
     return [
@@ -33,29 +46,98 @@ def pair_checks(b: Bench) -> list:
         _pair_check(pairs, "expert_slot_balanced", quality.slot_share,
                     "The expert action is in slot 1 for 50 ± 5% of the pairs of each split."),
         _pair_check(pairs, "no_duplicate_pairs", quality.no_duplicate_pairs, "No (state, alternative) appears twice."),
-        _pair_check(pairs, "no_eval_state_in_training", quality.no_eval_state_in_training,
-                    "No training pair shares a game or a state with an evaluation split."),
+        _pair_check(pairs, "heldout_pairs_nonempty", lambda uri: quality.heldout_pairs_nonempty(uri, b.heldout_split),
+                    f"The held-out split ({b.heldout_split}) has at least one pair."),
+        _pairs_vs_trajectories(b),
+        _pairs_leak_check(b),
         _context_check(b),
     ]
+
+
+def _pairs_vs_trajectories(b: Bench):
+    @dg.asset_check(asset=b.key("contrast_pairs"), name="training_task_types_covered", blocking=True,
+                    additional_ins={"expert_trajectories": dg.AssetIn(key=b.key("expert_trajectories"))},
+                    description="Every task type of the won training games (imported steps included) has "
+                                "training pairs.")
+    def training_task_types_covered(manifest: dict, expert_trajectories: dict) -> dg.AssetCheckResult:
+        return _result(quality.training_task_types_covered(manifest["uri"], expert_trajectories["uri"]))
+
+    return training_task_types_covered
+
+
+def _pairs_leak_check(b: Bench):
+    @dg.asset_check(asset=b.key("contrast_pairs"), name="no_eval_state_in_training", blocking=True,
+                    additional_ins={"games": dg.AssetIn(key=_games_key(b)),
+                                    "expert_trajectories": dg.AssetIn(key=b.key("expert_trajectories"))},
+                    description="No training pair shares a game or a state with any evaluation set: every game "
+                                "with role eval or heldout_states in the games manifest, every held-out state "
+                                "and pair.")
+    def no_eval_state_in_training(manifest: dict, games: dict, expert_trajectories: dict) -> dg.AssetCheckResult:
+        return _result(quality.no_eval_state_in_training(manifest["uri"], games["uri"], expert_trajectories["uri"]))
+
+    return no_eval_state_in_training
+
+
+def trajectory_checks(b: Bench) -> list:
+    """On the expert trajectories (played and imported steps), before anything trains on them."""
+    traj = b.key("expert_trajectories")
+
+    @dg.asset_check(asset=traj, name="no_eval_state_in_training", blocking=True,
+                    additional_ins={"games": dg.AssetIn(key=_games_key(b))},
+                    description="No training step (played or imported) shares a game or a state with any "
+                                "evaluation set: every game with role eval or heldout_states in the games "
+                                "manifest, every held-out state.")
+    def no_eval_state_in_training(manifest: dict, games: dict) -> dg.AssetCheckResult:
+        return _result(quality.no_eval_state_in_training(manifest["uri"], games["uri"]))
+
+    @dg.asset_check(asset=traj, name="expert_action_admissible", blocking=True,
+                    description="Every expert action of a won game is admissible at its state (normalised), "
+                                "played steps checked like imported ones.")
+    def expert_action_admissible(manifest: dict) -> dg.AssetCheckResult:
+        return _result(quality.expert_action_admissible(manifest["uri"]))
+
+    @dg.asset_check(asset=traj, name="training_examples_fit_context", blocking=True,
+                    additional_ins={"base_model": dg.AssetIn("base_model")},
+                    description="Every IL example (prompt + expert action) fits il.max_length (0: the model's "
+                                "context window) and every RL prompt plus rl.max_completion_length fits the "
+                                "context: nothing is truncated silently.")
+    def training_examples_fit_context(manifest: dict, base_model: dict,
+                                      profile: ProfileResource) -> dg.AssetCheckResult:
+        from transformers import AutoTokenizer
+
+        from act_pipeline.data.store import read_parquet
+        from act_pipeline.training.models import context_window
+
+        cfg = profile.config()
+        tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
+        window = context_window(base_model["uri"], cfg.model)
+        # what stage 3 trains on (pipeline._action_stage): the won training steps
+        rows = [r for r in read_parquet(manifest["uri"]).to_pylist() if r["split"] == "train" and r["won"]]
+        return _result(quality.training_examples_fit(
+            rows, tok, b.history_len(cfg), cfg.model.thinking, min(cfg.il.max_length or window, window),
+            min(window, cfg.model.max_context_tokens), cfg.rl.max_completion_length))
+
+    return [no_eval_state_in_training, expert_action_admissible, training_examples_fit_context]
 
 
 def _context_check(b: Bench):
     @dg.asset_check(asset=b.key("contrast_pairs"), name="critic_prompts_fit_context", blocking=True,
                     additional_ins={"base_model": dg.AssetIn("base_model")},
-                    description="Every critic prompt fits the model's context window.")
+                    description="Every critic prompt plus act.max_completion_length fits the model's context.")
     def critic_prompts_fit_context(manifest: dict, base_model: dict, profile: ProfileResource) -> dg.AssetCheckResult:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from act_pipeline.data.store import read_parquet
         from act_pipeline.training.act_grpo import critic_dataset
+        from act_pipeline.training.models import context_window
 
         cfg = profile.config()
         tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
-        context = (getattr(AutoConfig.from_pretrained(base_model["uri"]), "max_position_embeddings", None)
-                   or cfg.model.max_context_tokens)
+        context = context_window(base_model["uri"], cfg.model)
         rows = read_parquet(manifest["uri"]).to_pylist()
-        prompts = list(critic_dataset(rows, tok, b.history_len(cfg), cfg.model.thinking)["prompt"])
-        lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+        prompts = list(critic_dataset(rows, tok, b.history_len(cfg), cfg.model.thinking)["prompt"]) if rows else []
+        # tokenized as TRL's GRPOTrainer does (text, the tokenizer's own special tokens)
+        lengths = [len(ids) for ids in tok(prompts)["input_ids"]] if prompts else []
         return _result(quality.prompts_fit_context(
             lengths, min(context, cfg.model.max_context_tokens) - cfg.act.max_completion_length))
 
@@ -86,8 +168,8 @@ def _checkpoint_check(asset: dg.AssetKey):
 
 
 def checks_for(b: Bench) -> list:
-    """The benchmark's blocking checks: its pairs, and every checkpoint trained on them."""
-    return [*pair_checks(b), *(_checkpoint_check(b.key(a)) for a in ARMS)]
+    """The benchmark's blocking checks: its expert trajectories, its pairs, and every checkpoint."""
+    return [*trajectory_checks(b), *pair_checks(b), *(_checkpoint_check(b.key(a)) for a in ARMS)]
 
 
 def build_checks(cfg: PipelineConfig) -> list:

@@ -214,3 +214,18 @@ def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def context_window(model_dir: str, cfg_model: ModelConfig | None = None) -> int:
+    """The model's context window in tokens: its config's ``max_position_embeddings``, else
+    ``model.max_context_tokens`` of the profile (``cfg_model``; ModelConfig's default when None).
+
+    What SFT's ``max_length`` defaults to (``il.max_length: 0``) and what the blocking length
+    checks compare prompts with."""
+    from transformers import AutoConfig
+
+    cfg_model = cfg_model or ModelConfig()
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=cfg_model.trust_remote_code)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "max_position_embeddings", None) or getattr(config, "max_position_embeddings", None)
+    return int(n) if n else cfg_model.max_context_tokens

@@ -11,10 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from act_pipeline.act.prompts import agent_prompt
-from act_pipeline.config import ILConfig, TrainingConfig
+from act_pipeline.config import ILConfig, ModelConfig, TrainingConfig
 from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
                                          train_and_save, trainer_extras, use_cpu)
-from act_pipeline.training.models import effective_bf16, load_model
+from act_pipeline.training.models import context_window, effective_bf16, load_model
+
+
+def action_target(expert_action: str, thinking: bool = False) -> str:
+    """The SFT target after the agent prompt's pre-fill: the action and its closing tag; with thinking
+    (the prompt ends in ``<think>``) an empty reasoning block is closed first, so the target is a
+    well-formed answer the strict parser accepts (action-only targets, as the paper's IL suggests).
+
+    >>> action_target("go to sink 1")
+    'go to sink 1</action>'
+    >>> action_target("go to sink 1", thinking=True)
+    '</think>\\n<action>go to sink 1</action>'
+    """
+    return f"</think>\n<action>{expert_action}</action>" if thinking else f"{expert_action}</action>"
 
 
 def action_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -23,10 +36,18 @@ def action_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool
     return Dataset.from_list([
         {
             "prompt": agent_prompt(tokenizer, row_state(r), history_len, thinking),
-            "completion": f"{r['expert_action']}</action>",
+            "completion": action_target(r["expert_action"], thinking),
         }
         for r in rows
     ])
+
+
+def example_lengths(ds, tokenizer) -> list[int]:
+    """Tokens of each example as TRL's SFTTrainer builds it: prompt + completion + EOS (appended
+    when missing), tokenized as text with the tokenizer's own special tokens."""
+    eos = tokenizer.eos_token or ""
+    texts = [p + c + ("" if c.endswith(eos) else eos) for p, c in zip(ds["prompt"], ds["completion"])]
+    return [len(ids) for ids in tokenizer(texts)["input_ids"]] if texts else []
 
 
 def train_sft(
@@ -48,6 +69,16 @@ def train_sft(
         raise ValueError("IL needs at least one expert step")
     model, tok = load_model(init_model, trust_remote_code)
     ds = action_dataset(steps, tok, history_len, thinking)
+    # TRL cuts every example to max_length, target included; 0 means the model's context window.
+    # Nothing is cut silently: an example that does not fit stops here (and in the blocking
+    # check `training_examples_fit_context` before the run gets this far)
+    max_length = cfg.max_length or context_window(init_model, ModelConfig(trust_remote_code=trust_remote_code))
+    lengths = example_lengths(ds, tok)
+    too_long = sum(n > max_length for n in lengths)
+    if too_long:
+        raise ValueError(f"{too_long} of {len(ds)} SFT examples (prompt + target) are longer than max_length "
+                         f"{max_length} tokens (longest {max(lengths)}): SFT would cut them off; raise il.max_length "
+                         "(0 = the model's context window) or shorten the prompt (history_len)")
     out_dir = Path(out_dir)
     # trainer checkpoints live in work_dir; pass the same one again to resume an interrupted run
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
@@ -61,7 +92,7 @@ def train_sft(
         seed=cfg.seed,
         bf16=effective_bf16(cfg.bf16, log),
         completion_only_loss=True,
-        max_length=2048,
+        max_length=max_length,
         logging_steps=1,
         report_to="none",
         disable_tqdm=True,
