@@ -126,6 +126,13 @@ def test_act_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
     # the training process's log lines streamed into the run's log
     assert any("ACT GRPO: 8 pairs, 2 steps" in m for m in res.log_messages)
     assert any("step 2/2" in m for m in res.log_messages)
+    # the held-out judgement probe runs under accelerate too (every rank generates, rank 0 reports),
+    # on the job file's held-out pairs, and its curve comes back through Pipes into the manifest
+    manifest = json.loads((tmp_path / "home" / "manifests" / "act_checkpoint.json").read_text())
+    assert [(c["step"], c["n"], c["split"]) for c in manifest["judgement_curve"]] == [(0, 1, "valid_unseen"),
+                                                                                       (2, 1, "valid_unseen")]
+    assert any("probe at step 2" in m for m in res.log_messages)
+    assert "frac_groups_equal_reward" in manifest["learning_signal"]
 
 
 @pytest.mark.slow

@@ -79,8 +79,13 @@ def test_alternatives_and_pairs(run):
     k = 4
     model_rows = [a for a in alts if a["origin"] == "model"]
     assert len(model_rows) == k * run["m"]["sampled_alternatives"]["states"]
+    # the smoke profile's policy free+constrained_fill: every unparsable / inadmissible free sample
+    # is replaced by a draw from the model's own distribution over the admissible actions
+    assert {a["origin"] for a in alts} <= {"model", "model_constrained"}
     pairs = pq.read_table(run["m"]["contrast_pairs"]["uri"]).to_pylist()
-    assert pairs
+    assert pairs and {p["origin"] for p in pairs} <= {"model", "model_constrained"}
+    shares = run["m"]["contrast_pairs"]["origins"]  # reported per split, with N
+    assert sum(v["n"] for by in shares.values() for v in by.values()) == len(pairs)
     for p in pairs:
         assert normalize_action(p["alternative"]) != normalize_action(p["expert_action"])
         assert p["alternative"] in p["admissible"]
@@ -133,8 +138,9 @@ def test_checkpoints_load_and_generate(run, asset):
 
 def test_report_has_every_metric_with_split_n_seed(run):
     rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
-    assert set(rep["results"]) == {"base", "base_thinking", "act_checkpoint", "il_baseline", "il_policy",
-                                   "rl_baseline", "rl_policy"}  # every arm of the paper's Table 1 but EE
+    # every arm of the paper's Table 1 but EE, the prompt arms named by the thinking setting they ran with
+    assert set(rep["results"]) == {"prompt_no_thinking", "prompt_thinking", "act_checkpoint", "il_baseline",
+                                   "il_policy", "rl_baseline", "rl_policy"}
     for arm, metrics in rep["results"].items():
         got = {(m["name"], m["split"]) for m in metrics}
         assert got == {("judgement_accuracy", "valid_unseen"), ("next_action_accuracy", "valid_unseen"),
@@ -145,12 +151,17 @@ def test_report_has_every_metric_with_split_n_seed(run):
             lo, hi = m["ci95"]
             assert lo <= m["value"] <= hi  # the 95 % bootstrap interval brackets the value
             assert sum(g["n"] for g in m["by_task_type"].values()) == m["n"]
-    success = [m for m in rep["results"]["base"] if m["name"] == "success_rate"]
+    success = [m for m in rep["results"]["prompt_no_thinking"] if m["name"] == "success_rate"]
+    assert all(m["detail"]["thinking"] for m in rep["results"]["prompt_thinking"])
+    assert not any(m["detail"]["thinking"] for m in rep["results"]["prompt_no_thinking"])
     assert {m["n"] for m in success} == {2}  # games_valid_seen / games_valid_unseen in the profile
     md = Path(run["m"]["eval_report"]["report_md"]).read_text()
     assert "N=" in md and "seed" in md.lower()
     assert "The paper's numbers, for reference (not ours)" in md and "91.43" in md
     assert "by task type" in md and "Side by side" in md
+    assert "How these numbers were made" in md and "model_constrained" in md and "truncated" in md
+    for arm in ("act_checkpoint", "rl_policy", "rl_baseline"):  # every GRPO stage says whether it had a signal
+        assert 0.0 <= run["m"][arm]["learning_signal"]["frac_groups_equal_reward"] <= 1.0
     curve = run["m"]["act_checkpoint"]["judgement_curve"]  # probed every 2 of 4 ACT steps
     assert [c["step"] for c in curve] == [0, 2, 4] and all(c["n"] == 8 and c["split"] == "valid_unseen" for c in curve)
     assert "Judgement accuracy over ACT training" in md and (Path(run["m"]["eval_report"]["uri"]) / "judgement_curve.png").exists()

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from act_pipeline.act.normalize import normalize_action
-from act_pipeline.act.pairs import PAIRS_SQL, filter_alternatives
+from act_pipeline.act.pairs import build_pairs, filter_alternatives
 from act_pipeline.act.parsing import parse_action, parse_choice
 from act_pipeline.act.rewards import action_reward, judgement_reward, make_judgement_reward
 from act_pipeline.config import ConfigError, load_config
@@ -39,7 +39,7 @@ def test_normalize_keeps_distinct_actions_distinct():
     ("go to shelf 1</action>", "go to shelf 1"),
     ("<action>Open drawer 2</action>", "open drawer 2"),
     ("<think>need the key</think>\n<action>take keychain 1 from drawer 2</action>", "take keychain 1 from drawer 2"),
-    ("look\nmore text", "look"),
+    ("look\nmore text", None),  # strict: an unclosed body must be one line (tests/test_parsing.py)
     ("   </action>", None),
     ("", None),
 ])
@@ -198,7 +198,7 @@ def test_pairs_sql_slots_balanced_and_never_expert(tmp_path):
     wh = Warehouse(tmp_path / "w.duckdb")
     wh.register("expert_trajectories", write_parquet_atomic(pa.Table.from_pylist(states, TRAJECTORY_SCHEMA), tmp_path / "t.parquet"))
     wh.register("sampled_alternatives", write_parquet_atomic(pa.Table.from_pylist(alts, ALTERNATIVES_SCHEMA), tmp_path / "a.parquet"))
-    pairs = wh.query(PAIRS_SQL, ["0"]).to_pylist()
+    pairs = build_pairs(wh, "expert_trajectories", "sampled_alternatives", 0)[0].to_pylist()
     assert len(pairs) == 100
     assert all(p["alternative"] != p["expert_action"] for p in pairs)
     for p in pairs:
@@ -207,9 +207,9 @@ def test_pairs_sql_slots_balanced_and_never_expert(tmp_path):
         assert slots[3 - p["expert_slot"]] == p["alternative"]
     train = [p for p in pairs if p["split"] == "train"]
     assert sum(p["expert_slot"] == 1 for p in train) == len(train) // 2
-    again = wh.query(PAIRS_SQL, ["0"]).to_pylist()
+    again = build_pairs(wh, "expert_trajectories", "sampled_alternatives", 0)[0].to_pylist()
     assert [p["expert_slot"] for p in again] == [p["expert_slot"] for p in pairs]  # seeded
-    other = wh.query(PAIRS_SQL, ["1"]).to_pylist()
+    other = build_pairs(wh, "expert_trajectories", "sampled_alternatives", 1)[0].to_pylist()
     assert [p["expert_slot"] for p in other] != [p["expert_slot"] for p in pairs]
 
 

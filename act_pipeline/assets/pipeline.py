@@ -335,7 +335,9 @@ def _pair_assets(b: Bench) -> list[dg.AssetsDefinition]:
     @dg.asset(
         **_GPU_STEP, key=b.key("sampled_alternatives"), ins=b.ins("expert_trajectories"),
         group_name=b.group("data"), kinds={"transformers", "parquet", "duckdb"},
-        code_version=_cv(["act_pipeline.sampling.alternatives", "act_pipeline.sampling.hf", "act_pipeline.sampling.vllm",
+        code_version=_cv(["act_pipeline.sampling.alternatives", "act_pipeline.sampling.constrained",
+                          "act_pipeline.sampling.cache", "act_pipeline.sampling.base",
+                          "act_pipeline.sampling.hf", "act_pipeline.sampling.vllm",
                           "act_pipeline.sampling.backends", "act_pipeline.act.pairs",
                           "act_pipeline.act.prompts", "act_pipeline.act.parsing", "act_pipeline.act.normalize"],
                          ["sampling", b.section]),
@@ -392,9 +394,10 @@ def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: 
     backend = {} if s.backend == "transformers" else {"backend": s.backend}
     key = sampling_key(model=sampler_hash, params=params, history_len=hl, thinking=cfg.model.thinking,
                        dtype="bfloat16" if cfg.model.inference_dtype == "bfloat16" and bf16_fast() else "float32",
-                       prompts=source_hash("act_pipeline.act.prompts"), **backend)
+                       prompts=source_hash("act_pipeline.act.prompts"), policy=s.policy, **backend)
     table, counts = sample_alternatives(sampler, tok, states, params, hl, cfg.model.thinking,
-                                        progress, s.fill_inadmissible, SampleCache(warehouse.get(), key))
+                                        progress, s.policy, SampleCache(warehouse.get(), key),
+                                        constrained_temperature=s.constrained_temperature)
     context.log.info(f"states sampled now: {counts['sampled']}, from the cache: {counts['cached']}")
     path = write_parquet_atomic(table, profile.artifact_dir(b.label("sampled_alternatives"), context.run_id)
                                 / "alternatives.parquet")
@@ -420,7 +423,7 @@ def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: 
 
 def _pairs(context, profile: ProfileResource, warehouse: WarehouseResource, b: Bench, expert_trajectories: dict,
            sampled_alternatives: dict) -> dg.Output[dict]:
-    from act_pipeline.act.pairs import pairs_sql
+    from act_pipeline.act.pairs import build_pairs, origin_shares
 
     cfg = profile.config()
     wh = warehouse.get()
@@ -428,27 +431,32 @@ def _pairs(context, profile: ProfileResource, warehouse: WarehouseResource, b: B
     traj_view, alt_view, pairs_view = b.view("expert_trajectories"), b.view("sampled_alternatives"), b.view("contrast_pairs")
     wh.register(traj_view, expert_trajectories["uri"])
     wh.register(alt_view, sampled_alternatives["uri"])
-    table = wh.query(pairs_sql(traj_view, alt_view), [str(cfg.pairs.seed)])  # the one parameter: the slot seed
-    if cfg.pairs.max_pairs and table.num_rows > cfg.pairs.max_pairs:
-        table = table.slice(0, cfg.pairs.max_pairs)
+    # the cap (pairs.max_pairs) samples the training pairs by task type; held-out pairs are never capped
+    table, cap = build_pairs(wh, traj_view, alt_view, cfg.pairs.seed, cfg.pairs.max_pairs)
     path = write_parquet_atomic(table, profile.artifact_dir(b.label("contrast_pairs"), context.run_id) / "pairs.parquet")
     wh.register(pairs_view, path)
     h = table_hash(table)
     _lineage(context, path, {"expert_trajectories": expert_trajectories, "sampled_alternatives": sampled_alternatives},
-             seed=cfg.pairs.seed, hash=h)
+             seed=cfg.pairs.seed, max_pairs=cfg.pairs.max_pairs, cap=cap, hash=h)
     splits = dict(zip(*_value_counts(table, "split"))) if table.num_rows else {}
+    origins = origin_shares(table.select(["split", "origin"]).to_pylist())
     slot1 = wh.scalar(f"SELECT avg(CASE WHEN expert_slot = 1 THEN 1.0 ELSE 0.0 END) FROM {pairs_view}")
-    context.log.info(f"{table.num_rows} contrast pairs {splits}; expert in slot 1: {slot1}")
-    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "splits": splits,
+    context.log.info(f"{table.num_rows} contrast pairs {splits}; expert in slot 1: {slot1}; origins: {origins}"
+                     + (f"; training pairs capped at {cfg.pairs.max_pairs} by task type {cap['quotas']}"
+                        if cap["quotas"] else ""))
+    return dg.Output({"uri": str(path), "hash": h, "rows": table.num_rows, "splits": splits, "origins": origins,
                       "trajectories_hash": expert_trajectories["hash"], "alternatives_hash": sampled_alternatives["hash"],
                       "sampler_model": sampled_alternatives.get("sampler_model"),
                       "sampler_model_hash": sampled_alternatives.get("sampler_model_hash")},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "uri": dg.MetadataValue.path(str(path)), "rows": table.num_rows, "content_hash": h,
                          "rows_by_split": dg.MetadataValue.json(splits),
+                         "origin_by_split": dg.MetadataValue.json(origins),
+                         "cap": dg.MetadataValue.json(cap),
                          "expert_slot_1_share": float(slot1) if slot1 is not None else None,
                          "warehouse": dg.MetadataValue.path(str(wh.path)),
-                         "preview": _md_table(_rows(table.slice(0, 8)), ["game_id", "step", "action_1", "action_2", "expert_slot"]),
+                         "preview": _md_table(_rows(table.slice(0, 8)), ["game_id", "step", "action_1", "action_2",
+                                                                         "expert_slot", "origin"]),
                      })
 
 
@@ -509,6 +517,7 @@ def _training_assets(b: Bench) -> list[dg.AssetsDefinition]:
 
 
 def _act(context, profile: ProfileResource, b: Bench, base_model: dict, contrast_pairs: dict) -> dg.Output[dict]:
+    from act_pipeline.act.pairs import probe_pairs
     from act_pipeline.training.act_grpo import train_act
     from act_pipeline.training.models import dir_hash
 
@@ -519,12 +528,14 @@ def _act(context, profile: ProfileResource, b: Bench, base_model: dict, contrast
     card = _card(context, cfg, b, "act_checkpoint", {"init": base_model, "contrast_pairs": contrast_pairs}, "act")
     work = _work_dir(context, profile, cfg, b, "act", base_model, contrast_pairs)
     if cfg.training.launcher == "accelerate":
-        res = launch_training(context, cfg, _job(cfg, "act", hl, base_model, contrast_pairs, {"split": "train"},
-                                                 out, work, card))
+        job = _job(cfg, "act", hl, base_model, contrast_pairs, {"split": "train"}, out, work, card)
+        # the probe's held-out pairs come from the same file: the entry point selects them as we do
+        job["probe"] = {"split": b.heldout_split, "seed": cfg.eval.seed}
+        res = launch_training(context, cfg, job)
     else:
         pairs = _train_rows(contrast_pairs)
-        heldout = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == b.heldout_split]
-        heldout = random.Random(cfg.eval.seed).sample(heldout, min(cfg.act.probe_pairs, len(heldout)))
+        heldout = probe_pairs(_rows(read_parquet(contrast_pairs["uri"])), b.heldout_split, cfg.act.probe_pairs,
+                              cfg.eval.seed)
         res = train_act(base_model["uri"], pairs, out, cfg.act, hl, cfg.model.thinking,
                         cfg.model.trust_remote_code, log=context.log.info, card=card, work_dir=work,
                         training=cfg.training, heldout=heldout)
@@ -571,6 +582,11 @@ def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output
                 "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}}
     if res.get("judgement_curve"):
         manifest["judgement_curve"] = res["judgement_curve"]
+    # GRPO stages: whether there was a learning signal (groups with all-equal rewards teach nothing)
+    signal = {k: res[k] for k in ("frac_groups_equal_reward", "steps_all_groups_equal", "steps_logged",
+                                  "truncated_share", "mean_reward_first", "mean_reward_last") if k in res}
+    if signal:
+        manifest["learning_signal"] = signal
     summary = {k: v for k, v in res.items() if k != "log_history"}
     return dg.Output(manifest, data_version=dg.DataVersion(h[:16]), metadata={
         "uri": dg.MetadataValue.path(str(out)), "content_hash": h,
@@ -639,26 +655,29 @@ _EVAL_MODULES = ["act_pipeline.evaluation.metrics", "act_pipeline.act.prompts", 
 
 
 def _eval_plan(cfg: PipelineConfig, base_model: dict, arms: dict[str, dict]) -> list[tuple[str, dict, bool]]:
-    """(arm, checkpoint, thinking) for every Table-1 arm: the base model (the paper's "prompt" arms,
-    with and without reasoning) and each trained checkpoint."""
+    """(arm, checkpoint, thinking) for every Table-1 arm: the base model prompted (the paper's
+    "prompt w/o thinking" and, with ``eval.thinking_arm``, "prompt w/ thinking"), named by the
+    thinking setting it really runs with, then each trained checkpoint with the profile's setting."""
     th = cfg.model.thinking
-    plan = [("base", base_model, th)] + [(a, m, th) for a, m in arms.items()]
-    if cfg.eval.thinking_arm:  # and its counterpart: the base model with the other thinking setting
-        plan.insert(1, ("base_no_thinking", base_model, False) if th else ("base_thinking", base_model, True))
-    return plan
+    settings = [th, not th] if cfg.eval.thinking_arm else [th]
+    plan = [("prompt_thinking" if t else "prompt_no_thinking", base_model, t) for t in sorted(settings)]
+    return plan + [(a, m, th) for a, m in arms.items()]
 
 
-def _evaluate(context, cfg: PipelineConfig, b: Bench, base_model: dict, arms: dict[str, dict], pairs: list[dict],
-              states: list[dict], rollouts=None) -> tuple[dict, dict]:
-    """Every arm's judgement accuracy on held-out pairs and next-action accuracy on held-out expert
-    states (greedy); ``rollouts(arm, sampler, tok, thinks, new_tokens)`` adds the benchmark's own
-    metrics (ALFWorld: success rates) and returns (metrics, trace). Returns (results, traces)."""
-    from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy
+def _evaluate(context, cfg: PipelineConfig, b: Bench, base_model: dict, arms: dict[str, dict],
+              pairs: dict[str, list[dict]], states: list[dict], rollouts=None) -> tuple[dict, dict]:
+    """Every arm's judgement accuracy on held-out pairs (model-driven pairs as ``judgement_accuracy``,
+    random fills apart as ``judgement_accuracy_random_fill``) and next-action accuracy on held-out
+    expert states, decoded as ``eval.temperature`` / ``eval.samples`` say; ``rollouts(arm, sampler,
+    tok, thinks, new_tokens)`` adds the benchmark's own metrics (ALFWorld: success rates) and
+    returns (metrics, trace). Returns (results, traces)."""
+    from act_pipeline.evaluation.metrics import judgement_accuracy, next_action_accuracy, split_by_origin
     from act_pipeline.sampling.hf import TransformersSampler
     from act_pipeline.training.models import inference_device, load_model
 
     e = cfg.eval
     hl = b.history_len(cfg)
+    decoding = {"temperature": e.temperature, "samples": e.samples}
     results, traces = {}, {}
     for arm, manifest, thinks in _eval_plan(cfg, base_model, arms):
         context.log.info(f"{b.name}: evaluating {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
@@ -667,21 +686,39 @@ def _evaluate(context, cfg: PipelineConfig, b: Bench, base_model: dict, arms: di
         stops = TransformersSampler(model, tok, e.batch_size, stop_strings=["</answer>"])
         sampler = TransformersSampler(model, tok, e.batch_size, stop_strings=["</action>"])
         new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
-        ms = [judgement_accuracy(stops, tok, pairs, b.heldout_split, e.seed, hl, thinks, new_tokens if thinks else 8),
-              next_action_accuracy(sampler, tok, states, b.heldout_split, e.seed, hl, thinks, new_tokens)]
+        judge_tokens = new_tokens if thinks else 8
+        ms = []
+        for name, group in (("judgement_accuracy", pairs["model_driven"]),
+                            ("judgement_accuracy_random_fill", pairs["random_fill"])):
+            if group or name == "judgement_accuracy":
+                m = judgement_accuracy(stops, tok, group, b.heldout_split, e.seed, hl, thinks, judge_tokens, **decoding)
+                m.name = name
+                m.detail["by_origin"] = split_by_origin(m, group)
+                ms.append(m)
+        ms.append(next_action_accuracy(sampler, tok, states, b.heldout_split, e.seed, hl, thinks, new_tokens,
+                                       **decoding))
         if rollouts:
             more, trace = rollouts(arm, sampler, tok, thinks, new_tokens)
             ms += more
             traces[arm] = trace
+        for m in ms:
+            m.detail["thinking"] = thinks
         results[arm] = ms
         context.log.info(f"{b.name} {arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
     return results, traces
 
 
-def _heldout(cfg: PipelineConfig, b: Bench, contrast_pairs: dict, expert_trajectories: dict) -> tuple[list, list]:
+def _heldout(cfg: PipelineConfig, b: Bench, contrast_pairs: dict, expert_trajectories: dict) -> tuple[dict, list]:
+    """The held-out pairs (``eval.heldout_pairs`` of the model-driven ones, and as many random fills,
+    each a seeded sample) and the held-out expert states (``eval.heldout_states``)."""
+    from act_pipeline.act.pairs import MODEL_DRIVEN
+
     rng = random.Random(cfg.eval.seed)
-    pairs = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == b.heldout_split]
-    pairs = rng.sample(pairs, min(cfg.eval.heldout_pairs, len(pairs)))
+    heldout = [r for r in _rows(read_parquet(contrast_pairs["uri"])) if r["split"] == b.heldout_split]
+    pairs = {}
+    for group, rows in (("model_driven", [r for r in heldout if r["origin"] in MODEL_DRIVEN]),
+                        ("random_fill", [r for r in heldout if r["origin"] not in MODEL_DRIVEN])):
+        pairs[group] = rng.sample(rows, min(cfg.eval.heldout_pairs, len(rows)))
     states = [r for r in _rows(read_parquet(expert_trajectories["uri"])) if r["split"] == b.heldout_split and r["won"]]
     states = rng.sample(states, min(cfg.eval.heldout_states, len(states)))
     return pairs, states
@@ -702,6 +739,16 @@ def _evaluation_output(context, profile: ProfileResource, b: Bench, results: dic
                          "table": dg.MetadataValue.md("| metric | value |\n|---|---|\n" + "\n".join(
                              f"| {k} | {100 * v:.1f}% |" for k, v in flat.items())),
                      })
+
+
+def _method_meta(cfg: PipelineConfig, contrast_pairs: dict, arms: dict[str, dict]) -> dict:
+    """What the report's footnotes say about the method: pair origins, decoding, learning signal."""
+    return {"pair_origins": contrast_pairs.get("origins"), "sampling_policy": cfg.sampling.policy,
+            "decoding": {"temperature": cfg.eval.temperature, "samples": cfg.eval.samples,
+                         "max_new_tokens": cfg.eval.max_new_tokens,
+                         "thinking_max_new_tokens": cfg.eval.thinking_max_new_tokens},
+            "thinking": cfg.model.thinking,
+            "learning_signal": {a: m["learning_signal"] for a, m in arms.items() if m.get("learning_signal")}}
 
 
 def _arm_ins(b: Bench) -> dict[str, dg.AssetIn]:
@@ -736,7 +783,7 @@ def alfworld_evaluation(context: dg.AssetExecutionContext, profile: ProfileResou
             with _game_envs(cfg, None, cfg.envs.eval_workers, context.log.info) as make_env:
                 m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, make_env,
                                          cfg.alfworld.history_len, thinks, new_tokens, log=context.log.info,
-                                         retries=cfg.envs.retries)
+                                         retries=cfg.envs.retries, temperature=e.temperature, samples=e.samples)
             ms.append(m)
             if split == "valid_unseen":
                 trace = [{"game_id": ep.game_id, "won": ep.won, "trace": ep.trace} for ep in eps[:1]]
@@ -745,7 +792,7 @@ def alfworld_evaluation(context: dg.AssetExecutionContext, profile: ProfileResou
     results, traces = _evaluate(context, cfg, ALFWORLD, base_model, arms, pairs, states, rollouts)
     meta = {"profile": cfg.name, "profile_file": cfg.source, "seed": e.seed, "max_steps": e.max_steps,
             "model_name": base_model.get("name"), "base_model_hash": base_model["hash"],
-            "checkpoints": {a: m["uri"] for a, m in {"base": base_model, **arms}.items()},
+            "checkpoints": {a: m["uri"] for a, m in {"base": base_model, **arms}.items()}, **_method_meta(cfg, contrast_pairs, arms),
             "pairs_hash": contrast_pairs["hash"], "games_source": alfworld_games.get("source"),
             "judgement_curve": arms["act_checkpoint"].get("judgement_curve"), "dagster_run_id": context.run_id}
     return _evaluation_output(context, profile, ALFWORLD, results, traces, meta)
@@ -766,7 +813,7 @@ def scienceworld_evaluation(context: dg.AssetExecutionContext, profile: ProfileR
     results, _ = _evaluate(context, cfg, SCIENCEWORLD, base_model, arms, pairs, states)
     meta = {"seed": cfg.eval.seed, "tasks": cfg.scienceworld.tasks, "max_admissible": cfg.scienceworld.max_admissible,
             "simplification": cfg.scienceworld.simplification, "pairs_hash": contrast_pairs["hash"],
-            "checkpoints": {a: m["uri"] for a, m in arms.items()},
+            "checkpoints": {a: m["uri"] for a, m in arms.items()}, **_method_meta(cfg, contrast_pairs, arms),
             "judgement_curve": arms["act_checkpoint"].get("judgement_curve"), "dagster_run_id": context.run_id}
     return _evaluation_output(context, profile, SCIENCEWORLD, results, traces={}, meta=meta)
 

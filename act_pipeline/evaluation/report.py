@@ -11,7 +11,8 @@ from act_pipeline.training.common import write_json
 
 # (metric name, split) -> column title; the order of the report's table
 COLUMNS = [
-    ("judgement_accuracy", "valid_unseen", "Judgement acc. (held-out pairs)"),
+    ("judgement_accuracy", "valid_unseen", "Judgement acc. (held-out pairs, model-driven)"),
+    ("judgement_accuracy_random_fill", "valid_unseen", "Judgement acc. (held-out pairs, random fills)"),
     ("next_action_accuracy", "valid_unseen", "Next-action acc. (held-out states)"),
     ("success_rate", "valid_seen", "ALFWorld success, valid_seen (ID)"),
     ("success_rate", "valid_unseen", "ALFWorld success, valid_unseen (OOD)"),
@@ -20,18 +21,19 @@ COLUMNS = [
 BENCH_COLUMNS = {
     "scienceworld": [
         ("next_action_accuracy", "test", "ScienceWorld next-action acc. (held-out test-variation states)"),
-        ("judgement_accuracy", "test", "Judgement acc. (held-out test pairs)"),
+        ("judgement_accuracy", "test", "Judgement acc. (held-out test pairs, model-driven)"),
+        ("judgement_accuracy_random_fill", "test", "Judgement acc. (held-out test pairs, random fills)"),
     ],
 }
 BENCH_TITLES = {"scienceworld": "ScienceWorld"}
 PAPER_COLUMN = {"scienceworld": 3}  # index into PAPER_TABLE1's rows
+# arms are named by what they ran: the base model prompted without / with thinking
 ARM_TITLES = {
-    "base": "Prompt (base model, no thinking)",
+    "prompt_no_thinking": "Prompt w/o thinking (base model)",
+    "prompt_thinking": "Prompt w/ thinking (base model)",
     "il_baseline": "IL (SFT from base)",
     "act_checkpoint": "ACT only",
     "il_policy": "IL w/ ACT",
-    "base_thinking": "Prompt (base model, with reasoning)",
-    "base_no_thinking": "Prompt (base model, no thinking)",
     "rl_baseline": "RL (GRPO from base)",
     "rl_policy": "RL w/ ACT",
 }
@@ -47,14 +49,82 @@ PAPER_TABLE1 = {
     "RL w/ ACT": (92.86, 88.06, 33.80, 50.34),
 }
 # our arm -> the paper's row
-PAPER_ROW = {"base": "Prompt w/o thinking", "base_thinking": "Prompt w/ thinking", "base_no_thinking": "Prompt w/o thinking", "act_checkpoint": "ACT only",
-             "il_baseline": "IL", "il_policy": "IL w/ ACT", "rl_baseline": "RL", "rl_policy": "RL w/ ACT"}
+PAPER_ROW = {"prompt_no_thinking": "Prompt w/o thinking", "prompt_thinking": "Prompt w/ thinking",
+             "act_checkpoint": "ACT only", "il_baseline": "IL", "il_policy": "IL w/ ACT", "rl_baseline": "RL",
+             "rl_policy": "RL w/ ACT"}
 PAPER_QWEN3_8B = {a: PAPER_TABLE1[r][:2] for a, r in PAPER_ROW.items()}  # ALFWorld ID / OOD
+
+
+def _present(results: Mapping[str, list[Metric]], columns) -> list:
+    """The columns some arm has a metric for (random-fill judgement only where there were fills)."""
+    have = {(m.name, m.split) for ms in results.values() for m in ms}
+    return [c for c in columns if (c[0], c[1]) in have]
+
+
+def _decoding(meta: dict) -> str:
+    d = meta.get("decoding") or {}
+    t, n = d.get("temperature", 0.0), d.get("samples", 1)
+    return "greedy" if not t else f"temperature {t}, {n} sample(s) per item (an item scores its samples' mean)"
+
+
+def _method_notes(results: Mapping[str, list[Metric]], meta: dict, title: str = "") -> list[str]:
+    """Footnotes: where the pairs' alternatives came from, how we decoded (and how often the token
+    limit cut a completion), and whether each GRPO stage had a learning signal."""
+    lines = [f"### How these numbers were made{' — ' + title if title else ''}", ""]
+    origins = meta.get("pair_origins") or {}
+    if origins:
+        lines += [f"**Pair origins** (sampling policy `{meta.get('sampling_policy')}`): `model` = a free sample of "
+                  "π₀ that was admissible; `model_constrained` = a draw from π₀'s own distribution restricted to the "
+                  "admissible actions; `random_fill` = a uniformly random admissible action (Early Experience's fill). "
+                  "The headline judgement accuracy is over model-driven pairs (`model` + `model_constrained`); "
+                  "random fills are reported apart.", "",
+                  "| split | origin | pairs | share |", "|---|---|---|---|"]
+        for split, by in origins.items():
+            for o, v in by.items():
+                lines.append(f"| {split} | `{o}` | {v['n']} | {100 * v['share']:.1f}% |")
+        lines.append("")
+    lines += [f"**Decoding**: {_decoding(meta)}; thinking: "
+              f"{'on for every trained arm' if meta.get('thinking') else 'off for every trained arm'} "
+              "(the prompt arms are named by their setting). A completion cut by the token limit before it "
+              "closed its answer is unparsable and counts as wrong; the share of such completions:", "",
+              "| Arm | " + " | ".join(f"{m.name} [{m.split}]" for m in next(iter(results.values()), [])) + " |",
+              "|---|" + "---|" * len(next(iter(results.values()), []))]
+    for arm, ms in results.items():
+        lines.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(
+            f"{100 * m.detail['truncation_rate']:.0f}% truncated" if isinstance(m.detail.get("truncation_rate"), float)
+            else "—" for m in ms) + " |")
+    lines.append("")
+    for arm, ms in results.items():
+        for m in ms:
+            if m.detail.get("by_origin"):
+                lines.append(f"- {ARM_TITLES.get(arm, arm)}, {m.name} [{m.split}] by origin: " + ", ".join(
+                    f"`{o}` {100 * v['value']:.1f}% (N={v['n']})" for o, v in m.detail["by_origin"].items()))
+    lines.append("")
+    signal = meta.get("learning_signal") or {}
+    if signal:
+        lines += ["**Learning signal of the GRPO stages** (from TRL's logs): a group whose completions all got the "
+                  "same reward has zero advantage and teaches nothing.", "",
+                  "| Stage | groups with all-equal rewards | steps where every group was | completions truncated | "
+                  "reward first → last |", "|---|---|---|---|---|"]
+        for arm, sg in signal.items():
+            frac = sg.get("frac_groups_equal_reward")
+            none = frac is not None and frac >= 0.999
+            first, last, cut = sg.get("mean_reward_first"), sg.get("mean_reward_last"), sg.get("truncated_share")
+            lines.append(
+                f"| {ARM_TITLES.get(arm, arm)} | {'—' if frac is None else f'{100 * frac:.0f}%'}"
+                f"{' (**no learning signal**)' if none else ''} | {sg.get('steps_all_groups_equal')}"
+                f" of {sg.get('steps_logged')} | "
+                f"{'—' if cut is None else f'{100 * cut:.0f}%'} | "
+                f"{'—' if first is None else f'{first:.3f}'} → {'—' if last is None else f'{last:.3f}'} |")
+        lines.append("")
+    return lines
 
 
 def _cell(m: Metric | None) -> str:
     if m is None:
         return "—"
+    if not m.n:
+        return "— (N=0)"
     ci = m.ci95()
     band = f" [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]" if ci else ""
     return f"{100 * m.value:.1f}%{band} (N={m.n})"
@@ -72,6 +142,7 @@ def plot(results: Mapping[str, list[Metric]], path: Path, title: str, columns=CO
 
     idx = _index(results)
     arms = list(results)
+    columns = _present(results, columns) or columns
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(columns)
     for j, (name, split, label) in enumerate(columns):
@@ -118,7 +189,7 @@ def _traces_side_by_side(traces: Mapping[str, list[dict]], max_steps: int = 10) 
         return []
     game = traces[arms[0]][0]["game_id"]
     lines = [f"## Side by side: the first `valid_unseen` game (`{game}`)", "",
-             "Each column is one arm's episode (greedy); a repeated action is marked ↻ (the agent loops).", "",
+             "Each column is one arm's episode; a repeated action is marked ↻ (the agent loops).", "",
              "| step | " + " | ".join(f"{ARM_TITLES.get(a, a)} (won: {traces[a][0]['won']})" for a in arms) + " |",
              "|---|" + "---|" * len(arms)]
     for i in range(max_steps):
@@ -152,7 +223,8 @@ def _curve_section(out: Path, curve: list[dict] | None, bench: str = "") -> list
     ax.set_xlabel("ACT GRPO step")
     ax.set_ylabel("judgement acc. %")
     ax.set_ylim(0, 100)
-    ax.set_title(f"held-out {curve[0]['split']} pairs, N={curve[0]['n']}, greedy", fontsize=9)
+    ax.set_title(f"held-out {curve[0]['split']} pairs, N={curve[0]['n']}, greedy "
+                 f"({'/'.join(curve[0].get('origins') or ['?'])})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / name, dpi=100)
     plt.close(fig)
@@ -174,14 +246,14 @@ def _critiques(results: Mapping[str, list[Metric]]) -> list[str]:
                 lines += [f"**{ARM_TITLES.get(arm, arm)}** judging a held-out pair (expert in slot "
                           f"{ex[0]['expert_slot']}):", "", "```", ex[0]["candidates"], "--- model output ---",
                           "<answer>" + ex[0]["completion"], "```", ""]
-    return (["## Critiques: each arm judging the same held-out pair (greedy; the prompt ends in `<answer>`)", ""]
+    return (["## Critiques: each arm judging the same held-out pair (the prompt ends in `<answer>`)", ""]
             + lines) if lines else []
 
 
 def _bench_section(out: Path, bench: str, results: Mapping[str, list[Metric]], meta: dict) -> tuple[list[str], Path]:
     """Another benchmark's grid (ScienceWorld): every arm, 95 % intervals, the paper's number beside
     ours, per-task-type table and a plot."""
-    columns = BENCH_COLUMNS[bench]
+    columns = _present(results, BENCH_COLUMNS[bench])
     title = BENCH_TITLES.get(bench, bench)
     idx = _index(results)
     png = plot(results, out / f"report_{bench}.png", f"{title} — seed {meta.get('seed')} (bars: 95% bootstrap CI)",
@@ -190,8 +262,8 @@ def _bench_section(out: Path, bench: str, results: Mapping[str, list[Metric]], m
     lines = [f"## {title}", "",
              f"Held-out expert states and pairs come from {title}'s test variations (no training data touches "
              f"them); tasks: {', '.join(meta.get('tasks') or []) or 'all'}; each state lists at most "
-             f"{meta.get('max_admissible') or 'all'} admissible actions, the expert's among them. Greedy decoding, "
-             f"seed {meta.get('seed')}. The paper's column is Qwen3-8B's next-action accuracy (Table 1), not ours.", "",
+             f"{meta.get('max_admissible') or 'all'} admissible actions, the expert's among them. Decoding: "
+             f"{_decoding(meta)}, seed {meta.get('seed')}. The paper's column is Qwen3-8B's next-action accuracy (Table 1), not ours.", "",
              "| Arm | " + " | ".join(c[2] for c in columns) + " | Paper, Qwen3-8B (not ours) |",
              "|---|" + "---|" * (len(columns) + 1)]
     for arm in results:
@@ -200,6 +272,7 @@ def _bench_section(out: Path, bench: str, results: Mapping[str, list[Metric]], m
                      + f" | {f'{paper[col]:.2f}%' if paper and col is not None else '—'} |")
     lines += ["", f"![{title}](report_{bench}.png)", ""]
     lines += _by_type_table(results, columns)
+    lines += _method_notes(results, meta, title)
     return lines, png
 
 
@@ -219,6 +292,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     idx = _index(results)
+    columns = _present(results, COLUMNS)
     seed = meta.get("seed")
     png = plot(results, out / "report.png", f"ACT pipeline — profile {meta.get('profile')}, "
                f"model {meta.get('model_name')}, seed {seed} (bars: 95% bootstrap CI)")
@@ -226,15 +300,17 @@ def write_report(
         f"# ACT evaluation report — profile `{meta.get('profile')}`",
         "",
         f"Base model: `{meta.get('model_name')}` (hash `{str(meta.get('base_model_hash'))[:12]}`). "
-        f"Evaluation seed: {seed}; decoding: greedy. Each cell: value [95 % bootstrap interval over "
-        "items, 2000 resamples] (N = items evaluated).",
+        f"Evaluation seed: {seed}; decoding: {_decoding(meta)}. Each cell: value [95 % bootstrap interval over "
+        "items, 2000 resamples] (N = items evaluated). Judgement accuracy is over held-out pairs whose "
+        "alternative the model proposed (model-driven); pairs with random-fill alternatives are a column apart "
+        "(see *How these numbers were made*).",
         "",
-        "| Arm | " + " | ".join(c[2] for c in COLUMNS) + " |",
-        "|---|" + "---|" * len(COLUMNS),
+        "| Arm | " + " | ".join(c[2] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for arm in results:
         lines.append(f"| {ARM_TITLES.get(arm, arm)} | "
-                     + " | ".join(_cell(idx[arm].get((n, s))) for n, s, _ in COLUMNS) + " |")
+                     + " | ".join(_cell(idx[arm].get((n, s))) for n, s, _ in columns) + " |")
     lines += [
         "",
         "Splits: held-out pairs and held-out expert states come from `valid_unseen` games, which "
@@ -244,7 +320,8 @@ def write_report(
         "![results](report.png)",
         "",
     ]
-    lines += _by_type_table(results)
+    lines += _by_type_table(results, columns)
+    lines += _method_notes(results, meta)
     lines += ["Details (counts behind each cell):", ""]
     for arm, ms in results.items():
         lines.append(f"- {ARM_TITLES.get(arm, arm)}: " + "; ".join(

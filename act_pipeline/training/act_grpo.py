@@ -25,6 +25,8 @@ def critic_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool
             "prompt": critic_prompt(tokenizer, row_state(r), r["action_1"], r["action_2"],
                                     history_len, thinking),
             "expert_slot": int(r["expert_slot"]),
+            "action_1": r["action_1"],  # the reward maps an answer that names a candidate's text to its slot
+            "action_2": r["action_2"],
         }
         for r in rows
     ])
@@ -55,11 +57,12 @@ def train_act(
     def callbacks(tok) -> list:
         if heldout and cfg.probe_every > 0:
             probes.append(judgement_probe(tok, heldout[: cfg.probe_pairs], history_len, thinking, cfg.probe_every,
-                                          cfg.max_steps, cfg.seed, log))
+                                          cfg.max_steps, cfg.seed, log, cfg.probe_max_new_tokens))
         return probes
 
     res = train_grpo(base_model, lambda tok: critic_dataset(pairs, tok, history_len, thinking),
-                     make_judgement_reward(cfg.unparsable_penalty), out_dir, cfg, trust_remote_code, log, card,
+                     make_judgement_reward(cfg.unparsable_penalty, stop_token_ids(base_model, trust_remote_code),
+                                           thinking), out_dir, cfg, trust_remote_code, log, card,
                      work_dir, training, "ACT GRPO", "pairs", callbacks)
     return {**res, "judgement_curve": probes[0].curve if probes else []}
 
@@ -115,9 +118,47 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
         unit: len(ds),
         "mean_reward_first": rewards[0] if rewards else None,
         "mean_reward_last": rewards[-1] if rewards else None,
+        **learning_signal(progress.history),
         **run_info(trainer),
         "log_history": progress.history,
     }
+
+
+def learning_signal(history: list[dict]) -> dict:
+    """Whether GRPO had anything to learn from, from TRL's per-step logs: the mean share of groups
+    whose rewards were all equal (``frac_reward_zero_std``: zero advantage, no gradient), the steps
+    on which every group was so, and the share of completions cut at the token limit.
+
+    >>> learning_signal([{"frac_reward_zero_std": 1.0, "completions/clipped_ratio": 0.5},
+    ...                  {"frac_reward_zero_std": 0.5, "completions/clipped_ratio": 0.0}])
+    {'frac_groups_equal_reward': 0.75, 'steps_all_groups_equal': 1, 'steps_logged': 2, 'truncated_share': 0.25}
+    >>> learning_signal([])["frac_groups_equal_reward"] is None
+    True
+    """
+    zero = [h["frac_reward_zero_std"] for h in history if isinstance(h.get("frac_reward_zero_std"), (int, float))]
+    clipped = [h["completions/clipped_ratio"] for h in history
+               if isinstance(h.get("completions/clipped_ratio"), (int, float))]
+    return {"frac_groups_equal_reward": sum(zero) / len(zero) if zero else None,
+            "steps_all_groups_equal": sum(z >= 1.0 for z in zero), "steps_logged": len(zero),
+            "truncated_share": sum(clipped) / len(clipped) if clipped else None}
+
+
+def stop_token_ids(model_path: str, trust_remote_code: bool = False) -> list[int]:
+    """The ids that end a completion in TRL's ``GRPOTrainer`` (its ``eos_token_ids``: the generation
+    config's EOS ids and the tokenizer's EOS, plus the pad id, as TRL's ``clipped_ratio`` counts
+    them): a completion whose ids end otherwise hit ``max_completion_length``. The rewards use
+    them to give a cut-off answer the malformed penalty."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    try:
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except (OSError, ValueError):  # no generation_config.json: generate() derives it from the config
+        eos = getattr(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code), "eos_token_id", None)
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    # load_model sets pad = eos when the tokenizer has no pad token
+    ids += [t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None]
+    return sorted({int(t) for t in ids})
 
 
 def vllm_args(training: TrainingConfig | None) -> dict:
@@ -144,9 +185,13 @@ def vllm_args(training: TrainingConfig | None) -> dict:
 
 
 def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bool, every: int, total: int,
-                    seed: int, log: Log):
-    """A TrainerCallback that measures judgement accuracy on held-out pairs (greedy) before training
-    and every ``every`` steps: the curve of what ACT learns, kept in ``.curve``."""
+                    seed: int, log: Log, max_new_tokens: int = 8):
+    """A TrainerCallback that measures judgement accuracy on held-out pairs (greedy, at most
+    ``max_new_tokens``: room for a thinking model's reasoning) before training and every ``every``
+    steps: the curve of what ACT learns, kept in ``.curve``.
+
+    It runs in every process of a distributed run (under ZeRO-3 generation needs all ranks; with
+    plain data parallelism each rank holds the whole model) and the main process logs and keeps it."""
     from transformers import TrainerCallback
 
     from act_pipeline.evaluation.metrics import judgement_accuracy
@@ -155,6 +200,7 @@ def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bo
     class _Probe(TrainerCallback):
         def __init__(self):
             self.curve: list[dict] = []
+            self.main = True
 
         def _run(self, step: int, model) -> None:
             if model is None or getattr(model, "generate", None) is None:
@@ -163,19 +209,25 @@ def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bo
             model.eval()
             sampler = TransformersSampler(model, tokenizer, 16, stop_strings=["</answer>"])
             split = pairs[0]["split"] if pairs else "held-out"  # the held-out split they come from (valid_unseen, ScienceWorld's test)
-            m = judgement_accuracy(sampler, tokenizer, pairs, split, seed, history_len, thinking)
+            m = judgement_accuracy(sampler, tokenizer, pairs, split, seed, history_len, thinking, max_new_tokens)
             if was_training:
                 model.train()
+            if not self.main:
+                return
+            origins = sorted({r.get("origin", "model") for r in pairs})
             self.curve.append({"step": step, "judgement_accuracy": m.value, "n": m.n, "split": m.split,
-                               "seed": seed, "parsed": m.detail["parsed"]})
-            log(f"probe at step {step}: judgement accuracy {m.value:.3f} on {m.n} held-out {split} pairs")
+                               "seed": seed, "parsed": m.detail["parsed"], "origins": origins,
+                               "truncation_rate": m.detail.get("truncation_rate")})
+            log(f"probe at step {step}: judgement accuracy {m.value:.3f} on {m.n} held-out {split} pairs "
+                f"({'/'.join(origins)})")
 
         def on_train_begin(self, args, state, control, model=None, **kw):
-            if state.global_step == 0 and args.process_index == 0 and args.world_size == 1:
+            self.main = args.process_index == 0
+            if state.global_step == 0:
                 self._run(0, model)
 
         def on_step_end(self, args, state, control, model=None, **kw):
-            if args.world_size == 1 and (state.global_step % every == 0 or state.global_step == total):
+            if state.global_step % every == 0 or state.global_step == total:
                 self._run(state.global_step, model)
 
     return _Probe()

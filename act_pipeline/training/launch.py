@@ -15,7 +15,8 @@ The job (plain JSON, no pickles)::
      "out_dir": "<final checkpoint folder>", "work_dir": "<trainer checkpoints, for resuming>",
      "config": {...the stage's profile section...}, "training": {...the `training:` section...},
      "history_len": 3, "thinking": false, "trust_remote_code": false, "threads": 0,
-     "card": {...model card fields...}}
+     "card": {...model card fields...},
+     "probe": {"split": "valid_unseen", "seed": 0}}      # act only: held-out pairs of data_uri to probe
 
 Stages are plain functions registered with :func:`register_stage`; an RL stage plugs in the
 same way.
@@ -55,12 +56,19 @@ def _training_cfg(job: dict):
 
 @register_stage("act")
 def _act(job: dict, rows: list[dict], log: Log) -> dict:
+    from act_pipeline.act.pairs import probe_pairs
     from act_pipeline.config import ACTConfig
+    from act_pipeline.data.store import read_parquet
     from act_pipeline.training.act_grpo import train_act
 
-    return train_act(job["init_model"], rows, job["out_dir"], ACTConfig(**job["config"]), job.get("history_len", 3),
+    cfg = ACTConfig(**job["config"])
+    heldout = None
+    if job.get("probe") and cfg.probe_every > 0:  # the held-out pairs, from the job's own data file
+        heldout = probe_pairs(read_parquet(job["data_uri"]).to_pylist(), job["probe"]["split"], cfg.probe_pairs,
+                              job["probe"].get("seed", 0))
+    return train_act(job["init_model"], rows, job["out_dir"], cfg, job.get("history_len", 3),
                      job.get("thinking", False), job.get("trust_remote_code", False), log=log, card=job.get("card"),
-                     work_dir=job.get("work_dir"), training=_training_cfg(job))
+                     work_dir=job.get("work_dir"), training=_training_cfg(job), heldout=heldout)
 
 
 @register_stage("il")
