@@ -142,7 +142,7 @@ def _run(args) -> int:
     manifest = json.loads(manifest_path(default_data_root(), dg.AssetKey("eval_report")).read_text())
     print(f"report: {manifest['report_md']}\n        {manifest['report_json']}\n        {manifest['plot']}")
     for k, v in manifest["metrics"].items():
-        print(f"  {k:55s} {100 * v:5.1f}%")
+        print(f"  {k:55s} " + ("    — (N=0)" if v is None else f"{100 * v:5.1f}%"))
     return 0
 
 

@@ -6,6 +6,11 @@ This is what keeps a GPU user's first run of `configs/paper-qwen3-8b.yaml` from 
 held-out N > 0 everywhere, every task type in the training pairs, a probe curve, arms named by
 what they ran. Only what cannot run here is changed (vLLM, GPUs, sizes), and the cap is scaled so
 that it binds on a handful of games as 10,240 binds on the full train set.
+
+The ScienceWorld chain is switched off here to keep the default suite near 20 minutes: its chain
+runs in the smoke test with the same checks, and the cap's ScienceWorld case (its held-out split,
+``test``, sorts after ``train``: the old cap filled up with held-out pairs) is pinned on the real
+pair SQL by tests/test_pairs_cap.py.
 """
 
 import json
@@ -46,8 +51,7 @@ def _profile(tmp_path: Path) -> Path:
                      "num_processes": 1}
     d["eval"].update(heldout_pairs=8, heldout_states=8, games_valid_seen=1, games_valid_unseen=1, max_steps=2,
                      max_new_tokens=8, thinking_max_new_tokens=12, batch_size=16)
-    d["scienceworld"].update(tasks=["find-non-living-thing"], train_variations=2, heldout_variations=1,
-                             max_admissible=16, max_expert_steps=20, history_len=1)
+    d["scienceworld"]["enabled"] = False
     d["envs"].update(eval_workers=1, reset_timeout_s=300, step_timeout_s=60, max_rss_mb=4096)
     path = tmp_path / "paper-path.yaml"
     path.write_text(yaml.safe_dump(d))
@@ -74,9 +78,8 @@ def run(tmp_path_factory, alfworld_data):
     return {"home": home, "m": manifests}
 
 
-@pytest.mark.parametrize("prefix,heldout", [("", "valid_unseen"), ("scienceworld__", "test")])
-def test_cap_keeps_every_heldout_pair_and_every_task_type(run, prefix, heldout):
-    m = run["m"]
+def test_cap_keeps_every_heldout_pair_and_every_task_type(run):
+    m, prefix, heldout = run["m"], "", "valid_unseen"
     pairs = pq.read_table(m[f"{prefix}contrast_pairs"]["uri"]).to_pylist()
     train = [p for p in pairs if p["split"] == "train"]
     assert 0 < len(train) <= CAP and any(p["split"] == heldout for p in pairs)
@@ -86,14 +89,13 @@ def test_cap_keeps_every_heldout_pair_and_every_task_type(run, prefix, heldout):
 
 
 def test_probe_curve_through_accelerate(run):
-    for key in ("act_checkpoint", "scienceworld__act_checkpoint"):
-        curve = run["m"][key]["judgement_curve"]  # came back from the training process through Pipes
-        assert [c["step"] for c in curve] == [0, 1, 2] and all(c["n"] > 0 for c in curve), key
+    curve = run["m"]["act_checkpoint"]["judgement_curve"]  # came back from the training process through Pipes
+    assert [c["step"] for c in curve] == [0, 1, 2] and all(c["n"] > 0 and c["split"] == "valid_unseen" for c in curve)
 
 
 def test_arms_named_by_thinking_and_heldout_n_everywhere(run):
     rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
-    for bench_results in (rep["results"], rep["scienceworld"]["results"]):
+    for bench_results in (rep["results"],):
         assert {"prompt_thinking", "prompt_no_thinking"} <= set(bench_results)  # thinking model: both settings
         for arm, metrics in bench_results.items():
             thinks = {m["detail"]["thinking"] for m in metrics}
@@ -109,3 +111,7 @@ def test_arms_named_by_thinking_and_heldout_n_everywhere(run):
     md = Path(run["m"]["eval_report"]["report_md"]).read_text()
     assert "Prompt w/ thinking (base model)" in md and "temperature 0.4" in md
     assert "How these numbers were made" in md and "Learning signal of the GRPO stages" in md
+    assert "— (N=0)" in md  # the empty model-driven headline is said, not hidden or mixed with random fills
+    arms = [ln.split(" |")[0].lstrip("| ") for ln in md.split("## The paper's numbers")[0].splitlines()
+            if ln.startswith("| ") and "(N=" in ln]
+    assert arms[:3] == ["Prompt w/o thinking (base model)", "Prompt w/ thinking (base model)", "ACT only"]

@@ -730,14 +730,15 @@ def _evaluation_output(context, profile: ProfileResource, b: Bench, results: dic
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {"benchmark": b.name, "meta": meta, "traces": traces,
                      "results": {a: [m.to_dict() for m in ms] for a, ms in results.items()}})
-    flat = {f"{arm}/{m.name}/{m.split}": round(m.value, 4) for arm, ms in results.items() for m in ms}
+    # a metric over no items (e.g. no model-driven held-out pairs) has no value, said as null
+    flat = {f"{arm}/{m.name}/{m.split}": round(m.value, 4) if m.n else None for arm, ms in results.items() for m in ms}
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     return dg.Output({"uri": str(out), "hash": h, "benchmark": b.name, "metrics": flat},
                      data_version=dg.DataVersion(h[:16]), metadata={
                          "uri": dg.MetadataValue.path(str(out)),
                          "metrics": dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
                          "table": dg.MetadataValue.md("| metric | value |\n|---|---|\n" + "\n".join(
-                             f"| {k} | {100 * v:.1f}% |" for k, v in flat.items())),
+                             f"| {k} | {'— (N=0)' if v is None else f'{100 * v:.1f}%'} |" for k, v in flat.items())),
                      })
 
 

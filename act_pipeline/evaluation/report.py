@@ -31,8 +31,8 @@ PAPER_COLUMN = {"scienceworld": 3}  # index into PAPER_TABLE1's rows
 ARM_TITLES = {
     "prompt_no_thinking": "Prompt w/o thinking (base model)",
     "prompt_thinking": "Prompt w/ thinking (base model)",
-    "il_baseline": "IL (SFT from base)",
     "act_checkpoint": "ACT only",
+    "il_baseline": "IL (SFT from base)",
     "il_policy": "IL w/ ACT",
     "rl_baseline": "RL (GRPO from base)",
     "rl_policy": "RL w/ ACT",
@@ -53,6 +53,12 @@ PAPER_ROW = {"prompt_no_thinking": "Prompt w/o thinking", "prompt_thinking": "Pr
              "act_checkpoint": "ACT only", "il_baseline": "IL", "il_policy": "IL w/ ACT", "rl_baseline": "RL",
              "rl_policy": "RL w/ ACT"}
 PAPER_QWEN3_8B = {a: PAPER_TABLE1[r][:2] for a, r in PAPER_ROW.items()}  # ALFWorld ID / OOD
+
+
+def _ordered(results: Mapping[str, list[Metric]]) -> dict[str, list[Metric]]:
+    """The arms in the paper's row order (the prompt arms first), unknown arms after them by name."""
+    known = list(ARM_TITLES)
+    return {a: results[a] for a in sorted(results, key=lambda a: (known.index(a) if a in known else len(known), a))}
 
 
 def _present(results: Mapping[str, list[Metric]], columns) -> list:
@@ -91,8 +97,8 @@ def _method_notes(results: Mapping[str, list[Metric]], meta: dict, title: str = 
               "|---|" + "---|" * len(next(iter(results.values()), []))]
     for arm, ms in results.items():
         lines.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(
-            f"{100 * m.detail['truncation_rate']:.0f}% truncated" if isinstance(m.detail.get("truncation_rate"), float)
-            else "—" for m in ms) + " |")
+            f"{100 * m.detail['truncation_rate']:.0f}% truncated"
+            if m.n and isinstance(m.detail.get("truncation_rate"), (int, float)) else "—" for m in ms) + " |")
     lines.append("")
     for arm, ms in results.items():
         for m in ms:
@@ -123,7 +129,7 @@ def _method_notes(results: Mapping[str, list[Metric]], meta: dict, title: str = 
 def _cell(m: Metric | None) -> str:
     if m is None:
         return "—"
-    if not m.n:
+    if not m.n or m.value is None:
         return "— (N=0)"
     ci = m.ci95()
     band = f" [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]" if ci else ""
@@ -147,14 +153,18 @@ def plot(results: Mapping[str, list[Metric]], path: Path, title: str, columns=CO
     width = 0.8 / len(columns)
     for j, (name, split, label) in enumerate(columns):
         ms = [idx[a].get((name, split)) for a in arms]
+        ms = [m if m is not None and m.n and m.value is not None else None for m in ms]  # N = 0: no bar
         vals = [100 * m.value if m else 0 for m in ms]
         cis = [m.ci95() if m else None for m in ms]
         err = [[v - 100 * c[0] if c else 0 for v, c in zip(vals, cis)],
                [100 * c[1] - v if c else 0 for v, c in zip(vals, cis)]]
         xs = [i + (j - (len(columns) - 1) / 2) * width for i in range(len(arms))]
         bars = ax.bar(xs, vals, width, label=label, yerr=err, capsize=2, error_kw={"elinewidth": 0.7})
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks(range(len(arms)), [ARM_TITLES.get(a, a) for a in arms], fontsize=8)
+        ax.bar_label(bars, labels=[f"{v:.0f}" if m else "N=0" for v, m in zip(vals, ms)], fontsize=6)
+    import textwrap
+
+    # arm names wrapped onto two lines, so neighbouring labels never overlap
+    ax.set_xticks(range(len(arms)), [textwrap.fill(ARM_TITLES.get(a, a), 16) for a in arms], fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.set_title(title, fontsize=10)
@@ -291,6 +301,8 @@ def write_report(
     stated above the table. The paper's numbers appear in their own table, labelled as such."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    results = _ordered(results)
+    benchmarks = {b: {**doc, "results": _ordered(doc["results"])} for b, doc in (benchmarks or {}).items()}
     idx = _index(results)
     columns = _present(results, COLUMNS)
     seed = meta.get("seed")
