@@ -16,6 +16,7 @@ from act_pipeline.data.imports import accept, load_store
 from act_pipeline.data.store import write_parquet_atomic
 from act_pipeline.data.trajectories import TRAJECTORY_SCHEMA, state_id
 from act_pipeline.definitions import build_resources
+from act_pipeline.training.fit import training_examples_fit
 
 from .conftest import SMOKE
 
@@ -159,13 +160,13 @@ def test_training_examples_fit(tiny_model):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     rows = _played(TRAIN, "train")
-    ok, desc, meta = quality.training_examples_fit(rows, tok, 2, False, 2048, 2048, 8)
+    ok, desc, meta = training_examples_fit(rows, tok, 2, False, 2048, 2048, 8)
     assert ok, desc
     n = meta["il_longest"]
-    assert not quality.training_examples_fit(rows, tok, 2, False, n - 1, 2048, 8)[0]  # one token short for IL
+    assert not training_examples_fit(rows, tok, 2, False, n - 1, 2048, 8)[0]  # one token short for IL
     p = meta["rl_longest_prompt"]
-    assert quality.training_examples_fit(rows, tok, 2, False, n, p + 8, 8)[0]
-    ok, desc, meta = quality.training_examples_fit(rows, tok, 2, False, n, p + 7, 8)  # prompt + completion too long
+    assert training_examples_fit(rows, tok, 2, False, n, p + 8, 8)[0]
+    ok, desc, meta = training_examples_fit(rows, tok, 2, False, n, p + 7, 8)  # prompt + completion too long
     assert not ok and meta["rl_too_long"] >= 1 and meta["il_too_long"] == 0, desc
 
 

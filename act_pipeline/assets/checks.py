@@ -106,6 +106,7 @@ def trajectory_checks(b: Bench) -> list:
         from transformers import AutoTokenizer
 
         from act_pipeline.data.store import read_parquet
+        from act_pipeline.training.fit import training_examples_fit
         from act_pipeline.training.models import context_window
 
         cfg = profile.config()
@@ -113,7 +114,7 @@ def trajectory_checks(b: Bench) -> list:
         window = context_window(base_model["uri"], cfg.model)
         # what stage 3 trains on (pipeline._action_stage): the won training steps
         rows = [r for r in read_parquet(manifest["uri"]).to_pylist() if r["split"] == "train" and r["won"]]
-        return _result(quality.training_examples_fit(
+        return _result(training_examples_fit(
             rows, tok, b.history_len(cfg), cfg.model.thinking, min(cfg.il.max_length or window, window),
             min(window, cfg.model.max_context_tokens), cfg.rl.max_completion_length))
 
