@@ -578,6 +578,8 @@ def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, b: Bench, 
 
 
 def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output[dict]:
+    from act_pipeline.training.card import card_markdown
+
     manifest = {"uri": str(out), "hash": h, "global_step": res["global_step"],
                 "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}}
     if res.get("judgement_curve"):
@@ -595,7 +597,7 @@ def _checkpoint_output(out: Path, res: dict, parents: dict, h: str) -> dg.Output
         **{k: summary[k] for k in ("launcher", "distributed_type", "backend", "device", "accelerate_config", "job")
            if isinstance(summary.get(k), str)},
         "parents": dg.MetadataValue.json(manifest["parents"]),
-        "model_card": dg.MetadataValue.md((out / "README.md").read_text()) if (out / "README.md").exists() else None,
+        "model_card": dg.MetadataValue.md(md) if (md := card_markdown(out)) else None,
         "training_curve": dg.MetadataValue.md(_curve_md(out, res["log_history"])),
     })
 
