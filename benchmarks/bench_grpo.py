@@ -34,10 +34,9 @@ def plain_trl(model_path: str, pairs: list[dict], cfg, history_len: int, out: Pa
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from act_pipeline.act.prompts import critic_prompt
+    from act_pipeline.act.prompts import State, critic_prompt
     from act_pipeline.act.rewards import make_judgement_reward
     from act_pipeline.training.act_grpo import stop_token_ids
-    from act_pipeline.training.common import row_state
 
     stamps: list[float] = []
 
@@ -47,7 +46,7 @@ def plain_trl(model_path: str, pairs: list[dict], cfg, history_len: int, out: Pa
 
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    ds = Dataset.from_list([{"prompt": critic_prompt(tok, row_state(r), r["action_1"], r["action_2"], history_len),
+    ds = Dataset.from_list([{"prompt": critic_prompt(tok, State.from_row(r), r["action_1"], r["action_2"], history_len),
                              "expert_slot": r["expert_slot"], "action_1": r["action_1"], "action_2": r["action_2"]}
                             for r in pairs])
     args = GRPOConfig(output_dir=str(out), save_strategy="no", use_cpu=True, max_steps=cfg.max_steps,

@@ -69,7 +69,7 @@ def run(ctx: Ctx) -> list[dict]:
 
     ctx.log("  +10% expert games")
     more_s, _ = _cli(ctx, profile_more, home, dagster_home)
-    m = json.loads((home / "manifests" / "sampled_alternatives.json").read_text())
+    m = json.loads((home / "manifests" / "alfworld__sampled_alternatives.json").read_text())
     frac = m["sampled"] / m["states"]
     ctx.log(f"  incremental run: {more_s:.1f} s; states sampled {m['sampled']}/{m['states']}")
     full = {"label": "full first run (every asset)", "seconds": [round(full_s, 3)], "median_s": round(full_s, 3),

@@ -37,16 +37,15 @@ def prefill_seconds(model, tok, prompts) -> float:
 
 
 def run(ctx: Ctx) -> list[dict]:
-    from act_pipeline.act.prompts import agent_prompt
+    from act_pipeline.act.prompts import State, agent_prompt
     from act_pipeline.sampling.base import SamplingParams
     from act_pipeline.sampling.hf import TransformersSampler
-    from act_pipeline.training.common import row_state
 
     n_states = 8 if ctx.quick else 6
     states = pick_spread(expert_states(ctx, 2 if ctx.quick else 4), n_states)
     model, tok = load(ctx.model)
     history_len = 2
-    prompts = [agent_prompt(tok, row_state(s), history_len) for s in states]
+    prompts = [agent_prompt(tok, State.from_row(s), history_len) for s in states]
     lens = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
     # the default profile's sampling section: K=4, T=1.0, top_p=1.0, 16 new tokens, batch 16
     params = SamplingParams(n=4, temperature=1.0, top_p=1.0, max_new_tokens=16, seed=ctx.seed)

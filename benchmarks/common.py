@@ -125,7 +125,7 @@ def _git(*args) -> str:
 
 def load(path: str):
     """Model (float32, eval) and tokenizer through the pipeline's own loader."""
-    from act_pipeline.training.models import load_model
+    from act_pipeline.models import load_model
 
     model, tok = load_model(path)
     return model.eval(), tok

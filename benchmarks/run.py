@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.common import REPO, Ctx, machine_info, scratch_dir
     from act_pipeline.config import load_config
     from act_pipeline.envs.alfworld import resolve_data_root
-    from act_pipeline.training.models import resolve_base_model
+    from act_pipeline.models import resolve_base_model
 
     data = resolve_data_root(os.environ.get("ALFWORLD_DATA") or str(REPO.parent / "shared" / "alfworld"))
     if data is None:

@@ -86,13 +86,12 @@ def main() -> None:
 
     from benchmarks.common import _cpu_model as cpu_model
     from act_pipeline.act.pairs import EQUALS_EXPERT, INADMISSIBLE, KEPT, UNPARSABLE, DUPLICATE, filter_alternatives
-    from act_pipeline.act.prompts import agent_prompt
+    from act_pipeline.act.prompts import State, agent_prompt
     from act_pipeline.config import load_config
     from act_pipeline.sampling import constrained
     from act_pipeline.sampling.base import SamplingParams, is_truncated
     from act_pipeline.sampling.hf import TransformersSampler
-    from act_pipeline.training.common import row_state
-    from act_pipeline.training.models import load_model, resolve_base_model
+    from act_pipeline.models import load_model, resolve_base_model
 
     t_start = time.time()
     load_start = os.getloadavg()
@@ -171,7 +170,7 @@ def main() -> None:
     sampler = TransformersSampler(model, tok, batch_size=cfg.sampling.batch_size, stop_strings=["</action>"])
     params = SamplingParams(n=args.k, temperature=args.temperature, top_p=cfg.sampling.top_p,
                             max_new_tokens=cfg.sampling.max_new_tokens, seed=cfg.seed)
-    prompts = [agent_prompt(tok, row_state(s), hl, cfg.model.thinking) for s in states]
+    prompts = [agent_prompt(tok, State.from_row(s), hl, cfg.model.thinking) for s in states]
     outs = sampler.generate(prompts, params)
     t_free = time.time() - t0
     reasons: dict[str, int] = {}

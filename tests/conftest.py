@@ -5,6 +5,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.yaml"
+DEFAULT = REPO / "configs" / "default.yaml"  # the profile `make_definitions()` builds the graph from
+
+
+def graph_config(path: Path = DEFAULT):
+    """The profile the asset graph is built from (resources may run another profile)."""
+    from act_pipeline.config import load_config
+
+    return load_config(path)
+
+
+def asset(cfg, key: str):
+    """The AssetsDefinition of ``key`` (``"alfworld/contrast_pairs"``, ``"base_model"``) in the
+    graph of the profile ``cfg``."""
+    import dagster as dg
+
+    from act_pipeline.assets.graph import build_assets
+
+    want = dg.AssetKey.from_user_string(key)
+    found = [a for a in build_assets(cfg) if a.key == want]
+    assert len(found) == 1, f"no asset {key} in the graph of {cfg.source}"
+    return found[0]
 
 
 def _shared_alfworld() -> Path | None:
@@ -26,7 +47,7 @@ def alfworld_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
     from act_pipeline.config import load_config
-    from act_pipeline.training.models import resolve_base_model
+    from act_pipeline.models import resolve_base_model
 
     cfg = load_config(SMOKE)
     return resolve_base_model(cfg.model, cfg.seed, log=lambda m: None)

@@ -3,10 +3,9 @@
 import dagster as dg
 import pytest
 
-from act_pipeline.assets.pipeline import alfworld_games
 from act_pipeline.definitions import build_resources
 
-from .conftest import SMOKE
+from .conftest import SMOKE, asset, graph_config
 
 
 @pytest.mark.parametrize("make,needle", [
@@ -18,7 +17,7 @@ def test_bad_alfworld_data_fails_the_asset_with_a_clear_message(tmp_path, monkey
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("ALFWORLD_DATA", str(data))
     home = tmp_path / "home"
-    res = dg.materialize([alfworld_games], resources=build_resources(str(SMOKE), str(home)),
+    res = dg.materialize([asset(graph_config(), "alfworld/games")], resources=build_resources(str(SMOKE), str(home)),
                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert not res.success
     failure = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0]
@@ -26,5 +25,5 @@ def test_bad_alfworld_data_fails_the_asset_with_a_clear_message(tmp_path, monkey
     msgs = [err.message] + ([err.cause.message] if err.cause else [])
     assert any(needle in m and str(data) in m for m in msgs), msgs
     assert "AlfworldDataError" in " ".join(msgs)
-    assert not (home / "manifests" / "alfworld_games.json").exists()
-    assert not list(home.glob("artifacts/alfworld_games/*/games.parquet"))
+    assert not (home / "manifests" / "alfworld__games.json").exists()
+    assert not list(home.glob("artifacts/alfworld/games/*/games.parquet"))

@@ -24,7 +24,8 @@ write_parquet_atomic(table, sys.argv[1])
 
 SAVE_CHECKPOINT = """
 import sys
-from act_pipeline.training.models import atomic_dir, load_model
+from act_pipeline.models import load_model
+from act_pipeline.files import atomic_dir
 model, tok = load_model(sys.argv[1])
 print("saving", flush=True)
 with atomic_dir(sys.argv[2]) as tmp:
@@ -60,7 +61,8 @@ def test_killed_table_write_leaves_previous_version(tmp_path):
 
 def test_killed_checkpoint_save_leaves_previous_version(tmp_path, tiny_model):
     from act_pipeline.config import ModelConfig
-    from act_pipeline.training.models import dir_hash, load_model, resolve_base_model
+    from act_pipeline.models import load_model, resolve_base_model
+    from act_pipeline.files import dir_hash
 
     big = resolve_base_model(ModelConfig(source="smollm2-gguf"), 0, log=lambda m: None)  # ~540 MB: slow to save
     ckpt = tmp_path / "model"

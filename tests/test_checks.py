@@ -5,15 +5,14 @@ import json
 import dagster as dg
 import pyarrow as pa
 
-from act_pipeline.assets.checks import all_checks
-from act_pipeline.assets.pipeline import all_assets
+from act_pipeline.assets.graph import build_assets, build_checks
 from act_pipeline.data import quality
 from act_pipeline.data.store import write_parquet_atomic
 from act_pipeline.data.trajectories import TRAJECTORY_SCHEMA
 from act_pipeline.definitions import build_resources
 from act_pipeline.sampling.alternatives import ALTERNATIVES_SCHEMA
 
-from .conftest import SMOKE
+from .conftest import SMOKE, graph_config
 
 
 GAMES = [  # the games manifest: one training game, one held-out valid_unseen game, one valid_seen roll-out game
@@ -43,16 +42,18 @@ def _inputs(tmp_path, alternatives: list[tuple[str, str]], tiny_model: str, stat
     g = write_parquet_atomic(pa.Table.from_pylist(games or GAMES), tmp_path / "games.parquet")
     home = tmp_path / "home"
     (home / "manifests").mkdir(parents=True)
-    for name, m in {"expert_trajectories": {"uri": str(t), "hash": "t"},
-                    "sampled_alternatives": {"uri": str(a), "hash": "a"},
-                    "alfworld_games": {"uri": str(g), "hash": "g"},
+    for name, m in {"alfworld__expert_trajectories": {"uri": str(t), "hash": "t"},
+                    "alfworld__sampled_alternatives": {"uri": str(a), "hash": "a"},
+                    "alfworld__games": {"uri": str(g), "hash": "g"},
                     "base_model": {"uri": tiny_model, "hash": "b", "name": "tiny"}}.items():
         (home / "manifests" / f"{name}.json").write_text(json.dumps(m))
     return home
 
 
 def _run(home):
-    return dg.materialize([*all_assets, *all_checks], selection=["contrast_pairs", "act_checkpoint"],
+    cfg = graph_config()
+    return dg.materialize([*build_assets(cfg), *build_checks(cfg)],
+                          selection=["alfworld/contrast_pairs", "alfworld/act_checkpoint"],
                           resources=build_resources(str(SMOKE), str(home)),
                           instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
@@ -62,6 +63,10 @@ def _checks(res) -> dict[str, bool]:
             for e in res.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
 
 
+def _materialized(res) -> set[str]:
+    return {e.asset_key.to_user_string() for e in res.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+
+
 def test_bad_pairs_block_training(tmp_path, tiny_model):
     # a buggy sampler marked the expert action itself ("Go to sink 1.") as a kept alternative
     home = _inputs(tmp_path, [("Go to sink 1.", "kept"), ("look", "kept")], tiny_model)
@@ -69,10 +74,10 @@ def test_bad_pairs_block_training(tmp_path, tiny_model):
     checks = _checks(res)
     assert checks["alternative_differs_from_expert"] is False
     assert checks["no_duplicate_pairs"] is True
-    materialized = {e.asset_key.path[-1] for e in res.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-    assert "contrast_pairs" in materialized
-    assert "act_checkpoint" not in materialized  # the blocking check stopped training
-    assert not (home / "manifests" / "act_checkpoint.json").exists()
+    materialized = _materialized(res)
+    assert "alfworld/contrast_pairs" in materialized
+    assert "alfworld/act_checkpoint" not in materialized  # the blocking check stopped training
+    assert not (home / "manifests" / "alfworld__act_checkpoint.json").exists()
 
 
 def test_good_pairs_pass_every_check_and_train(tmp_path, tiny_model):
@@ -81,14 +86,14 @@ def test_good_pairs_pass_every_check_and_train(tmp_path, tiny_model):
     assert res.success
     checks = _checks(res)
     assert len(checks) == 9 and all(checks.values()), checks  # 8 pair checks + the checkpoint check
-    assert (home / "manifests" / "act_checkpoint.json").exists()
+    assert (home / "manifests" / "alfworld__act_checkpoint.json").exists()
 
 
 def _stopped(res, home) -> bool:
     """contrast_pairs was written, ACT training never started."""
-    materialized = {e.asset_key.path[-1] for e in res.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-    return ("contrast_pairs" in materialized and "act_checkpoint" not in materialized
-            and not (home / "manifests" / "act_checkpoint.json").exists())
+    materialized = _materialized(res)
+    return ("alfworld/contrast_pairs" in materialized and "alfworld/act_checkpoint" not in materialized
+            and not (home / "manifests" / "alfworld__act_checkpoint.json").exists())
 
 
 GOOD = [("look", "kept"), ("inventory", "kept")]
@@ -133,8 +138,8 @@ def test_task_type_without_training_pairs_blocks_training(tmp_path, tiny_model):
     assert checks["training_task_types_covered"] is False
     assert _stopped(res, home)
     ok, desc, meta = quality.training_task_types_covered(
-        json.loads((home / "manifests" / "contrast_pairs.json").read_text())["uri"],
-        json.loads((home / "manifests" / "expert_trajectories.json").read_text())["uri"])
+        json.loads((home / "manifests" / "alfworld__contrast_pairs.json").read_text())["uri"],
+        json.loads((home / "manifests" / "alfworld__expert_trajectories.json").read_text())["uri"])
     assert not ok and meta["missing"] == ["t2"] and "t2" in desc
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from act_pipeline.act.normalize import normalize_action
+from act_pipeline.envs.actions import normalize_action
 from act_pipeline.act.pairs import KEPT
 from act_pipeline.data.store import Warehouse
 from act_pipeline.sampling import constrained
@@ -15,7 +15,7 @@ from act_pipeline.sampling.alternatives import ALTERNATIVES_SCHEMA, sample_alter
 from act_pipeline.sampling.base import Completion, SamplingParams
 from act_pipeline.sampling.cache import SampleCache, sampling_key
 from act_pipeline.sampling.hf import TransformersSampler
-from act_pipeline.training.models import load_model
+from act_pipeline.models import load_model
 
 ADMISSIBLE = ["go to sink 1", "look", "inventory", "go to cabinet 1", "go to cabinet 12", "open drawer 3",
               "take mug 1 from countertop 2", "examine countertop 2", "go to fridge 1", "use desklamp 1"]

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from act_pipeline.assets.pipeline import GPU_TAG
+from act_pipeline.assets.common import GPU_TAG
+from act_pipeline.assets.training import ARMS
+
+from .conftest import DEFAULT
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml"
 
@@ -30,12 +33,12 @@ def test_production_instance_config_is_valid(monkeypatch):
 
 
 def test_gpu_steps_carry_the_tag_and_pool():
-    from act_pipeline.definitions import defs
+    from act_pipeline.definitions import make_definitions
 
-    graph = defs.resolve_asset_graph()
-    gpu = {"sampled_alternatives", "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline",
-           "alfworld_evaluation"}
-    gpu |= {f"scienceworld/{a}" for a in gpu - {"alfworld_evaluation"}} | {"scienceworld/evaluation"}
+    graph = make_definitions(str(DEFAULT), "/nonexistent-data-root").resolve_asset_graph()
+    gpu = {f"{b}/{a}" for b in ("alfworld", "scienceworld") for a in ("sampled_alternatives", *ARMS, "evaluation")}
+    keys = {k.to_user_string() for k in graph.materializable_asset_keys}
+    assert gpu <= keys, gpu - keys  # the default profile has both benchmarks
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
         if key.to_user_string() in gpu:

@@ -87,7 +87,7 @@ def test_a_killed_worker_leaves_no_process_behind(games, tmp_path):
 def test_rollouts_retry_or_fail_an_episode_and_go_on(games, tmp_path, tiny_model):
     from act_pipeline.evaluation.metrics import rollout_success
     from act_pipeline.sampling.base import Completion, Sampler
-    from act_pipeline.training.models import load_model
+    from act_pipeline.models import load_model
 
     class Look(Sampler):
         # the random tiny model writes nothing parsable, and an unparsable step never reaches the

@@ -3,27 +3,28 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from act_pipeline.assets.pipeline import all_assets
+from act_pipeline.assets.graph import build_assets
 from act_pipeline.definitions import build_resources
 
-from .conftest import SMOKE
+from .conftest import SMOKE, graph_config
 
 
 def test_games_generated_offline_when_alfworld_data_is_unset(tmp_path, monkeypatch):
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
     home = tmp_path / "home"
-    res = dg.materialize(all_assets, selection=["alfworld_games", "imported_expert_steps", "expert_trajectories"],
+    res = dg.materialize(build_assets(graph_config()),
+                         selection=["alfworld/games", "alfworld/imported_expert_steps", "alfworld/expert_trajectories"],
                          resources=build_resources(str(SMOKE), str(home)),
                          instance=dg.DagsterInstance.ephemeral())
     assert res.success
-    games_meta = res.asset_materializations_for_node("alfworld_games")[0].metadata
+    games_meta = res.asset_materializations_for_node("alfworld__games")[0].metadata
     assert games_meta["source"].value.startswith("generated")
-    games = pq.read_table(next(home.glob("artifacts/alfworld_games/*/games.parquet"))).to_pylist()
+    games = pq.read_table(next(home.glob("artifacts/alfworld/games/*/games.parquet"))).to_pylist()
     assert {g["split"] for g in games} == {"train", "valid_seen", "valid_unseen"}
     assert all(g["gamefile"].startswith(str(home)) for g in games)
     unseen_scenes = {g["scene"] for g in games if g["split"] == "valid_unseen"}
     assert unseen_scenes.isdisjoint({g["scene"] for g in games if g["split"] == "train"})
-    steps = pq.read_table(next(home.glob("artifacts/expert_trajectories/*/steps.parquet"))).to_pylist()
+    steps = pq.read_table(next(home.glob("artifacts/alfworld/expert_trajectories/*/steps.parquet"))).to_pylist()
     assert steps and all(s["won"] for s in steps)  # the planner expert solves every generated game
     assert {s["game_id"] for s in steps} == {g["game_id"] for g in games
                                               if "train" in g["roles"] or "heldout_states" in g["roles"]}

@@ -8,12 +8,14 @@ import json
 import os
 from pathlib import Path
 
-from act_pipeline.definitions import defs
+from act_pipeline.config import REPO_ROOT
+from act_pipeline.definitions import make_definitions
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 
 
 def _graph() -> dict:
+    defs = make_definitions(str(REPO_ROOT / "configs" / "default.yaml"), "/nonexistent-data-root")
     graph = defs.resolve_asset_graph()
     assets = {}
     for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):

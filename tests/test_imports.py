@@ -8,9 +8,9 @@ import pytest
 
 from act_pipeline.assets.sensors import expert_data_sensor
 from act_pipeline.data.imports import ExpertDataError, accept, load_store, validate_file
-from act_pipeline.definitions import build_resources, defs
+from act_pipeline.definitions import build_resources, make_definitions
 
-from .conftest import SMOKE
+from .conftest import DEFAULT, SMOKE
 
 GOOD = {"game_id": "kitchen/trial_1", "task_type": "pick_and_place_simple", "task": "put a mug in the sink.",
         "step": 0, "observation": "You are in the middle of a room.", "admissible": ["go to sink 1", "look"],
@@ -82,9 +82,14 @@ def test_evaluation_game_in_training_data_is_refused(tmp_path):
     assert not list(tmp_path.glob("store/*.jsonl"))
 
 
+def _defs(home: Path) -> dg.Definitions:
+    """The definitions `dagster dev` loads by default (configs/default.yaml)."""
+    return make_definitions(str(DEFAULT), str(home))
+
+
 def _tick(home: Path, cursor=None):
     with dg.build_sensor_context(cursor=cursor, resources=build_resources(str(SMOKE), str(home)),
-                                 repository_def=defs.get_repository_def()) as ctx:
+                                 repository_def=_defs(home).get_repository_def()) as ctx:
         return expert_data_sensor(ctx), ctx
 
 
@@ -101,11 +106,12 @@ def test_sensor_imports_new_files_and_requests_downstream_runs(tmp_path):
     req = result.run_requests[0]
     assert req.run_key.startswith("expert-import-")
     assert len(list((home / "expert_imports").glob("*.jsonl"))) == 1
-    # the request targets imported_expert_steps and everything downstream of it
-    targeted = {k.to_user_string() for k in expert_data_sensor.asset_selection.resolve(defs.resolve_asset_graph())}
-    assert targeted == {"imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-                        "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "alfworld_evaluation",
-                        "eval_report"}
+    # the request targets alfworld/imported_expert_steps and everything downstream of it
+    graph = _defs(home).resolve_asset_graph()
+    targeted = {k.to_user_string() for k in expert_data_sensor.asset_selection.resolve(graph)}
+    assert targeted == {"alfworld/" + a for a in (
+        "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs", "act_checkpoint",
+        "il_policy", "il_baseline", "rl_policy", "rl_baseline", "evaluation")} | {"eval_report"}
 
     again, _ = _tick(home, cursor=result.cursor)  # same file: processed once
     assert isinstance(again, dg.SkipReason)

@@ -6,12 +6,12 @@ import dagster as dg
 import pyarrow as pa
 import yaml
 
-from act_pipeline.assets.pipeline import all_assets
+from act_pipeline.assets.graph import build_assets
 from act_pipeline.data.store import write_parquet_atomic
 from act_pipeline.data.trajectories import TRAJECTORY_SCHEMA
 from act_pipeline.definitions import build_resources
 
-from .conftest import SMOKE
+from .conftest import SMOKE, graph_config
 
 
 def _states(n):
@@ -24,12 +24,13 @@ def _states(n):
 def _materialize(home, n_states, tiny_model, profile=SMOKE):
     t = write_parquet_atomic(pa.Table.from_pylist(_states(n_states), TRAJECTORY_SCHEMA), home / f"t{n_states}.parquet")
     (home / "manifests").mkdir(parents=True, exist_ok=True)
-    (home / "manifests" / "expert_trajectories.json").write_text(json.dumps({"uri": str(t), "hash": f"t{n_states}"}))
+    (home / "manifests" / "alfworld__expert_trajectories.json").write_text(
+        json.dumps({"uri": str(t), "hash": f"t{n_states}"}))
     (home / "manifests" / "base_model.json").write_text(json.dumps({"uri": tiny_model, "hash": "tiny"}))
-    res = dg.materialize(all_assets, selection=["sampled_alternatives"],
+    res = dg.materialize(build_assets(graph_config()), selection=["alfworld/sampled_alternatives"],
                          resources=build_resources(str(profile), str(home)), instance=dg.DagsterInstance.ephemeral())
     assert res.success
-    return json.loads((home / "manifests" / "sampled_alternatives.json").read_text())
+    return json.loads((home / "manifests" / "alfworld__sampled_alternatives.json").read_text())
 
 
 def test_more_expert_states_sample_only_the_new_ones(tmp_path, tiny_model):

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import REPO, SMOKE
+from act_pipeline.assets.alfworld import ALFWORLD
+from tests.conftest import REPO, SMOKE, asset, graph_config
 
 ROW = {"game_id": "g1", "step": 0, "task": "put a mug in the sink.", "observation": "You see a sink 1.",
        "history": [{"action": "look", "observation": "You are in a room."}],
@@ -34,7 +35,7 @@ def _profile(tmp_path: Path, accelerate_config: str, num_processes: int) -> Path
 def _upstream(tmp_path: Path, tiny_model: str):
     """Stand-ins for the upstream assets: the tiny model and a small Parquet table of rows that
     serve both as contrast pairs and as expert steps (one evaluation row the filters must drop)."""
-    from act_pipeline.training.models import dir_hash
+    from act_pipeline.files import dir_hash
 
     rows = [ROW, dict(ROW, step=1, action_1="look", action_2="go to sink 1", expert_slot=2)] * 4
     rows += [dict(ROW, split="valid_unseen", game_id="g2")]
@@ -45,11 +46,11 @@ def _upstream(tmp_path: Path, tiny_model: str):
     def base_model() -> dict:
         return {"uri": tiny_model, "hash": dir_hash(tiny_model)}
 
-    @dg.asset(name="contrast_pairs")
+    @dg.asset(key=ALFWORLD.key("contrast_pairs"))
     def contrast_pairs() -> dict:
         return {"uri": str(table_path), "hash": "rows-v1", "rows": len(rows)}
 
-    @dg.asset(name="expert_trajectories")
+    @dg.asset(key=ALFWORLD.key("expert_trajectories"))
     def expert_trajectories() -> dict:
         return {"uri": str(table_path), "hash": "rows-v1", "rows": len(rows)}
 
@@ -73,7 +74,8 @@ def _materialize(tmp_path: Path, tiny_model: str, accelerate_config: str, assets
 def _check_checkpoint(res, key: str, zero_stage, distributed_type: str, home: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
-    mats = [m for m in res.asset_materializations_for_node(key)]
+    node = "__".join(dg.AssetKey.from_user_string(key).path)  # the op of alfworld/act_checkpoint
+    mats = [m for m in res.asset_materializations_for_node(node)]
     assert len(mats) == 1
     md = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()}
     out = Path(md["uri"])
@@ -84,7 +86,7 @@ def _check_checkpoint(res, key: str, zero_stage, distributed_type: str, home: Pa
     assert md.get("zero_stage") == zero_stage
     assert AutoModelForCausalLM.from_pretrained(out, use_safetensors=True) is not None
     # the manifest the IO manager passed on names the same checkpoint
-    manifest = json.loads((home / "manifests" / f"{key}.json").read_text())
+    manifest = json.loads((home / "manifests" / f"{node}.json").read_text())
     assert manifest["uri"] == str(out) and manifest["global_step"] == 2
     card = json.loads((out / "model_card.json").read_text())
     assert card["global_step"] == 2 and card["dagster_run_id"] == res.run_id
@@ -119,16 +121,15 @@ def test_entry_point_rejects_a_bad_job(tmp_path):
 
 def test_act_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
     """In the default suite (~30 s): ACT GRPO, 2 steps, 2 CPU processes (gloo)."""
-    from act_pipeline.assets.pipeline import act_checkpoint
-
-    res = _materialize(tmp_path, tiny_model, "configs/accelerate/cpu.yaml", [act_checkpoint])
-    _check_checkpoint(res, "act_checkpoint", None, "MULTI_CPU", tmp_path / "home")
+    res = _materialize(tmp_path, tiny_model, "configs/accelerate/cpu.yaml",
+                       [asset(graph_config(), "alfworld/act_checkpoint")])
+    _check_checkpoint(res, "alfworld/act_checkpoint", None, "MULTI_CPU", tmp_path / "home")
     # the training process's log lines streamed into the run's log
     assert any("ACT GRPO: 8 pairs, 2 steps" in m for m in res.log_messages)
     assert any("step 2/2" in m for m in res.log_messages)
     # the held-out judgement probe runs under accelerate too (every rank generates, rank 0 reports),
     # on the job file's held-out pairs, and its curve comes back through Pipes into the manifest
-    manifest = json.loads((tmp_path / "home" / "manifests" / "act_checkpoint.json").read_text())
+    manifest = json.loads((tmp_path / "home" / "manifests" / "alfworld__act_checkpoint.json").read_text())
     assert [(c["step"], c["n"], c["split"]) for c in manifest["judgement_curve"]] == [(0, 1, "valid_unseen"),
                                                                                        (2, 1, "valid_unseen")]
     assert any("probe at step 2" in m for m in res.log_messages)
@@ -137,10 +138,9 @@ def test_act_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
 
 @pytest.mark.slow
 def test_il_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
-    from act_pipeline.assets.pipeline import il_baseline
-
-    res = _materialize(tmp_path, tiny_model, "configs/accelerate/cpu.yaml", [il_baseline])
-    _check_checkpoint(res, "il_baseline", None, "MULTI_CPU", tmp_path / "home")
+    res = _materialize(tmp_path, tiny_model, "configs/accelerate/cpu.yaml",
+                       [asset(graph_config(), "alfworld/il_baseline")])
+    _check_checkpoint(res, "alfworld/il_baseline", None, "MULTI_CPU", tmp_path / "home")
     assert any("SFT: 8 expert steps" in m for m in res.log_messages)  # the won train rows only
 
 
@@ -148,9 +148,7 @@ def test_il_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                     reason="deepspeed is not installed (pip install act-pipeline[distributed])")
 def test_act_through_pipes_with_deepspeed_zero3_on_cpu(tmp_path, tiny_model):
-    from act_pipeline.assets.pipeline import act_checkpoint
-
     res = _materialize(tmp_path, tiny_model, str(REPO / "configs" / "accelerate" / "deepspeed_zero3_cpu.yaml"),
-                       [act_checkpoint])
-    _check_checkpoint(res, "act_checkpoint", 3, "DEEPSPEED", tmp_path / "home")
+                       [asset(graph_config(), "alfworld/act_checkpoint")])
+    _check_checkpoint(res, "alfworld/act_checkpoint", 3, "DEEPSPEED", tmp_path / "home")
     assert any("step 2/2" in m for m in res.log_messages)

@@ -5,13 +5,12 @@ or that sends garbage to the game, shows up here."""
 
 import pytest
 
-from act_pipeline.act.prompts import agent_prompt
+from act_pipeline.act.prompts import State, agent_prompt
 from act_pipeline.data.trajectories import play_expert
 from act_pipeline.envs import alfworld as aw
 from act_pipeline.evaluation.metrics import (NOTHING_HAPPENS, Metric, judgement_accuracy, next_action_accuracy,
                                              rollout_success)
 from act_pipeline.sampling.base import Completion, Sampler
-from act_pipeline.training.common import row_state
 
 HL = 2  # history length, for the expert rows and the prompts alike
 FAST_TYPES = ("look_at_obj_in_light", "pick_and_place_simple")  # the planner solves these in seconds
@@ -63,7 +62,7 @@ def expert(alfworld_data, tmp_path_factory):
         assert won, g
         games.append(g)
         rows += r
-    plan = {agent_prompt(TOK, row_state(r), HL): r["expert_action"] for r in rows}
+    plan = {agent_prompt(TOK, State.from_row(r), HL): r["expert_action"] for r in rows}
     assert len(plan) == len(rows)  # every state renders to its own prompt
     return games, rows, plan
 
@@ -145,7 +144,7 @@ def test_naming_the_expert_action_picks_its_slot(expert):
     from act_pipeline.act.prompts import critic_prompt
 
     for p in pairs:
-        by_prompt[critic_prompt(TOK, row_state(p), p["action_1"], p["action_2"], HL)] = p["expert_action"]
+        by_prompt[critic_prompt(TOK, State.from_row(p), p["action_1"], p["action_2"], HL)] = p["expert_action"]
     m = judgement_accuracy(Scripted(answer), TOK, pairs, "valid_seen", 0, HL)
     assert m.value == 1.0 and m.detail["parsed"] == len(pairs)
 

@@ -11,8 +11,8 @@ H = {k: c * 64 for k, c in (("init", "a"), ("pairs", "b"), ("traj", "c"), ("act"
 
 
 def _card(asset="scienceworld/act_checkpoint", source="smollm2-gguf", **over):
-    """A card dict as assets/pipeline.py `_card` builds it, plus what training/common.py adds."""
-    bench = asset.split("/")[0] if "/" in asset else "alfworld"
+    """A card dict as assets/training.py `_card` builds it, plus what training/common.py adds."""
+    bench = asset.split("/")[0]  # every asset label carries its benchmark: alfworld/..., scienceworld/...
     stage = asset.split("/")[-1].split("_")[0]
     model = {"source": source, "path": None, "trust_remote_code": False, "thinking": False}
     if stage == "act":
@@ -28,7 +28,7 @@ def _card(asset="scienceworld/act_checkpoint", source="smollm2-gguf", **over):
     card = {"asset": asset, "description": "Stage 2: GRPO (TRL) on the critic prompt.", "parents": parents,
             "config": {stage: {"learning_rate": 1e-6, "max_steps": 12}, bench: {"history_len": 3}, "model": model},
             "profile": "configs/default.yaml", "code_version": "cv123", "dagster_run_id": "run-42",
-            "global_step": 12, "resumed_from": "/home/trainer_state/act_checkpoint/0123/checkpoint-6"}
+            "global_step": 12, "resumed_from": f"/home/trainer_state/{asset}/0123/checkpoint-6"}
     return {**card, **over}
 
 
@@ -55,7 +55,7 @@ def test_card_round_trips_through_huggingface_hub(tmp_path, monkeypatch):
     assert set(saved) == set(card) | {"packages", "git_commit"} and "transformers" in saved["packages"]
 
 
-@pytest.mark.parametrize("asset,stage,bench", [("il_policy", "il", "alfworld"),
+@pytest.mark.parametrize("asset,stage,bench", [("alfworld/il_policy", "il", "alfworld"),
                                                ("scienceworld/rl_baseline", "rl", "scienceworld")])
 def test_stage_and_benchmark_tags(tmp_path, asset, stage, bench):
     write_model_card(tmp_path, _card(asset))

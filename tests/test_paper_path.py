@@ -74,12 +74,13 @@ def run(tmp_path_factory, alfworld_data):
         os.environ.clear()
         os.environ.update(old)
     assert rc == 0
+    # by manifest name: "__".join(key.path) (alfworld__contrast_pairs, eval_report)
     manifests = {p.stem: json.loads(p.read_text()) for p in (home / "manifests").glob("*.json")}
     return {"home": home, "m": manifests}
 
 
 def test_cap_keeps_every_heldout_pair_and_every_task_type(run):
-    m, prefix, heldout = run["m"], "", "valid_unseen"
+    m, prefix, heldout = run["m"], "alfworld__", "valid_unseen"
     pairs = pq.read_table(m[f"{prefix}contrast_pairs"]["uri"]).to_pylist()
     train = [p for p in pairs if p["split"] == "train"]
     assert 0 < len(train) <= CAP and any(p["split"] == heldout for p in pairs)
@@ -89,7 +90,7 @@ def test_cap_keeps_every_heldout_pair_and_every_task_type(run):
 
 
 def test_probe_curve_through_accelerate(run):
-    curve = run["m"]["act_checkpoint"]["judgement_curve"]  # came back from the training process through Pipes
+    curve = run["m"]["alfworld__act_checkpoint"]["judgement_curve"]  # came back from the training process through Pipes
     assert [c["step"] for c in curve] == [0, 1, 2] and all(c["n"] > 0 and c["split"] == "valid_unseen" for c in curve)
 
 

@@ -14,15 +14,22 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from act_pipeline.act.normalize import normalize_action
+from act_pipeline.envs.actions import normalize_action
 
 from .conftest import SMOKE
 
-ASSETS = ["base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-          "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "alfworld_evaluation", "eval_report"]
+# ALFWorld's chain (keys alfworld/<asset>, manifests alfworld__<asset>.json), by key as a user string
+ASSETS = ["base_model", *(f"alfworld/{a}" for a in (
+    "games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs", "act_checkpoint",
+    "il_policy", "il_baseline", "rl_policy", "rl_baseline", "evaluation")), "eval_report"]
 # the smoke profile enables ScienceWorld: its chain (manifests scienceworld__<asset>.json)
 SW_ASSETS = ["games", "expert_trajectories", "sampled_alternatives", "contrast_pairs", "act_checkpoint", "il_policy",
              "il_baseline", "rl_policy", "rl_baseline", "evaluation"]
+
+
+def _manifest(home: Path, key: str) -> dict:
+    """What the JSON IO manager wrote for ``key`` (``alfworld/contrast_pairs`` -> alfworld__contrast_pairs.json)."""
+    return json.loads((home / "manifests" / f"{key.replace('/', '__')}.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +47,7 @@ def run(tmp_path_factory, alfworld_data):
         os.environ.clear()
         os.environ.update(old)
     assert rc == 0
-    manifests = {a: json.loads((home / "manifests" / f"{a}.json").read_text()) for a in ASSETS}
-    manifests.update({f"scienceworld/{a}": json.loads((home / "manifests" / f"scienceworld__{a}.json").read_text())
-                      for a in SW_ASSETS})
+    manifests = {a: _manifest(home, a) for a in ASSETS + [f"scienceworld/{a}" for a in SW_ASSETS]}
     return {"home": home, "dagster_home": dagster_home, "m": manifests}
 
 
@@ -58,8 +63,8 @@ def test_every_asset_materialized_in_the_instance(run):
 
 
 def test_expert_trajectories_one_row_per_step(run):
-    steps = pq.read_table(run["m"]["expert_trajectories"]["uri"]).to_pylist()
-    games = pq.read_table(run["m"]["alfworld_games"]["uri"]).to_pylist()
+    steps = pq.read_table(run["m"]["alfworld/expert_trajectories"]["uri"]).to_pylist()
+    games = pq.read_table(run["m"]["alfworld/games"]["uri"]).to_pylist()
     played = {g["game_id"] for g in games if "train" in g["roles"] or "heldout_states" in g["roles"]}
     assert {s["game_id"] for s in steps} == played
     by_game = {}
@@ -75,16 +80,16 @@ def test_expert_trajectories_one_row_per_step(run):
 
 
 def test_alternatives_and_pairs(run):
-    alts = pq.read_table(run["m"]["sampled_alternatives"]["uri"]).to_pylist()
+    alts = pq.read_table(run["m"]["alfworld/sampled_alternatives"]["uri"]).to_pylist()
     k = 4
     model_rows = [a for a in alts if a["origin"] == "model"]
-    assert len(model_rows) == k * run["m"]["sampled_alternatives"]["states"]
+    assert len(model_rows) == k * run["m"]["alfworld/sampled_alternatives"]["states"]
     # the smoke profile's policy free+constrained_fill: every unparsable / inadmissible free sample
     # is replaced by a draw from the model's own distribution over the admissible actions
     assert {a["origin"] for a in alts} <= {"model", "model_constrained"}
-    pairs = pq.read_table(run["m"]["contrast_pairs"]["uri"]).to_pylist()
+    pairs = pq.read_table(run["m"]["alfworld/contrast_pairs"]["uri"]).to_pylist()
     assert pairs and {p["origin"] for p in pairs} <= {"model", "model_constrained"}
-    shares = run["m"]["contrast_pairs"]["origins"]  # reported per split, with N
+    shares = run["m"]["alfworld/contrast_pairs"]["origins"]  # reported per split, with N
     assert sum(v["n"] for by in shares.values() for v in by.values()) == len(pairs)
     for p in pairs:
         assert normalize_action(p["alternative"]) != normalize_action(p["expert_action"])
@@ -101,13 +106,14 @@ def test_alternatives_and_pairs(run):
 def test_warehouse_views_are_queryable(run):
     con = duckdb.connect(str(run["home"] / "warehouse.duckdb"), read_only=True)
     try:
-        n_pairs = con.execute("SELECT count(*) FROM contrast_pairs").fetchone()[0]
-        n_steps = con.execute("SELECT count(*) FROM expert_trajectories").fetchone()[0]
-        bad = con.execute("SELECT count(*) FROM contrast_pairs WHERE lower(alternative) = lower(expert_action)").fetchone()[0]
+        n_pairs = con.execute("SELECT count(*) FROM alfworld_contrast_pairs").fetchone()[0]
+        n_steps = con.execute("SELECT count(*) FROM alfworld_expert_trajectories").fetchone()[0]
+        bad = con.execute("SELECT count(*) FROM alfworld_contrast_pairs "
+                          "WHERE lower(alternative) = lower(expert_action)").fetchone()[0]
     finally:
         con.close()
-    assert n_pairs == run["m"]["contrast_pairs"]["rows"]
-    assert n_steps == run["m"]["expert_trajectories"]["rows"]
+    assert n_pairs == run["m"]["alfworld/contrast_pairs"]["rows"]
+    assert n_steps == run["m"]["alfworld/expert_trajectories"]["rows"]
     assert bad == 0
 
 
@@ -115,9 +121,10 @@ def test_warehouse_views_are_queryable(run):
 def test_checkpoints_load_and_generate(run, asset):
     import torch
 
-    from act_pipeline.training.models import load_model
+    from act_pipeline.models import load_model
 
-    path = Path(run["m"][asset]["uri"])
+    m = run["m"][f"alfworld/{asset}"]
+    path = Path(m["uri"])
     assert (path / "model.safetensors").exists()
     assert not list(path.glob("*.bin")) and not list(path.glob("*.pt"))  # no pickles shipped
     model, tok = load_model(str(path))
@@ -125,14 +132,16 @@ def test_checkpoints_load_and_generate(run, asset):
     out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == enc["input_ids"].shape[1] + 4 or out[0, -1] == tok.eos_token_id
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert run["m"][asset]["global_step"] == 4  # the smoke profile's max_steps
+    assert m["global_step"] == 4  # the smoke profile's max_steps
     base = run["m"]["base_model"]["hash"]
-    assert run["m"][asset]["hash"] != base  # training changed the weights
+    assert m["hash"] != base  # training changed the weights
     card = json.loads((path / "model_card.json").read_text())  # lineage travels with the folder
-    init = "base_model" if asset in ("act_checkpoint", "il_baseline", "rl_baseline") else "act_checkpoint"
+    assert card["asset"] == f"alfworld/{asset}"
+    init = "base_model" if asset in ("act_checkpoint", "il_baseline", "rl_baseline") else "alfworld/act_checkpoint"
     assert card["parents"]["init"]["hash"] == run["m"][init]["hash"]
     data = "contrast_pairs" if asset == "act_checkpoint" else "expert_trajectories"
-    assert card["parents"][data]["hash"] == run["m"][data]["hash"]
+    assert card["parents"][data]["hash"] == run["m"][f"alfworld/{data}"]["hash"]
+    assert set(m["parents"]) == {"init", data} and m["parents"]["init"]["hash"] == run["m"][init]["hash"]
     assert card["packages"]["alfworld"] and card["code_version"] and card["global_step"] == 4
 
 
@@ -161,14 +170,20 @@ def test_report_has_every_metric_with_split_n_seed(run):
     assert "by task type" in md and "Side by side" in md
     assert "How these numbers were made" in md and "model_constrained" in md and "truncated" in md
     for arm in ("act_checkpoint", "rl_policy", "rl_baseline"):  # every GRPO stage says whether it had a signal
-        assert 0.0 <= run["m"][arm]["learning_signal"]["frac_groups_equal_reward"] <= 1.0
-    curve = run["m"]["act_checkpoint"]["judgement_curve"]  # probed every 2 of 4 ACT steps
+        assert 0.0 <= run["m"][f"alfworld/{arm}"]["learning_signal"]["frac_groups_equal_reward"] <= 1.0
+    curve = run["m"]["alfworld/act_checkpoint"]["judgement_curve"]  # probed every 2 of 4 ACT steps
     assert [c["step"] for c in curve] == [0, 2, 4] and all(c["n"] == 8 and c["split"] == "valid_unseen" for c in curve)
     assert "Judgement accuracy over ACT training" in md and (Path(run["m"]["eval_report"]["uri"]) / "judgement_curve.png").exists()
     html = Path(run["m"]["eval_report"]["report_html"]).read_text()
     assert html.startswith("<!doctype html>") and "<table>" in html and 'src="report.png"' in html
     png = Path(run["m"]["eval_report"]["plot"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the report's flat metrics: every key carries its benchmark; ALFWorld's are its evaluation's, prefixed
+    flat = run["m"]["eval_report"]["metrics"]
+    assert {k.split("/")[0] for k in flat} == {"alfworld", "scienceworld"}
+    alf = run["m"]["alfworld/evaluation"]["metrics"]
+    assert "act_checkpoint/judgement_accuracy/valid_unseen" in alf
+    assert {k: v for k, v in flat.items() if k.startswith("alfworld/")} == {f"alfworld/{k}": v for k, v in alf.items()}
 
 
 def test_scienceworld_chain_and_its_grid(run):
@@ -191,7 +206,7 @@ def test_scienceworld_chain_and_its_grid(run):
         assert card["parents"][data]["hash"] == m[data]["hash"], asset  # trained on ScienceWorld's own data
         init = m["act_checkpoint"] if asset in ("il_policy", "rl_policy") else run["m"]["base_model"]
         assert card["parents"]["init"]["hash"] == init["hash"], asset
-        assert m[asset]["hash"] != run["m"][asset]["hash"]  # not the ALFWorld checkpoint
+        assert m[asset]["hash"] != run["m"][f"alfworld/{asset}"]["hash"]  # not the ALFWorld checkpoint
     rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
     sw = rep["scienceworld"]["results"]
     assert set(sw) == set(rep["results"])  # the same Table-1 arms
@@ -236,8 +251,8 @@ def test_changing_eval_config_reruns_only_evaluation(run, tmp_path):
     fresh = set(fresh_line.split("not recomputed: ", 1)[1].split(", "))
     for a in ASSETS[:-2] + [f"scienceworld/{a}" for a in SW_ASSETS[:-1]]:
         assert a in fresh, a  # checkpoints and data untouched
-    assert not fresh & {"alfworld_evaluation", "scienceworld/evaluation", "eval_report"}
-    after = {a: json.loads((run["home"] / "manifests" / f"{a}.json").read_text()) for a in ASSETS}
+    assert not fresh & {"alfworld/evaluation", "scienceworld/evaluation", "eval_report"}
+    after = {a: _manifest(run["home"], a) for a in ASSETS}
     assert {a: after[a]["hash"] for a in ASSETS[:-2]} == {a: before[a] for a in ASSETS[:-2]}
     rep = json.loads(Path(after["eval_report"]["report_json"]).read_text())
     assert rep["meta"]["max_steps"] == 2
@@ -246,15 +261,17 @@ def test_changing_eval_config_reruns_only_evaluation(run, tmp_path):
 def test_lineage_chain_from_policy_back_to_games(run, capsys, alfworld_data):
     from act_pipeline.cli import main
 
-    assert main(["lineage", run["m"]["il_policy"]["uri"]]) == 0
+    assert main(["lineage", run["m"]["alfworld/il_policy"]["uri"]]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"il_policy: {run['m']['il_policy']['uri']}")
-    for a in ["act_checkpoint", "contrast_pairs", "sampled_alternatives", "expert_trajectories", "alfworld_games",
+    assert out.startswith(f"alfworld/il_policy: {run['m']['alfworld/il_policy']['uri']}")
+    for a in ["act_checkpoint", "contrast_pairs", "sampled_alternatives", "expert_trajectories", "games",
               "imported_expert_steps"]:
+        a = f"alfworld/{a}"
         assert f"{a}: {run['m'][a]['uri']}" in out, a  # every link of the chain, by URI
-    assert out.index("act_checkpoint: ") < out.index("contrast_pairs: ") < out.index("sampled_alternatives: ")
+    assert (out.index("alfworld/act_checkpoint: ") < out.index("alfworld/contrast_pairs: ")
+            < out.index("alfworld/sampled_alternatives: "))
     assert str(alfworld_data) in out  # the games' source
-    assert run["m"]["contrast_pairs"]["hash"][:12] in out
+    assert run["m"]["alfworld/contrast_pairs"]["hash"][:12] in out
 
 
 def _tree(home: Path) -> dict:
@@ -273,7 +290,7 @@ def test_bad_import_leaves_every_table_and_checkpoint_as_it_was(run, tmp_path, b
     f.write_bytes(bad)
     before = _tree(run["home"])
     with duckdb.connect(str(run["home"] / "warehouse.duckdb"), read_only=True) as con:
-        counts = con.sql("SELECT count(*) FROM contrast_pairs").fetchall()
+        counts = con.sql("SELECT count(*) FROM alfworld_contrast_pairs").fetchall()
     env = dict(os.environ, DAGSTER_HOME=str(run["dagster_home"]), ACT_HOME=str(run["home"]))
     res = subprocess.run([sys.executable, "-m", "act_pipeline.cli", "import-expert", str(f), "--profile", str(SMOKE)],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -281,4 +298,4 @@ def test_bad_import_leaves_every_table_and_checkpoint_as_it_was(run, tmp_path, b
     assert f"{f}:1: field `" in res.stderr  # file, line, field
     assert _tree(run["home"]) == before  # nothing written, nothing replaced
     with duckdb.connect(str(run["home"] / "warehouse.duckdb"), read_only=True) as con:
-        assert con.sql("SELECT count(*) FROM contrast_pairs").fetchall() == counts
+        assert con.sql("SELECT count(*) FROM alfworld_contrast_pairs").fetchall() == counts

@@ -4,7 +4,7 @@ import pytest
 
 from act_pipeline.sampling.base import SamplingParams
 from act_pipeline.sampling.hf import TransformersSampler
-from act_pipeline.training.models import load_model
+from act_pipeline.models import load_model
 
 PROMPTS = ["<|im_start|>user\nTask: put a mug in the sink.<|im_end|>\n<|im_start|>assistant\n<action>",
            "short", "a somewhat longer prompt about a kitchen with a fridge 1 and a sink 1 <action>"]

@@ -8,8 +8,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from act_pipeline.assets.alfworld import ALFWORLD
 from act_pipeline.assets.checks import trajectory_checks
-from act_pipeline.assets.pipeline import ALFWORLD, SCIENCEWORLD, all_assets
+from act_pipeline.assets.graph import build_assets
+from act_pipeline.assets.scienceworld import SCIENCEWORLD
 from act_pipeline.config import ILConfig, ModelConfig, load_config
 from act_pipeline.data import quality
 from act_pipeline.data.imports import accept, load_store
@@ -18,7 +20,7 @@ from act_pipeline.data.trajectories import TRAJECTORY_SCHEMA, state_id
 from act_pipeline.definitions import build_resources
 from act_pipeline.training.fit import training_examples_fit
 
-from .conftest import SMOKE
+from .conftest import SMOKE, graph_config
 
 # ALFWorld-like ids: one training game, a held-out valid_unseen game, a valid_seen roll-out game
 TRAIN = "pick_and_place_simple-Mug-None-SinkBasin-1/trial_T20190001_000001_000001"
@@ -180,7 +182,7 @@ def _run_checks(tmp_path, bench, rows: list[dict], games: list[dict], tiny_model
     through the JSON IO manager like in a real run."""
     uri = _trajectories(tmp_path, rows, imported)
     traj_key = bench.key("expert_trajectories")
-    games_key = bench.key("games") if bench.prefix else dg.AssetKey("alfworld_games")
+    games_key = bench.key("games")
 
     @dg.asset(key=traj_key)
     def expert_trajectories() -> dict:
@@ -195,7 +197,8 @@ def _run_checks(tmp_path, bench, rows: list[dict], games: list[dict], tiny_model
     for key, m in {games_key: {"uri": _games(tmp_path, games), "hash": "g"},
                    dg.AssetKey("base_model"): {"uri": tiny_model, "hash": "b", "name": "tiny"}}.items():
         (home / "manifests" / ("__".join(key.path) + ".json")).write_text(json.dumps(m))
-    upstream = [a for a in all_assets if a.key in (games_key, dg.AssetKey("base_model"))]
+    upstream = [a for a in build_assets(graph_config()) if a.key in (games_key, dg.AssetKey("base_model"))]
+    assert len(upstream) == 2
     res = dg.materialize([*upstream, expert_trajectories, downstream, *trajectory_checks(bench)],
                          selection=[traj_key, bench.key("downstream")],
                          resources=build_resources(str(profile), str(home)),
@@ -252,7 +255,7 @@ def test_il_max_length_from_the_profile_blocks_long_examples(tmp_path, tiny_mode
 @pytest.fixture(scope="module")
 def long_context_model(tmp_path_factory, tiny_model):
     """A tiny random Llama with a 4096-token context window (the smoke model has 2048)."""
-    from act_pipeline.training.models import build_tiny_random, context_window, resolve_base_model
+    from act_pipeline.models import build_tiny_random, context_window, resolve_base_model
 
     smol = resolve_base_model(ModelConfig(source="smollm2-gguf"), 0, log=lambda m: None)
     path = build_tiny_random(smol, tmp_path_factory.mktemp("m") / "tiny4096",

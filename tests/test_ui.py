@@ -14,11 +14,11 @@ import pytest
 
 from .conftest import REPO, SMOKE
 
-EXPECTED = {"base_model", "alfworld_games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-            "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "alfworld_evaluation", "eval_report"}
-SCIENCEWORLD = {"scienceworld/" + a for a in ("games", "expert_trajectories", "sampled_alternatives", "contrast_pairs",
-                                               "act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline",
-                                               "evaluation")}
+ARMS = ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline")
+CHAIN = ("games", "expert_trajectories", "sampled_alternatives", "contrast_pairs", *ARMS, "evaluation")
+ALFWORLD = {"alfworld/" + a for a in (*CHAIN, "imported_expert_steps")}
+EXPECTED = {"base_model", *ALFWORLD, "eval_report"}
+SCIENCEWORLD = {"scienceworld/" + a for a in CHAIN}
 QUERY = """{ assetNodes { assetKey { path } dependencyKeys { path } groupName
               assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
 
@@ -73,21 +73,27 @@ def test_graph_has_every_asset_dependency_and_check(webserver):
     by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
     assert set(by_key) == EXPECTED | SCIENCEWORLD  # the smoke profile enables ScienceWorld
     deps = {k: {"/".join(d["path"]) for d in n["dependencyKeys"]} for k, n in by_key.items()}
-    assert deps["act_checkpoint"] == {"base_model", "contrast_pairs"}
-    assert deps["il_policy"] == {"act_checkpoint", "expert_trajectories"}
-    assert deps["il_baseline"] == {"base_model", "expert_trajectories"}
-    assert deps["rl_policy"] == {"act_checkpoint", "expert_trajectories"}
-    assert deps["rl_baseline"] == {"base_model", "expert_trajectories"}
-    assert deps["alfworld_evaluation"] >= {"il_policy", "il_baseline", "rl_policy", "rl_baseline", "act_checkpoint",
-                                           "base_model"}
-    assert deps["eval_report"] == {"alfworld_evaluation", "scienceworld/evaluation"}
+    assert deps["alfworld/act_checkpoint"] == {"base_model", "alfworld/contrast_pairs"}
+    assert deps["alfworld/il_policy"] == {"alfworld/act_checkpoint", "alfworld/expert_trajectories"}
+    assert deps["alfworld/il_baseline"] == {"base_model", "alfworld/expert_trajectories"}
+    assert deps["alfworld/rl_policy"] == {"alfworld/act_checkpoint", "alfworld/expert_trajectories"}
+    assert deps["alfworld/rl_baseline"] == {"base_model", "alfworld/expert_trajectories"}
+    assert deps["alfworld/expert_trajectories"] == {"alfworld/games", "alfworld/imported_expert_steps"}
+    # each benchmark's evaluation: the base model, its games, held-out steps and pairs, every arm
+    for b in ("alfworld", "scienceworld"):
+        assert deps[f"{b}/evaluation"] == {"base_model", *(f"{b}/{a}" for a in (
+            "games", "expert_trajectories", "contrast_pairs", *ARMS))}, b
+    assert deps["eval_report"] == {"alfworld/evaluation", "scienceworld/evaluation"}
     # ScienceWorld's chain: its own pairs and checkpoints, the one base model
     assert deps["scienceworld/act_checkpoint"] == {"base_model", "scienceworld/contrast_pairs"}
     assert deps["scienceworld/il_policy"] == {"scienceworld/act_checkpoint", "scienceworld/expert_trajectories"}
-    assert deps["scienceworld/evaluation"] >= {"scienceworld/rl_policy", "scienceworld/il_baseline", "base_model"}
+    # groups: one per benchmark, the shared base model and the report apart
+    groups = {k: n["groupName"] for k, n in by_key.items()}
+    assert groups == {k: ("model" if k == "base_model" else "evaluation" if k == "eval_report" else k.split("/")[0])
+                      for k in by_key}, groups
     sw_checks = {c["name"] for c in by_key["scienceworld/contrast_pairs"]["assetChecksOrError"]["checks"]}
     assert "no_eval_state_in_training" in sw_checks
-    checks = {c["name"]: c["blocking"] for c in by_key["contrast_pairs"]["assetChecksOrError"]["checks"]}
+    checks = {c["name"]: c["blocking"] for c in by_key["alfworld/contrast_pairs"]["assetChecksOrError"]["checks"]}
     assert checks and all(checks.values())
 
 
@@ -123,7 +129,8 @@ def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
 
 
 @pytest.mark.parametrize("page,name", [("/asset-groups", "ui-lineage.png"),
-                                       ("/locations/act_pipeline/asset-groups/data", "ui-data-group.png")])
+                                       # README.md shows it as docs/ui-data-group.png (the group was `data`)
+                                       ("/locations/act_pipeline/asset-groups/alfworld", "ui-data-group.png")])
 def test_asset_graph_screenshot(webserver, tmp_path, page, name):
     port, _ = webserver
     # dismiss the first-visit "join the community" dialog, as a person would click Skip

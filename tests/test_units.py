@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from act_pipeline.act.normalize import normalize_action
+from act_pipeline.envs.actions import normalize_action
 from act_pipeline.act.pairs import build_pairs, filter_alternatives
 from act_pipeline.act.parsing import parse_action, parse_choice
 from act_pipeline.act.rewards import action_reward, judgement_reward, make_judgement_reward
@@ -188,6 +188,9 @@ def _state(i, split="train"):
             "expert_action": "a", "won": True}
 
 
+VIEWS = ("alfworld_expert_trajectories", "alfworld_sampled_alternatives")  # as the pipeline names its views
+
+
 def test_pairs_sql_slots_balanced_and_never_expert(tmp_path):
     states = [_state(i) for i in range(40)] + [_state(100 + i, "valid_unseen") for i in range(10)]
     alts = []
@@ -196,9 +199,9 @@ def test_pairs_sql_slots_balanced_and_never_expert(tmp_path):
             alts.append({"state_id": s["state_id"], "split": s["split"], "sample_index": j, "completion": a,
                          "action": a, "reason": "equals_expert" if a == "a" else "kept", "origin": "model"})
     wh = Warehouse(tmp_path / "w.duckdb")
-    wh.register("expert_trajectories", write_parquet_atomic(pa.Table.from_pylist(states, TRAJECTORY_SCHEMA), tmp_path / "t.parquet"))
-    wh.register("sampled_alternatives", write_parquet_atomic(pa.Table.from_pylist(alts, ALTERNATIVES_SCHEMA), tmp_path / "a.parquet"))
-    pairs = build_pairs(wh, "expert_trajectories", "sampled_alternatives", 0)[0].to_pylist()
+    wh.register(VIEWS[0], write_parquet_atomic(pa.Table.from_pylist(states, TRAJECTORY_SCHEMA), tmp_path / "t.parquet"))
+    wh.register(VIEWS[1], write_parquet_atomic(pa.Table.from_pylist(alts, ALTERNATIVES_SCHEMA), tmp_path / "a.parquet"))
+    pairs = build_pairs(wh, VIEWS[0], VIEWS[1], 0)[0].to_pylist()
     assert len(pairs) == 100
     assert all(p["alternative"] != p["expert_action"] for p in pairs)
     for p in pairs:
@@ -207,9 +210,9 @@ def test_pairs_sql_slots_balanced_and_never_expert(tmp_path):
         assert slots[3 - p["expert_slot"]] == p["alternative"]
     train = [p for p in pairs if p["split"] == "train"]
     assert sum(p["expert_slot"] == 1 for p in train) == len(train) // 2
-    again = build_pairs(wh, "expert_trajectories", "sampled_alternatives", 0)[0].to_pylist()
+    again = build_pairs(wh, VIEWS[0], VIEWS[1], 0)[0].to_pylist()
     assert [p["expert_slot"] for p in again] == [p["expert_slot"] for p in pairs]  # seeded
-    other = build_pairs(wh, "expert_trajectories", "sampled_alternatives", 1)[0].to_pylist()
+    other = build_pairs(wh, VIEWS[0], VIEWS[1], 1)[0].to_pylist()
     assert [p["expert_slot"] for p in other] != [p["expert_slot"] for p in pairs]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from act_pipeline.act.normalize import admissible_lookup, normalize_action
+from act_pipeline.envs.actions import admissible_lookup, normalize_action
 from act_pipeline.act.parsing import parse_action
 
 KEPT = "kept"

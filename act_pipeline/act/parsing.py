@@ -14,7 +14,7 @@ when thinking is on. The rules (the same for both parsers):
   ``go to cabinet 12`` cut off.
 * **A choice** is a body that is a standalone choice — ``1``, ``2``, ``Action 1``, ``action 2``,
   optionally followed by ``.`` or ``)`` — or, given ``candidates=(action_1, action_2)``, exactly one
-  candidate's text (after :func:`~act_pipeline.act.normalize.normalize_action`), mapped to its slot.
+  candidate's text (after :func:`~act_pipeline.envs.actions.normalize_action`), mapped to its slot.
   Anything else (``1 or 2``, a sentence that mentions a number) is unparsable.
 * **An action** is a body that is one non-empty line without tags, normalised.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from act_pipeline.act.normalize import normalize_action
+from act_pipeline.envs.actions import normalize_action
 
 _THINK_OPEN = re.compile(r"<\s*think\s*>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)

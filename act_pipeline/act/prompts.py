@@ -31,6 +31,17 @@ class State:
     history: Sequence[tuple[str, str]]  # (action, the observation it was taken at), oldest first
     admissible: Sequence[str]
 
+    @classmethod
+    def from_row(cls, row: dict) -> State:
+        """The state of a trajectory or pair row (``history``: a list of {action, observation}).
+
+        >>> State.from_row({"task": "t", "observation": "o", "admissible": ["look"],
+        ...                 "history": [{"action": "go", "observation": "o0"}]}).history
+        [('go', 'o0')]
+        """
+        hist = [(h["action"], h["observation"]) for h in (row.get("history") or [])]
+        return cls(task=row["task"], observation=row["observation"], history=hist, admissible=list(row["admissible"]))
+
 
 def _state_block(state: State, history_len: int) -> str:
     lines = [f"Task: {state.task}"]

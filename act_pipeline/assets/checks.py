@@ -10,8 +10,8 @@ and generates.
 
 import dagster as dg
 
-from act_pipeline.assets.pipeline import _CFG, ALFWORLD, ARMS, SCIENCEWORLD, Bench
-from act_pipeline.config import PipelineConfig
+from act_pipeline.assets.benchmark import Benchmark
+from act_pipeline.assets.training import ARMS
 from act_pipeline.data import quality
 from act_pipeline.resources import ProfileResource
 
@@ -31,12 +31,7 @@ def _pair_check(pairs: dg.AssetKey, name: str, fn, description: str):
     return _check
 
 
-def _games_key(b: Bench) -> dg.AssetKey:
-    """The benchmark's games manifest (ALFWorld's keys are unprefixed: ``alfworld_games``)."""
-    return b.key("games") if b.prefix else dg.AssetKey("alfworld_games")
-
-
-def pair_checks(b: Bench) -> list:
+def pair_checks(b: Benchmark) -> list:
     pairs = b.key("contrast_pairs")
     return [
         _pair_check(pairs, "alternative_differs_from_expert", quality.alternative_differs_from_expert,
@@ -54,7 +49,7 @@ def pair_checks(b: Bench) -> list:
     ]
 
 
-def _pairs_vs_trajectories(b: Bench):
+def _pairs_vs_trajectories(b: Benchmark):
     @dg.asset_check(asset=b.key("contrast_pairs"), name="training_task_types_covered", blocking=True,
                     additional_ins={"expert_trajectories": dg.AssetIn(key=b.key("expert_trajectories"))},
                     description="Every task type of the won training games (imported steps included) has "
@@ -65,9 +60,9 @@ def _pairs_vs_trajectories(b: Bench):
     return training_task_types_covered
 
 
-def _pairs_leak_check(b: Bench):
+def _pairs_leak_check(b: Benchmark):
     @dg.asset_check(asset=b.key("contrast_pairs"), name="no_eval_state_in_training", blocking=True,
-                    additional_ins={"games": dg.AssetIn(key=_games_key(b)),
+                    additional_ins={"games": dg.AssetIn(key=b.key("games")),
                                     "expert_trajectories": dg.AssetIn(key=b.key("expert_trajectories"))},
                     description="No training pair shares a game or a state with any evaluation set: every game "
                                 "with role eval or heldout_states in the games manifest, every held-out state "
@@ -78,12 +73,12 @@ def _pairs_leak_check(b: Bench):
     return no_eval_state_in_training
 
 
-def trajectory_checks(b: Bench) -> list:
+def trajectory_checks(b: Benchmark) -> list:
     """On the expert trajectories (played and imported steps), before anything trains on them."""
     traj = b.key("expert_trajectories")
 
     @dg.asset_check(asset=traj, name="no_eval_state_in_training", blocking=True,
-                    additional_ins={"games": dg.AssetIn(key=_games_key(b))},
+                    additional_ins={"games": dg.AssetIn(key=b.key("games"))},
                     description="No training step (played or imported) shares a game or a state with any "
                                 "evaluation set: every game with role eval or heldout_states in the games "
                                 "manifest, every held-out state.")
@@ -107,12 +102,12 @@ def trajectory_checks(b: Bench) -> list:
 
         from act_pipeline.data.store import read_parquet
         from act_pipeline.training.fit import training_examples_fit
-        from act_pipeline.training.models import context_window
+        from act_pipeline.models import context_window
 
         cfg = profile.config()
         tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
         window = context_window(base_model["uri"], cfg.model)
-        # what stage 3 trains on (pipeline._action_stage): the won training steps
+        # what stage 3 trains on (training.launch.STAGE_FILTERS): the won training steps
         rows = [r for r in read_parquet(manifest["uri"]).to_pylist() if r["split"] == "train" and r["won"]]
         return _result(training_examples_fit(
             rows, tok, b.history_len(cfg), cfg.model.thinking, min(cfg.il.max_length or window, window),
@@ -121,7 +116,7 @@ def trajectory_checks(b: Bench) -> list:
     return [no_eval_state_in_training, expert_action_admissible, training_examples_fit_context]
 
 
-def _context_check(b: Bench):
+def _context_check(b: Benchmark):
     @dg.asset_check(asset=b.key("contrast_pairs"), name="critic_prompts_fit_context", blocking=True,
                     additional_ins={"base_model": dg.AssetIn("base_model")},
                     description="Every critic prompt plus act.max_completion_length fits the model's context.")
@@ -130,7 +125,7 @@ def _context_check(b: Bench):
 
         from act_pipeline.data.store import read_parquet
         from act_pipeline.training.act_grpo import critic_dataset
-        from act_pipeline.training.models import context_window
+        from act_pipeline.models import context_window
 
         cfg = profile.config()
         tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
@@ -153,7 +148,7 @@ def _checkpoint_check(asset: dg.AssetKey):
         import torch
 
         from act_pipeline.training.common import weights_finite
-        from act_pipeline.training.models import load_model
+        from act_pipeline.models import load_model
 
         model, tok = load_model(manifest["uri"])
         finite = weights_finite(model)
@@ -168,13 +163,8 @@ def _checkpoint_check(asset: dg.AssetKey):
     return _check
 
 
-def checks_for(b: Bench) -> list:
+def checks_for(b: Benchmark) -> list:
     """The benchmark's blocking checks: its expert trajectories, its pairs, and every checkpoint."""
     return [*trajectory_checks(b), *pair_checks(b), *(_checkpoint_check(b.key(a)) for a in ARMS)]
 
 
-def build_checks(cfg: PipelineConfig) -> list:
-    return [*checks_for(ALFWORLD), *(checks_for(SCIENCEWORLD) if cfg.scienceworld.enabled else [])]
-
-
-all_checks = build_checks(_CFG)

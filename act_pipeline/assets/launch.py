@@ -24,7 +24,7 @@ import dagster as dg
 
 import act_pipeline
 from act_pipeline.config import PipelineConfig, accelerate_config_path
-from act_pipeline.training.common import write_json
+from act_pipeline.files import write_json
 
 
 def free_port() -> int:
@@ -73,7 +73,7 @@ def launch_training(context: dg.AssetExecutionContext, cfg: PipelineConfig, job:
         raise dg.Failure(f"the training process reported no checkpoint (metadata: {sorted(reported)})")
     if Path(reported["uri"]).resolve() != out.resolve():
         raise dg.Failure(f"the training process reported {reported['uri']}, expected {out}")
-    from act_pipeline.training.models import dir_hash
+    from act_pipeline.files import dir_hash
 
     if dir_hash(out) != reported["content_hash"]:
         raise dg.Failure(f"{out} does not match the content hash the training process reported")

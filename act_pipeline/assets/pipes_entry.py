@@ -22,10 +22,10 @@ def metadata(res: dict) -> dict:
     >>> metadata({"uri": "/m", "global_step": 2, "zero_stage": None, "log_history": [{"loss": float("nan")}]})
     {'uri': {'raw_value': '/m', 'type': 'path'}, 'global_step': 2, 'zero_stage': {'raw_value': None, 'type': 'null'}, 'log_history': {'raw_value': [{'loss': None}], 'type': 'json'}}
     """
-    from act_pipeline.training.common import _finite
+    from act_pipeline.files import finite
 
     md: dict = {}
-    for k, v in _finite(res).items():
+    for k, v in finite(res).items():
         if k == "uri":
             md[k] = {"raw_value": v, "type": "path"}
         elif v is None or isinstance(v, (bool, int, float, str)):

@@ -13,17 +13,20 @@ from pathlib import Path
 
 import dagster as dg
 
+from act_pipeline.assets.alfworld import ALFWORLD
 from act_pipeline.data.imports import ExpertDataError, accept, file_digest
 from act_pipeline.resources import ProfileResource, manifest_path
 
-DOWNSTREAM = dg.AssetSelection.assets("imported_expert_steps").downstream()
+# imported steps are ALFWorld steps (validated against its games)
+IMPORTED = ALFWORLD.key("imported_expert_steps")
+DOWNSTREAM = dg.AssetSelection.assets(IMPORTED).downstream()
 
 
 def eval_game_ids(root: Path) -> set[str]:
     """Game ids of the evaluation splits in the current games manifest (empty before the first run)."""
     import pyarrow.parquet as pq
 
-    m = manifest_path(root, dg.AssetKey("alfworld_games"))
+    m = manifest_path(root, ALFWORLD.key("games"))
     if not m.exists():
         return set()
     games = pq.read_table(json.loads(m.read_text())["uri"]).to_pylist()

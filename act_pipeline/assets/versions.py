@@ -2,24 +2,34 @@
 
 An asset's code version hashes the source files of the core modules it runs plus the profile
 sections that parameterise it, so editing evaluation code (or the eval section) changes only the
-evaluation asset's version and Dagster marks only it (and what is downstream) stale.
+evaluation asset's version and Dagster marks only it (and what is downstream) stale. A package
+counts with every module in it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
+import pkgutil
+from pathlib import Path
 
 from act_pipeline.config import PipelineConfig
+
+
+def _sources(name: str) -> list[tuple[str, bytes]]:
+    mod = importlib.import_module(name)
+    names = [name]
+    if hasattr(mod, "__path__"):  # a package: every module in it
+        names += sorted(i.name for i in pkgutil.walk_packages(mod.__path__, prefix=name + "."))
+    return [(n, Path(importlib.import_module(n).__file__).read_bytes()) for n in names]
 
 
 def source_hash(*modules: str) -> str:
     h = hashlib.sha256()
     for name in sorted(modules):
-        mod = importlib.import_module(name)
-        h.update(name.encode())
-        h.update(inspect.getsource(mod).encode())
+        for mod, src in _sources(name):
+            h.update(mod.encode())
+            h.update(src)
     return h.hexdigest()[:12]
 
 

@@ -18,18 +18,16 @@ reads, so a half-valid file never reaches training.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 
-from act_pipeline.act.normalize import admissible_lookup, normalize_action
 from act_pipeline.data.trajectories import TRAJECTORY_SCHEMA, state_id
+from act_pipeline.envs.actions import admissible_lookup, normalize_action
+from act_pipeline.files import atomic_file, atomic_write, sha256_file
 
 REQUIRED = {"game_id": str, "task_type": str, "task": str, "step": int, "observation": str,
             "admissible": list, "expert_action": str}
@@ -120,7 +118,7 @@ def validate_file(path: str | Path, eval_game_ids: Iterable[str] = (), history_l
 
 
 def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def accept(path: str | Path, store: str | Path, eval_game_ids: Iterable[str] = ()) -> Path:
@@ -131,14 +129,9 @@ def accept(path: str | Path, store: str | Path, eval_game_ids: Iterable[str] = (
     store.mkdir(parents=True, exist_ok=True)
     dst = store / f"{file_digest(path)}.jsonl"
     if not dst.exists():
-        fd, tmp = tempfile.mkstemp(dir=store, prefix=".import.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_file(dst) as tmp:
             shutil.copyfile(path, tmp)
-            os.replace(tmp, dst)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        (store / f"{dst.stem}.source.json").write_text(json.dumps({"source": str(path.resolve())}))
+        atomic_write(store / f"{dst.stem}.source.json", json.dumps({"source": str(path.resolve())}))
     return dst
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from act_pipeline.act.normalize import normalize_action
+from act_pipeline.envs.actions import normalize_action
 from act_pipeline.data.store import parquet_scan
 
 Result = tuple[bool, str, dict]

@@ -8,16 +8,15 @@ artifact, the view makes it queryable, and the view is replaced in one transacti
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from act_pipeline.files import atomic_file, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,39 +49,21 @@ def safe_join(root: str | Path, *parts: str, what: str = "path") -> Path:
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def read_parquet(path: str | Path) -> pa.Table:
     return pq.read_table(path)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def table_hash(table: pa.Table) -> str:
     """Content hash of a table's rows (independent of Parquet encoding details)."""
-    h = hashlib.sha256()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table.combine_chunks())
-    h.update(sink.getvalue().to_pybytes())
-    return h.hexdigest()
+    return sha256_bytes(sink.getvalue().to_pybytes())
 
 
 class WarehouseBusyError(RuntimeError):

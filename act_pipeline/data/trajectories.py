@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
 
 import pyarrow as pa
+
+from act_pipeline.files import sha256_bytes
 
 Log = Callable[[str], None]
 
@@ -31,7 +32,7 @@ TRAJECTORY_SCHEMA = pa.schema([
 def state_id(game_id: str, task: str, observation: str, history: Sequence[dict], admissible: Sequence[str], step: int) -> str:
     """Content hash of everything the agent sees at a state (plus its game and step)."""
     blob = json.dumps([game_id, step, task, observation, list(history), sorted(admissible)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return sha256_bytes(blob)[:24]
 
 
 def play_expert(game, game_id: str, split: str, task_type: str, max_steps: int, history_len: int) -> tuple[list[dict], bool]:

@@ -11,7 +11,6 @@ the *installed* alfworld package ships, so the game's commands match the install
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -20,6 +19,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from act_pipeline.files import atomic_write, sha256_file, sha256_json
 
 TASK_TYPES = (
     "pick_and_place_simple",
@@ -133,7 +134,7 @@ def build_game(trial: Path, dst_dir: Path, logic: dict[str, str] | None = None) 
         # that a game is worded the same whenever it is built (state ids, the sample cache and the
         # evaluation depend on it), and leave the global state as it was
         state = random.getstate()
-        random.seed(hashlib.sha256(json.dumps(traj, sort_keys=True).encode()).hexdigest())
+        random.seed(sha256_json(traj))
         try:
             grammar = add_task_to_grammar(logic["grammar"], traj)
         finally:
@@ -150,15 +151,11 @@ def build_game(trial: Path, dst_dir: Path, logic: dict[str, str] | None = None) 
     for name in ("traj_data.json", "initial_state.pddl"):
         if (trial / name).is_file():
             shutil.copyfile(trial / name, dst_dir / name)
-    dst = dst_dir / "game.tw-pddl"
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_text(json.dumps(gamedata))
-    os.replace(tmp, dst)
-    return dst
+    return atomic_write(dst_dir / "game.tw-pddl", json.dumps(gamedata))
 
 
 def game_hash(gamefile: Path) -> str:
-    return hashlib.sha256(Path(gamefile).read_bytes()).hexdigest()
+    return sha256_file(gamefile)
 
 
 class AlfworldGame:

@@ -20,6 +20,7 @@ environment on that worker, and each of them raises :class:`EnvFault` on its nex
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -312,3 +313,17 @@ def _serve() -> None:
 
 if __name__ == "__main__":
     _serve()
+
+
+@contextlib.contextmanager
+def game_envs(envs, factory: str, kwargs: dict, workers: int, log=print):
+    """``make_game(gamefile)``: ``factory`` ("module:Class") games in worker processes (timeouts,
+    memory limit, recycling: the profile's ``envs:`` section, ``envs``), or in this process with
+    ``envs.in_process``."""
+    if envs.in_process:
+        cls = resolve_factory(factory)
+        yield lambda f: cls(f, **kwargs)
+        return
+    limits = WorkerLimits(envs.reset_timeout_s, envs.step_timeout_s, envs.max_rss_mb, envs.retries)
+    with WorkerPool(factory, kwargs, limits, workers, log) as pool:
+        yield pool

@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from act_pipeline.act.normalize import normalize_action
+from act_pipeline.envs.actions import normalize_action
 from act_pipeline.act.parsing import parse_action, parse_choice
 from act_pipeline.act.prompts import State, agent_prompt, critic_prompt
 from act_pipeline.sampling.base import Sampler, SamplingParams, is_truncated
-from act_pipeline.training.common import row_state
 
 Log = Callable[[str], None]
 
@@ -125,7 +124,7 @@ def judgement_accuracy(sampler: Sampler, tokenizer, pairs: Sequence[dict], split
     Greedy by default (one sample per pair, outcome 1/0); with ``temperature > 0`` and
     ``samples > 1`` a pair's outcome is the share of its samples that pick the expert's slot."""
     params = _decoding(temperature, samples, max_new_tokens, seed)
-    prompts = [critic_prompt(tokenizer, row_state(r), r["action_1"], r["action_2"], history_len, thinking)
+    prompts = [critic_prompt(tokenizer, State.from_row(r), r["action_1"], r["action_2"], history_len, thinking)
                for r in pairs]
     outs = sampler.generate(prompts, params)
     choices = [[parse_choice(c, (r["action_1"], r["action_2"]), thinking=thinking) for c in o]
@@ -151,7 +150,7 @@ def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], sp
     Greedy by default; with ``temperature > 0`` and ``samples > 1`` a state's outcome is the share
     of its samples that name the expert's action."""
     params = _decoding(temperature, samples, max_new_tokens, seed)
-    prompts = [agent_prompt(tokenizer, row_state(r), history_len, thinking) for r in states]
+    prompts = [agent_prompt(tokenizer, State.from_row(r), history_len, thinking) for r in states]
     outs = sampler.generate(prompts, params)
     actions = [[parse_action(c, thinking=thinking) for c in o] for o in outs]
     outcomes = [_outcome([a == normalize_action(r["expert_action"]) for a in acts])

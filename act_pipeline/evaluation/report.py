@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from act_pipeline.evaluation.metrics import Metric
-from act_pipeline.training.common import write_json
+from act_pipeline.files import write_json
 
 # (metric name, split) -> column title; the order of the report's table
 COLUMNS = [

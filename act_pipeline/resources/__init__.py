@@ -9,6 +9,7 @@ import dagster as dg
 
 from act_pipeline.config import REPO_ROOT, PipelineConfig, load_config
 from act_pipeline.data.store import Warehouse
+from act_pipeline.files import write_json
 
 
 class ProfileResource(dg.ConfigurableResource):
@@ -57,11 +58,7 @@ class JsonManifestIOManager(dg.ConfigurableIOManager):
         return manifest_path(self.base_dir, key)
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
-        path = self._path(context.asset_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        write_json(self._path(context.asset_key), obj)
 
     def load_input(self, context: dg.InputContext) -> dict:
         path = self._path(context.asset_key)

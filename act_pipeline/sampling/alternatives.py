@@ -20,14 +20,13 @@ from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
-from act_pipeline.act.normalize import normalize_action
+from act_pipeline.envs.actions import normalize_action
 from act_pipeline.act.pairs import INADMISSIBLE, KEPT, UNPARSABLE, filter_alternatives
-from act_pipeline.act.prompts import agent_prompt
+from act_pipeline.act.prompts import State, agent_prompt
 from act_pipeline.config import SAMPLING_POLICIES
 from act_pipeline.sampling import constrained
 from act_pipeline.sampling.base import Sampler, SamplingParams
 from act_pipeline.sampling.cache import SampleCache
-from act_pipeline.training.common import row_state
 
 ALTERNATIVES_SCHEMA = pa.schema([
     ("state_id", pa.string()),
@@ -79,7 +78,7 @@ def sample_alternatives(
     if free:
         cached = cache.lookup(ids) if cache else {}
         todo = [s for s in states if s["state_id"] not in cached]
-        prompts = [agent_prompt(tokenizer, row_state(s), history_len, thinking) for s in todo]
+        prompts = [agent_prompt(tokenizer, State.from_row(s), history_len, thinking) for s in todo]
         outs = sampler.generate(prompts, params, progress) if todo else []
         fresh = {s["state_id"]: list(o) for s, o in zip(todo, outs)}
         if cache:

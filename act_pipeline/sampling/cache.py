@@ -14,13 +14,12 @@ its completions could not be given the same verdicts again, so those states are 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 
 import pyarrow as pa
 
 from act_pipeline.data.store import Warehouse
+from act_pipeline.files import sha256_json
 from act_pipeline.sampling.base import Completion, is_truncated
 
 _DDL = """CREATE TABLE IF NOT EXISTS sampling_cache_v2 (
@@ -32,7 +31,7 @@ _SCORES_DDL = """CREATE TABLE IF NOT EXISTS constrained_score_cache (
 
 
 def sampling_key(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return sha256_json(parts)[:32]
 
 
 class SampleCache:

@@ -31,9 +31,8 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 
-from act_pipeline.act.normalize import normalize_action
-from act_pipeline.act.prompts import agent_prompt
-from act_pipeline.training.common import row_state
+from act_pipeline.envs.actions import normalize_action
+from act_pipeline.act.prompts import State, agent_prompt
 
 ORIGIN = "model_constrained"
 # what a score is: part of the score cache's key (change it when the definition changes)
@@ -47,7 +46,7 @@ def continuation(action: str) -> str:
 
 def scoring_prompt(tokenizer, state: dict, history_len: int = 3) -> str:
     """The agent prompt of a state row (trajectory schema), without thinking: it ends with ``<action>``."""
-    return agent_prompt(tokenizer, row_state(state), history_len, thinking=False)
+    return agent_prompt(tokenizer, State.from_row(state), history_len, thinking=False)
 
 
 def model_of(sampler):

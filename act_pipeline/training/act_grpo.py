@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from act_pipeline.act.prompts import critic_prompt
+from act_pipeline.act.prompts import State, critic_prompt
 from act_pipeline.act.rewards import make_judgement_reward
 from act_pipeline.config import ACTConfig, TrainingConfig
-from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
-                                         train_and_save, trainer_extras, use_cpu)
-from act_pipeline.training.models import effective_bf16, load_model
+from act_pipeline.training.common import Log, checkpoint_args, progress_callback, run_info, train_and_save, trainer_extras, use_cpu
+from act_pipeline.models import effective_bf16, load_model
 
 
 def critic_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -22,7 +21,7 @@ def critic_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool
 
     return Dataset.from_list([
         {
-            "prompt": critic_prompt(tokenizer, row_state(r), r["action_1"], r["action_2"],
+            "prompt": critic_prompt(tokenizer, State.from_row(r), r["action_1"], r["action_2"],
                                     history_len, thinking),
             "expert_slot": int(r["expert_slot"]),
             "action_1": r["action_1"],  # the reward maps an answer that names a candidate's text to its slot

@@ -115,7 +115,7 @@ def stage_of(card: dict) -> str | None:
 
 def benchmark(card: dict) -> str | None:
     """``alfworld`` / ``scienceworld``: the asset label's prefix (``scienceworld/act_checkpoint``),
-    else the benchmark config section present (ALFWorld's assets are unprefixed).
+    else the benchmark config section present (cards written before every key had its prefix).
 
     >>> benchmark({"asset": "scienceworld/act_checkpoint"})
     'scienceworld'

@@ -1,23 +1,14 @@
-"""Shared pieces of the training stages: rows -> prompts, run bookkeeping, saving."""
+"""Shared pieces of the training stages: progress, run bookkeeping, resumable saving."""
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from act_pipeline.act.prompts import State
+from act_pipeline.files import atomic_dir, replace_dir, write_json
 
 Log = Callable[[str], None]
-
-
-def row_state(row: dict) -> State:
-    """A :class:`State` from a trajectory / pair row (``history`` is a list of {action, observation})."""
-    hist = [(h["action"], h["observation"]) for h in (row.get("history") or [])]
-    return State(task=row["task"], observation=row["observation"], history=hist,
-                 admissible=list(row["admissible"]))
 
 
 def progress_callback(log: Log, total_steps: int, every: int = 5):
@@ -38,30 +29,30 @@ def progress_callback(log: Log, total_steps: int, every: int = 5):
                 rate = state.global_step / max(1e-9, time.time() - self.t0)
                 last = self.history[-1] if self.history else {}
                 shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("reward", "loss") if isinstance(last.get(k), float))
-                log(f"step {state.global_step}/{total_steps} ({rate:.2f} steps/s){'; ' + shown if shown else ''}")
+                left = max(0, total_steps - state.global_step) / max(rate, 1e-9)
+                log(f"step {state.global_step}/{total_steps} ({rate:.2f} steps/s, ETA {eta(left)})"
+                    + (f"; {shown}" if shown else ""))
 
     return _Progress()
+
+
+def eta(seconds: float) -> str:
+    """
+    >>> eta(42), eta(125), eta(7300)
+    ('42s', '2m05s', '2h01m')
+    """
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def weights_finite(model) -> bool:
     import torch
 
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def _finite(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
-
-
-def write_json(path: Path, data) -> None:
-    """JSON with non-finite floats as null (valid JSON for every reader)."""
-    Path(path).write_text(json.dumps(_finite(data), indent=2, default=str, sort_keys=True))
 
 
 def checkpoint_args(work: Path, save_steps: int) -> dict:
@@ -112,7 +103,6 @@ def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card
 
     from transformers.trainer_utils import get_last_checkpoint
 
-    from act_pipeline.training.models import atomic_dir
 
     from transformers.trainer_callback import PrinterCallback
 
@@ -148,7 +138,6 @@ def _save_folder(trainer, tokenizer, tmp: Path, progress, card, last, result) ->
 def _save_distributed(trainer, tokenizer, out_dir: Path, progress, card, last, result, what: str) -> None:
     import shutil
 
-    from act_pipeline.training.models import replace_dir
 
     acc = trainer.accelerator
     tmp = out_dir.with_name(f".{out_dir.name}.partial")  # the same path in every process

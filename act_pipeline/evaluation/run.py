@@ -1,0 +1,123 @@
+"""The evaluation of every arm of a benchmark: which items, which arms, which metrics.
+
+The plan (:func:`eval_plan`) is the paper's Table 1: the base model prompted without and with
+thinking, then each trained checkpoint. Every arm is scored on the same held-out items
+(:func:`heldout_items`): judgement accuracy on held-out pairs (model-driven alternatives as
+``judgement_accuracy``, random fills apart as ``judgement_accuracy_random_fill``), next-action
+accuracy on held-out expert states, and, where the benchmark plays games, success rates from
+roll-outs (:func:`rollouts`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+
+from act_pipeline.act.pairs import MODEL_DRIVEN
+from act_pipeline.config import EvalConfig, ModelConfig
+from act_pipeline.evaluation.metrics import (Metric, judgement_accuracy, next_action_accuracy, rollout_success,
+                                             split_by_origin)
+
+Log = Callable[[str], None]
+# rollouts(arm, sampler, tokenizer, thinking, new_tokens) -> (metrics, trace)
+Rollouts = Callable[..., tuple[list[Metric], list[dict]]]
+
+
+def eval_plan(model: ModelConfig, e: EvalConfig, base_model: dict, arms: Mapping[str, dict]) -> list[tuple[str, dict, bool]]:
+    """(arm, checkpoint manifest, thinking) for every Table-1 arm: the base model prompted (the
+    paper's "prompt w/o thinking" and, with ``eval.thinking_arm``, "prompt w/ thinking"), named by
+    the thinking setting it really runs with, then each trained checkpoint with the profile's setting.
+
+    >>> from act_pipeline.config import EvalConfig, ModelConfig
+    >>> [(a, t) for a, _, t in eval_plan(ModelConfig(), EvalConfig(), {"uri": "b"}, {"act_checkpoint": {"uri": "c"}})]
+    [('prompt_no_thinking', False), ('prompt_thinking', True), ('act_checkpoint', False)]
+    """
+    th = model.thinking
+    settings = [th, not th] if e.thinking_arm else [th]
+    plan = [("prompt_thinking" if t else "prompt_no_thinking", base_model, t) for t in sorted(settings)]
+    return plan + [(a, m, th) for a, m in arms.items()]
+
+
+def heldout_items(pair_rows: list[dict], state_rows: list[dict], heldout_split: str,
+                  e: EvalConfig) -> tuple[dict[str, list[dict]], list[dict]]:
+    """The held-out pairs (``eval.heldout_pairs`` of the model-driven ones, and as many random
+    fills, each a seeded sample) and the held-out expert states of won games (``eval.heldout_states``)."""
+    rng = random.Random(e.seed)
+    heldout = [r for r in pair_rows if r["split"] == heldout_split]
+    pairs = {}
+    for group, rows in (("model_driven", [r for r in heldout if r["origin"] in MODEL_DRIVEN]),
+                        ("random_fill", [r for r in heldout if r["origin"] not in MODEL_DRIVEN])):
+        pairs[group] = rng.sample(rows, min(e.heldout_pairs, len(rows)))
+    states = [r for r in state_rows if r["split"] == heldout_split and r["won"]]
+    return pairs, rng.sample(states, min(e.heldout_states, len(states)))
+
+
+def rollouts(games_by_split: Mapping[str, list[dict]], open_envs, e: EvalConfig, history_len: int, retries: int,
+             trace_split: str, log: Log = print) -> Rollouts:
+    """Success rates from playing ``games_by_split`` (split → games) with each arm;
+    ``open_envs()`` is a context manager giving ``make_env(gamefile)``. The trace shown in the
+    report is the first episode of ``trace_split``."""
+
+    def play(arm, sampler, tok, thinks, new_tokens):
+        ms, trace = [], []
+        for split, gs in games_by_split.items():
+            with open_envs() as make_env:
+                m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, make_env, history_len, thinks,
+                                         new_tokens, log=log, retries=retries, temperature=e.temperature,
+                                         samples=e.samples)
+            ms.append(m)
+            if split == trace_split:
+                trace = [{"game_id": ep.game_id, "won": ep.won, "trace": ep.trace} for ep in eps[:1]]
+        return ms, trace
+
+    return play
+
+
+def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[dict]], states: list[dict],
+                  heldout_split: str, history_len: int, model: ModelConfig, e: EvalConfig, benchmark: str,
+                  rollouts: Rollouts | None = None, log: Log = print) -> tuple[dict[str, list[Metric]], dict]:
+    """Every arm of ``plan`` on the same items, decoded as ``eval.temperature`` / ``eval.samples``
+    say. Returns (arm → metrics, arm → roll-out trace)."""
+    from act_pipeline.models import inference_device, load_model
+    from act_pipeline.sampling.hf import TransformersSampler
+
+    decoding = {"temperature": e.temperature, "samples": e.samples}
+    results, traces = {}, {}
+    for i, (arm, manifest, thinks) in enumerate(plan, 1):
+        log(f"{benchmark}: evaluating arm {i}/{len(plan)} {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
+        mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device())
+        stops = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</answer>"])
+        sampler = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</action>"])
+        new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
+        judge_tokens = new_tokens if thinks else 8
+        ms = []
+        for name, group in (("judgement_accuracy", pairs["model_driven"]),
+                            ("judgement_accuracy_random_fill", pairs["random_fill"])):
+            if group or name == "judgement_accuracy":
+                m = judgement_accuracy(stops, tok, group, heldout_split, e.seed, history_len, thinks, judge_tokens,
+                                       **decoding)
+                m.name = name
+                m.detail["by_origin"] = split_by_origin(m, group)
+                ms.append(m)
+        ms.append(next_action_accuracy(sampler, tok, states, heldout_split, e.seed, history_len, thinks, new_tokens,
+                                       **decoding))
+        if rollouts:
+            more, traces[arm] = rollouts(arm, sampler, tok, thinks, new_tokens)
+            ms += more
+        for m in ms:
+            m.detail["thinking"] = thinks
+        results[arm] = ms
+        log(f"{benchmark} {arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
+    return results, traces
+
+
+def method_meta(cfg, origins: dict | None, arms: Mapping[str, dict]) -> dict:
+    """What the report's footnotes say about the method: pair origins, decoding, learning signal."""
+    e = cfg.eval
+    return {"pair_origins": origins, "sampling_policy": cfg.sampling.policy,
+            "decoding": {"temperature": e.temperature, "samples": e.samples, "max_new_tokens": e.max_new_tokens,
+                         "thinking_max_new_tokens": e.thinking_max_new_tokens},
+            "thinking": cfg.model.thinking,
+            "learning_signal": {a: m["learning_signal"] for a, m in arms.items() if m.get("learning_signal")}}
+
+
