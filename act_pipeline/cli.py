@@ -9,6 +9,11 @@ Runs ``act_pipeline_job`` in-process against the Dagster instance in
 ``dagster dev`` exactly as one launched from the UI. Only assets Dagster reports as stale or
 missing are materialized (``--all`` for every asset): a second run with nothing changed
 recomputes nothing.
+
+The console shows one line per stage as it starts and ends, the stages' own progress lines and
+a summary; the full event stream (Dagster's DEBUG events, warnings, library logs) goes to
+``<data root>/logs/<run id>.log``, whose path is printed at the start and the end
+(``act_pipeline/console.py``).
 """
 
 from __future__ import annotations
@@ -18,43 +23,107 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
+
+import dagster as dg
 
 from act_pipeline.config import REPO_ROOT, ConfigError, load_config
 
 
-def stale_status(defs, instance) -> dict:
-    """Dagster's own stale status of every asset (what the UI's "Materialize stale and missing" uses).
+# The asset keys, job and Dagster tag names this module uses: defined here once.
+IMPORTED = dg.AssetKey(["alfworld", "imported_expert_steps"])
+EVAL_REPORT = dg.AssetKey("eval_report")
+JOB = "act_pipeline_job"
 
-    FRESH: code version and every input's data version unchanged since the last materialization.
-    This reads Dagster's internal resolver (no public API exposes it outside the webserver).
+# Tags Dagster writes on every materialization (dagster/_core/definitions/data_version.py; the names
+# are not exported at the package's top level, so they are spelled out here, once).
+CODE_VERSION_TAG = "dagster/code_version"
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"  # + the input's key, e.g. alfworld/games
+# Dagster's data versions of "materialized, but no data version recorded" and "never materialized"
+_DEFAULT_DATA_VERSION, _NULL_DATA_VERSION = "INITIAL", "NULL"
+
+FRESH, STALE, MISSING = "FRESH", "STALE", "MISSING"
+
+
+def _deps(defs, specs=None) -> dict:
+    """{asset key: the keys it reads}, from the public asset specs."""
+    return {spec.key: {d.asset_key for d in spec.deps} for spec in specs or defs.resolve_all_asset_specs()}
+
+
+def downstream(keys, deps: dict) -> set:
+    """The keys and everything that (transitively) reads one of them."""
+    children: dict = {}
+    for key, parents in deps.items():
+        for parent in parents:
+            children.setdefault(parent, set()).add(key)
+    out, todo = set(), list(keys)
+    while todo:
+        key = todo.pop()
+        if key not in out:
+            out.add(key)
+            todo.extend(children.get(key, ()))
+    return out
+
+
+def stale_status(defs, instance, propagate: bool = True) -> dict:
+    """The stale status of every asset, as Dagster's "Materialize stale and missing" sees it.
+
+    From public APIs only: the asset specs (dependencies, current code versions) and the tags of
+    each asset's latest materialization (the code version and input data versions recorded then).
+
+    MISSING: never materialized. STALE: its code version differs from the one recorded; or an
+    input's current data version differs from the one recorded (or an input was added or removed);
+    or (``propagate``) an input is itself STALE or MISSING, so it is about to change. FRESH otherwise.
+    Without ``propagate`` the answers are those of Dagster's own resolver (which marks only the
+    asset whose code changed, not what reads it, until that asset is rematerialized).
     """
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._core.loader import LoadingContext
+    specs = defs.resolve_all_asset_specs()
+    deps = _deps(defs, specs)
+    code_versions = {spec.key: spec.code_version for spec in specs}
+    events = {key: instance.get_latest_materialization_event(key) for key in deps}
+    tags = {key: dict(e.asset_materialization.tags or {}) if e and e.asset_materialization else None
+            for key, e in events.items()}
 
-    class _Loading(LoadingContext):
-        def __init__(self, instance):
-            self._instance, self._loaders = instance, {}
+    def data_version(key) -> str:
+        if tags.get(key) is None:
+            return _NULL_DATA_VERSION
+        return tags[key].get(DATA_VERSION_TAG) or _DEFAULT_DATA_VERSION
 
-        @property
-        def instance(self):
-            return self._instance
+    def own(key) -> str:
+        t = tags[key]
+        if t is None:
+            return MISSING
+        if CODE_VERSION_TAG not in t:  # no provenance recorded (very old events): compare times
+            newer = [d for d in deps[key]
+                     if d in events and (events[d] is None or events[d].timestamp > events[key].timestamp)]
+            return STALE if newer else FRESH
+        if code_versions[key] and code_versions[key] != t[CODE_VERSION_TAG]:
+            return STALE
+        recorded = {dg.AssetKey.from_user_string(k[len(INPUT_DATA_VERSION_TAG):]): v
+                    for k, v in t.items() if k.startswith(INPUT_DATA_VERSION_TAG)}
+        if set(recorded) != deps[key]:  # a dependency added or removed since
+            return STALE
+        for dep, was in recorded.items():
+            now = data_version(dep)
+            if was != now and not (was == _DEFAULT_DATA_VERSION and now == _NULL_DATA_VERSION):
+                return STALE
+        return FRESH
 
-        @property
-        def loaders(self):
-            return self._loaders
-
-    graph = defs.resolve_asset_graph()
-    resolver = CachingStaleStatusResolver(instance, graph, _Loading(instance))
-    return {key: resolver.get_status(key).value for key in graph.materializable_asset_keys}
+    status = {key: own(key) for key in deps}
+    if propagate:
+        changing = [k for k, st in status.items() if st != FRESH]
+        for key in downstream(changing, deps):
+            if status[key] == FRESH:
+                status[key] = STALE
+    return status
 
 
 def _imports_changed(root: str) -> bool:
-    import dagster as dg
-
     from act_pipeline.resources import manifest_path
 
-    m = manifest_path(root, dg.AssetKey("imported_expert_steps"))
+    m = manifest_path(root, IMPORTED)
     store = Path(root) / "expert_imports"
     current = sorted(p.stem for p in store.glob("*.jsonl")) if store.is_dir() else []
     return m.exists() and sorted(json.loads(m.read_text()).get("files", [])) != current
@@ -102,48 +171,68 @@ def _run(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
 
-    import dagster as dg
-
-    from act_pipeline.definitions import make_definitions
+    from act_pipeline import console
     from act_pipeline.resources import default_data_root, manifest_path
 
-    # resources from this call's profile and home (not from whatever was set when the module loaded)
-    defs = make_definitions(str(profile), default_data_root())
+    root = default_data_root()
+    run_id = str(uuid.uuid4())  # chosen here so the log file is named before the run starts
+    log_file = Path(root) / "logs" / f"{run_id}.log"
+    # from here on, warnings go to the run's log file (see act_pipeline/console.py)
+    with console.RunLog(log_file) as run_log:
+        from act_pipeline.definitions import make_definitions
 
-    t0 = time.time()
-    job = defs.resolve_job_def("act_pipeline_job")
-    with dg.DagsterInstance.get() as instance:
-        selection = None
-        if not args.all:
-            statuses = stale_status(defs, instance)
-            for key in statuses:  # one Dagster instance can serve several data roots
-                if not manifest_path(default_data_root(), key).exists():
-                    statuses[key] = "MISSING"
-            if _imports_changed(default_data_root()):  # files imported since the last materialization
-                statuses[dg.AssetKey("imported_expert_steps")] = "STALE"
-            stale = [k for k, st in statuses.items() if st != "FRESH"]
-            # whatever depends on a stale asset reruns too (its inputs are about to change)
-            selection = sorted(dg.AssetSelection.assets(*stale).downstream().resolve(defs.resolve_asset_graph())
-                               if stale else [], key=lambda k: k.to_user_string())
-            # (an asset downstream of a stale one reruns even when its own status is fresh)
-            fresh = sorted(k.to_user_string() for k, st in statuses.items() if st == "FRESH" and k not in selection)
-            if fresh:
-                print(f"act-pipeline: fresh, not recomputed: {', '.join(fresh)}")
-        if selection == []:
-            print(f"act-pipeline: every asset is fresh, nothing to do ({time.time() - t0:.1f} s; --all recomputes)")
-        else:
-            result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection)
-            minutes = (time.time() - t0) / 60
-            if not result.success:
-                print(f"act-pipeline: run {result.run_id} FAILED after {minutes:.1f} min; see the log above "
-                      "or the run in `dagster dev`", file=sys.stderr)
-                return 1
-            print(f"\nact-pipeline: run {result.run_id} succeeded in {minutes:.1f} min")
-    manifest = json.loads(manifest_path(default_data_root(), dg.AssetKey("eval_report")).read_text())
+        # resources from this call's profile and home (not from whatever was set when the module loaded)
+        defs = console.with_loggers(make_definitions(str(profile), root))
+        t0 = time.time()
+        job = defs.resolve_job_def(JOB)
+        with dg.DagsterInstance.get() as instance:
+            selection = None
+            if not args.all:
+                selection = _selection(defs, instance, root)
+            if selection == []:
+                print(f"act-pipeline: every asset is fresh, nothing to do ({time.time() - t0:.1f} s; "
+                      "--all recomputes)")
+            else:
+                what = "every asset" if selection is None else f"{len(selection)} asset(s)"
+                print(f"act-pipeline: run {run_id} materializes {what}\nact-pipeline: full log: {log_file}",
+                      flush=True)
+                run_log.libraries()
+                config = console.run_config(log_file, checks=console.check_steps(defs))
+                result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection,
+                                                run_id=run_id, run_config=config)
+    if selection == []:
+        log_file.unlink(missing_ok=True)  # no run: nothing worth keeping
+    else:
+        minutes = (time.time() - t0) / 60
+        if not result.success:
+            print(f"act-pipeline: run {run_id} FAILED after {minutes:.1f} min; the full log: {log_file} "
+                  "(or the run in `dagster dev`)", file=sys.stderr)
+            return 1
+        print(f"\nact-pipeline: run {run_id} succeeded in {minutes:.1f} min; full log: {log_file}")
+    manifest = json.loads(manifest_path(root, EVAL_REPORT).read_text())
     print(f"report: {manifest['report_md']}\n        {manifest['report_json']}\n        {manifest['plot']}")
     for k, v in manifest["metrics"].items():
         print(f"  {k:55s} " + ("    — (N=0)" if v is None else f"{100 * v:5.1f}%"))
     return 0
+
+
+def _selection(defs, instance, root: str) -> list:
+    """The assets to materialize: the stale and missing ones and everything downstream of them.
+    Prints the ones left as they are (when some are not)."""
+    from act_pipeline.resources import manifest_path
+
+    statuses = stale_status(defs, instance)
+    for key in statuses:  # one Dagster instance can serve several data roots
+        if not manifest_path(root, key).exists():
+            statuses[key] = MISSING
+    if _imports_changed(root):  # files imported since the last materialization
+        statuses[IMPORTED] = STALE
+    # whatever depends on a stale asset reruns too (its inputs are about to change)
+    selection = downstream([k for k, st in statuses.items() if st != FRESH], _deps(defs))
+    fresh = sorted(k.to_user_string() for k, st in statuses.items() if st == FRESH and k not in selection)
+    if fresh and selection:  # (with nothing to do, the run says so in one line)
+        print(f"act-pipeline: fresh, not recomputed: {', '.join(fresh)}")
+    return sorted(selection, key=lambda k: k.to_user_string())
 
 
 def _prepare(args) -> int:
