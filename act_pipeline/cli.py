@@ -237,7 +237,7 @@ def _selection(defs, instance, root: str) -> list:
 
 def _prepare(args) -> int:
     """Resolve (convert/build once) the base model of a profile; print its folder."""
-    from act_pipeline.training.models import resolve_base_model
+    from act_pipeline.models import resolve_base_model
 
     try:
         cfg = load_config(args.profile)

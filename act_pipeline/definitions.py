@@ -12,6 +12,7 @@ from act_pipeline.assets.common import GPU_TAG
 from act_pipeline.assets.graph import build_assets, build_checks
 from act_pipeline.assets.sensors import expert_data_sensor
 from act_pipeline.config import default_profile_path, load_config, uses_gpu
+from act_pipeline.console import LOGGERS
 from act_pipeline.resources import JsonManifestIOManager, ProfileResource, WarehouseResource, default_data_root
 
 
@@ -51,7 +52,9 @@ def make_definitions(profile_path: str | None = None, data_root: str | None = No
                                         default_status=dg.DefaultScheduleStatus.STOPPED)
     return dg.Definitions(assets=assets, asset_checks=build_checks(cfg), jobs=[everything, eval_job],
                           schedules=[weekly_eval], sensors=[expert_data_sensor],
-                          resources=build_resources(profile_path, data_root))
+                          resources=build_resources(profile_path, data_root),
+                          # `act_console`: the CLI's calm console (runs from the UI keep Dagster's default)
+                          loggers=LOGGERS)
 
 
 @dg.definitions

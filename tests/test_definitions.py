@@ -76,3 +76,15 @@ def test_code_location_loads_lazily():
     loaded = definitions.defs()
     assert isinstance(loaded, dg.Definitions)
     assert dg.AssetKey(["alfworld", "evaluation"]) in loaded.resolve_asset_graph().materializable_asset_keys
+
+
+def test_dg_check_defs(tmp_path):
+    """pyproject's [tool.dg] makes this a dg project: `dg check defs` loads the code location."""
+    from pathlib import Path
+
+    dg_cli = Path(sys.executable).parent / "dg"
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path), ACT_PROFILE=str(DEFAULT), ACT_HOME=str(tmp_path / "home"))
+    res = subprocess.run([str(dg_cli), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "All definitions loaded successfully" in res.stdout + res.stderr

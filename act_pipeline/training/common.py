@@ -71,14 +71,17 @@ def use_cpu() -> bool:
 
 
 def trainer_extras(training) -> dict:
-    """TrainingArguments from the profile's `training:` section that differ from the defaults
-    (nothing for the CPU profiles, so their in-process runs are unchanged)."""
-    if training is None:
-        return {}
-    extra = {}
-    if training.gradient_checkpointing:
-        extra["gradient_checkpointing"] = True
-    return extra
+    """TrainingArguments from the profile's `training:` section.
+
+    Activation (gradient) checkpointing is set explicitly, under its current name: TRL's GRPO and
+    SFT configs default it to on, which on a CPU only recomputes activations (same gradients, more
+    time) and warns that ``gradient_checkpointing`` is deprecated. The profile says whether it is on.
+
+    >>> from act_pipeline.config import TrainingConfig
+    >>> trainer_extras(TrainingConfig()), trainer_extras(TrainingConfig(gradient_checkpointing=True))
+    ({'activation_checkpointing': False}, {'activation_checkpointing': True})
+    """
+    return {"activation_checkpointing": bool(training.gradient_checkpointing) if training is not None else False}
 
 
 def run_info(trainer) -> dict:
