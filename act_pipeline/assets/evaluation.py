@@ -56,12 +56,12 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
     plan = run.eval_plan(cfg.model, e, base_model, arms)
     results, traces = run.evaluate_arms(plan, pairs, states, b.heldout_split, hl, cfg.model, e, b.name, rollouts,
                                         log=context.log.info)
-    meta = {"profile": cfg.name, "profile_file": cfg.source, "seed": e.seed, "max_steps": e.max_steps,
+    # the benchmark's settings first (the report names ScienceWorld's tasks and max_admissible)
+    meta = {**cfg.to_dict()[b.name], "profile": cfg.name, "profile_file": cfg.source, "seed": e.seed, "max_steps": e.max_steps,
             "model_name": base_model.get("name"), "base_model_hash": base_model["hash"],
             "checkpoints": {a: m["uri"] for a, m in {"base": base_model, **arms}.items()},
             **run.method_meta(cfg, contrast_pairs.get("origins"), arms),
             "pairs_hash": contrast_pairs["hash"], "games_source": games.get("source"),
-            "benchmark_settings": cfg.to_dict()[b.name],
             "judgement_curve": arms["act_checkpoint"].get("judgement_curve"), "dagster_run_id": context.run_id}
     out = profile.artifact_dir(b.label("evaluation"), context.run_id) / "evaluation.json"
     write_json(out, {"benchmark": b.name, "meta": meta, "traces": traces,
