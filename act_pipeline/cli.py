@@ -211,8 +211,9 @@ def _run(args) -> int:
         print(f"\nact-pipeline: run {run_id} succeeded in {minutes:.1f} min; full log: {log_file}")
     manifest = json.loads(manifest_path(root, EVAL_REPORT).read_text())
     print(f"report: {manifest['report_md']}\n        {manifest['report_json']}\n        {manifest['plot']}")
+    width = max((len(k) for k in manifest["metrics"]), default=0)
     for k, v in manifest["metrics"].items():
-        print(f"  {k:55s} " + ("    — (N=0)" if v is None else f"{100 * v:5.1f}%"))
+        print(f"  {k:{width}s} " + ("    — (N=0)" if v is None else f"{100 * v:5.1f}%"))
     return 0
 
 
