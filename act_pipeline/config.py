@@ -7,7 +7,6 @@ code version can depend on exactly the section that defines it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from act_pipeline.files import sha256_bytes
 
 
 class ConfigError(ValueError):
@@ -248,7 +249,7 @@ class PipelineConfig(_Section):
     def section_hash(self, name: str) -> str:
         value = getattr(self, name)
         blob = json.dumps(value.model_dump() if isinstance(value, BaseModel) else value, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return sha256_bytes(blob)[:16]
 
     def to_dict(self) -> dict:
         return self.model_dump()

@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parent.parent / "act_pipeline"
 ORDER = ["envs", "data", "act", "sampling", "evaluation", "training"]
 BASE = {"config", "files", "models"}
 # what each base module may import from the package
-BASE_ALLOWED = {"config": set(), "files": set(), "models": {"config", "files"}}
+BASE_ALLOWED = {"config": {"files"}, "files": set(), "models": {"config", "files"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -14,6 +14,7 @@ import pkgutil
 from pathlib import Path
 
 from act_pipeline.config import PipelineConfig
+from act_pipeline.files import sha256_bytes
 
 
 def _sources(name: str) -> list[tuple[str, bytes]]:
@@ -35,4 +36,4 @@ def source_hash(*modules: str) -> str:
 
 def code_version(cfg: PipelineConfig, modules: list[str], sections: list[str]) -> str:
     parts = [source_hash(*modules)] + [f"{s}:{cfg.section_hash(s)}" for s in sorted(sections)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return sha256_bytes("|".join(parts))[:16]

@@ -5,7 +5,6 @@ plans into seen / unseen, round-robins task types and writes ``json_2.1.1`` with
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -20,7 +19,7 @@ from act_pipeline.envs.alfworld_gen.scene import Scene, load_scene
 from act_pipeline.envs.alfworld_gen.tables import MANIFEST, MAX_ATTEMPTS, MAX_STEPS
 from act_pipeline.envs.alfworld_gen.tasks import candidate_tasks
 from act_pipeline.envs.alfworld_gen.traj import traj_data
-from act_pipeline.files import atomic_write
+from act_pipeline.files import atomic_write, replace_dir
 
 
 def solve(gamefile: Path, max_steps: int = MAX_STEPS) -> list[str] | None:
@@ -187,9 +186,7 @@ def generate_games(out_dir: str | Path, n_per_split: int, seed: int = 0,
                                         f"attempts (floor plans {feasible[tt]})")
         manifest["games"][split] = games
     _write_json(work / MANIFEST, manifest, indent=2)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(work, final)
+    replace_dir(work, final)
     if stats["kept"]:
         say(f"generated {stats['kept']} games in {stats['seconds']:.0f}s "
             f"({stats['attempts']} attempts, {stats['seconds'] / stats['kept']:.1f}s per game)")
