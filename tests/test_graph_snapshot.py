@@ -1,12 +1,15 @@
 """The asset graph is a contract: keys, dependencies, groups, checks and code-version inputs.
 
 An accidental change fails here. After an intended change, regenerate the snapshot with
-``UPDATE_SNAPSHOTS=1 scripts/test.sh tests/test_graph_snapshot.py`` and commit it.
+``UPDATE_SNAPSHOTS=1 scripts/test.sh tests/test_graph_snapshot.py`` (that run fails on purpose,
+saying the file was rewritten), review the diff, commit it and rerun.
 """
 
 import json
 import os
 from pathlib import Path
+
+import pytest
 
 from act_pipeline.config import REPO_ROOT
 from act_pipeline.definitions import make_definitions
@@ -40,6 +43,8 @@ def test_asset_graph_matches_snapshot():
     current = _graph()
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+        # a run that rewrites the contract never counts as passing it
+        pytest.fail(f"{SNAPSHOT} rewritten (UPDATE_SNAPSHOTS=1): review the diff, commit it, rerun without")
     assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing: generate it with UPDATE_SNAPSHOTS=1"
     assert current == json.loads(SNAPSHOT.read_text())
 
