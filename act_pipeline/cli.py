@@ -31,8 +31,7 @@ import dagster as dg
 from act_pipeline.config import REPO_ROOT, ConfigError, load_config
 
 
-# The asset keys, job and Dagster tag names this module uses: defined here once.
-IMPORTED = dg.AssetKey(["alfworld", "imported_expert_steps"])
+# The asset keys, job and Dagster tag names this module uses (imported steps: assets.sensors.IMPORTED).
 EVAL_REPORT = dg.AssetKey("eval_report")
 JOB = "act_pipeline_job"
 
@@ -121,6 +120,7 @@ def stale_status(defs, instance, propagate: bool = True) -> dict:
 
 
 def _imports_changed(root: str) -> bool:
+    from act_pipeline.assets.sensors import IMPORTED
     from act_pipeline.resources import manifest_path
 
     m = manifest_path(root, IMPORTED)
@@ -220,6 +220,7 @@ def _run(args) -> int:
 def _selection(defs, instance, root: str) -> list:
     """The assets to materialize: the stale and missing ones and everything downstream of them.
     Prints the ones left as they are (when some are not)."""
+    from act_pipeline.assets.sensors import IMPORTED
     from act_pipeline.resources import manifest_path
 
     statuses = stale_status(defs, instance)

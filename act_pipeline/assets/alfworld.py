@@ -4,10 +4,11 @@ import dagster as dg
 import pyarrow as pa
 
 from act_pipeline.assets.benchmark import Benchmark
-from act_pipeline.assets.common import lineage, output, preview
+from act_pipeline.assets.common import games_output, lineage, output, preview
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
 from act_pipeline.data.store import safe_join, table_hash, write_parquet_atomic
+from act_pipeline.files import sha256_file
 from act_pipeline.resources import ProfileResource
 
 
@@ -26,16 +27,6 @@ ALFWORLD = Benchmark(
     env_kwargs=lambda cfg, expert: {"expert": cfg.alfworld.expert if expert else None},
     expert=lambda cfg: cfg.alfworld.expert, rollout_games=_rollout_games, imports=True,
 )
-
-
-def games_output(context, path, rows: list[dict], h: str, source: str, splits) -> dg.Output[dict]:
-    """A benchmark's games manifest (every benchmark's games asset ends here)."""
-    lineage(context, path, {}, hash=h, source=source)
-    counts = {s: sum(r["split"] == s for r in rows) for s in splits}
-    context.log.info(f"games: {counts} from {source}")
-    return output({"uri": str(path), "hash": h, "source": source, "counts": counts, "rows": len(rows)}, h,
-                  source=source, **{f"games_{k}": v for k, v in counts.items()},
-                  preview=preview(rows, ["game_id", "split", "task_type", "roles"]))
 
 
 def alfworld_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
@@ -81,7 +72,7 @@ def alfworld_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
         for g in train + seen + unseen:
             gamefile = aw.build_game(g.path, safe_join(out_dir, g.split, g.game_id, what="game id"), logic)
             rows.append({"game_id": g.game_id, "split": g.split, "task_type": g.task_type, "scene": g.scene,
-                         "gamefile": str(gamefile), "game_hash": aw.game_hash(gamefile),
+                         "gamefile": str(gamefile), "game_hash": sha256_file(gamefile),
                          "roles": sorted(roles[g.game_id + "|" + g.split]), "source_path": str(g.path)})
         table = pa.Table.from_pylist(rows)
         path = write_parquet_atomic(table, out_dir / "games.parquet")

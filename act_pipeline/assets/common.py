@@ -59,5 +59,11 @@ def png_md(path: Path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{Path(path).stem}](data:image/png;base64,{data})")
 
 
-def json_md(value) -> dg.MetadataValue:
-    return dg.MetadataValue.json(value)
+def games_output(context, path, rows: list[dict], h: str, source: str, splits) -> dg.Output[dict]:
+    """A benchmark's games manifest (every benchmark's games asset ends here)."""
+    lineage(context, path, {}, hash=h, source=source)
+    counts = {s: sum(r["split"] == s for r in rows) for s in splits}
+    context.log.info(f"games: {counts} from {source}")
+    return output({"uri": str(path), "hash": h, "source": source, "counts": counts, "rows": len(rows)}, h,
+                  source=source, **{f"games_{k}": v for k, v in counts.items()},
+                  preview=preview(rows, ["game_id", "split", "task_type", "roles"]))

@@ -7,7 +7,7 @@ import dagster as dg
 import pyarrow as pa
 
 from act_pipeline.assets.benchmark import Benchmark
-from act_pipeline.assets.common import GPU_STEP, output, png_md, setup_torch
+from act_pipeline.assets.common import GPU_STEP, output, png_md, preview, setup_torch
 from act_pipeline.assets.training import ARMS
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
@@ -71,14 +71,8 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     return output({"uri": str(out), "hash": h, "benchmark": b.name, "metrics": flat}, h,
                   metrics=dg.MetadataValue.json({k: {"value": v} for k, v in flat.items()}),
-                  table=_metrics_table(flat))
-
-
-def _metrics_table(flat: dict) -> dg.MetadataValue:
-    schema = dg.TableSchema(columns=[dg.TableColumn("metric", "string"), dg.TableColumn("value", "string")])
-    return dg.MetadataValue.table(
-        [dg.TableRecord({"metric": k, "value": "— (N=0)" if v is None else f"{100 * v:.1f}%"}) for k, v in flat.items()],
-        schema=schema)
+                  table=preview([{"metric": k, "value": "— (N=0)" if v is None else f"{100 * v:.1f}%"}
+                                 for k, v in flat.items()], ["metric", "value"], limit=len(flat)))
 
 
 def report_asset(benchmarks: list[Benchmark], cfg: PipelineConfig) -> dg.AssetsDefinition:

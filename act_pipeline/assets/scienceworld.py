@@ -3,8 +3,8 @@
 import dagster as dg
 import pyarrow as pa
 
-from act_pipeline.assets.alfworld import games_output
 from act_pipeline.assets.benchmark import Benchmark
+from act_pipeline.assets.common import games_output
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
 from act_pipeline.data.store import table_hash, write_parquet_atomic

@@ -14,7 +14,8 @@ from pathlib import Path
 import dagster as dg
 
 from act_pipeline.assets.alfworld import ALFWORLD
-from act_pipeline.data.imports import ExpertDataError, accept, file_digest
+from act_pipeline.data.imports import ExpertDataError, accept
+from act_pipeline.files import sha256_file
 from act_pipeline.resources import ProfileResource, manifest_path
 
 # imported steps are ALFWorld steps (validated against its games)
@@ -62,7 +63,7 @@ def expert_data_sensor(context: dg.SensorEvaluationContext, profile: ProfileReso
         reason = f"{f}: refused: it resolves to {f.resolve()}, outside the landing folder {landing}"
         Path(f"{f}.error.txt").write_text(reason + "\n")
         context.log.warning(reason)
-    new = [(f, file_digest(f)) for f in files]
+    new = [(f, sha256_file(f)) for f in files]
     new = [(f, d) for f, d in new if d not in seen]
     if not new:
         return dg.SkipReason(f"no new expert files in {landing}")

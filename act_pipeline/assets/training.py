@@ -55,7 +55,7 @@ def training_assets(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefiniti
 
         return _arm
 
-    return [arm(a) for a in ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline")]
+    return [arm(a) for a in _SPECS]
 
 
 def _card(context, cfg: PipelineConfig, b: Benchmark, asset: str, parents: dict, stage: str) -> dict:

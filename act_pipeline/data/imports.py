@@ -117,17 +117,13 @@ def validate_file(path: str | Path, eval_game_ids: Iterable[str] = (), history_l
     return rows
 
 
-def file_digest(path: str | Path) -> str:
-    return sha256_file(path)
-
-
 def accept(path: str | Path, store: str | Path, eval_game_ids: Iterable[str] = ()) -> Path:
     """Validate ``path`` and copy it into ``store`` as ``<sha256>.jsonl`` (atomically); return that path."""
     path = Path(path)
     validate_file(path, eval_game_ids)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    dst = store / f"{file_digest(path)}.jsonl"
+    dst = store / f"{sha256_file(path)}.jsonl"
     if not dst.exists():
         with atomic_file(dst) as tmp:
             shutil.copyfile(path, tmp)

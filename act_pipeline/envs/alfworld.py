@@ -154,10 +154,6 @@ def build_game(trial: Path, dst_dir: Path, logic: dict[str, str] | None = None) 
     return atomic_write(dst_dir / "game.tw-pddl", json.dumps(gamedata))
 
 
-def game_hash(gamefile: Path) -> str:
-    return sha256_file(gamefile)
-
-
 class AlfworldGame:
     """One ALFWorld text game, played in this process.
 
