@@ -30,6 +30,10 @@ class Metric:
     # were right (a float in [0, 1]) when sampled several times
     outcomes: list[float] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # per item: its task type (breakdowns)
+    # per item: its id (``pair_id`` / ``state_id`` / ``game_id``), so arms and seeds can be paired
+    # item by item, and its cluster (the game it comes from: items of one game are correlated)
+    items: list[str] = field(default_factory=list)
+    clusters: list[str] = field(default_factory=list)
 
     def ci95(self, resamples: int = 2000) -> tuple[float, float] | None:
         """95 % percentile-bootstrap interval of the mean over items (seeded by ``seed``)."""
@@ -55,13 +59,26 @@ class Metric:
         >>> m = Metric("success_rate", 0.5, "valid_seen", 2, 0, {"won": 1}, [1, 0], ["pick", "look"])
         >>> Metric.from_dict(m.to_dict()) == m
         True
-        >>> m = Metric("judgement_accuracy", 0.625, "test", 2, 0, {"truncated": 1}, [0.25, 1.0], ["a", "b"])
+        >>> m = Metric("judgement_accuracy", 0.625, "test", 2, 0, {"truncated": 1}, [0.25, 1.0], ["a", "b"],
+        ...            ["p1", "p2"], ["g1", "g1"])
         >>> Metric.from_dict(m.to_dict()) == m
         True
+        >>> Metric.from_dict(m.to_dict()).clusters
+        ['g1', 'g1']
         """
         from dataclasses import fields
 
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def item_ids(rows: Sequence[dict], key: str) -> tuple[list[str], list[str]]:
+    """Per row: its id (``row[key]``, else its index) and its cluster (``row["game_id"]``, else its id).
+
+    >>> item_ids([{"pair_id": "p", "game_id": "g"}, {}], "pair_id")
+    (['p', '1'], ['g', '1'])
+    """
+    items = [str(r.get(key, i)) for i, r in enumerate(rows)]
+    return items, [str(r.get("game_id", item)) for r, item in zip(rows, items)]
 
 
 def bootstrap_ci(outcomes: Sequence[float], seed: int, resamples: int = 2000) -> tuple[float, float] | None:
@@ -138,7 +155,7 @@ def judgement_accuracy(sampler: Sampler, tokenizer, pairs: Sequence[dict], split
          "truncated": is_truncated(o[0]), "expert_slot": int(r["expert_slot"]), "choice": cs[0]}
         for r, o, cs in list(zip(pairs, outs, choices))[:2]])
     return Metric("judgement_accuracy", sum(outcomes) / n if n else float("nan"), split, n, seed, detail,
-                  outcomes, [r.get("task_type", "") for r in pairs])
+                  outcomes, [r.get("task_type", "") for r in pairs], *item_ids(pairs, "pair_id"))
 
 
 def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], split: str, seed: int,
@@ -161,7 +178,7 @@ def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], sp
     parsed = sum(a is not None for acts in actions for a in acts)
     detail = {"admissible": admissible, **_decoding_detail(params, [c for o in outs for c in o], parsed)}
     return Metric("next_action_accuracy", sum(outcomes) / n if n else float("nan"), split, n, seed, detail,
-                  outcomes, [r.get("task_type", "") for r in states])
+                  outcomes, [r.get("task_type", "") for r in states], *item_ids(states, "state_id"))
 
 
 NOTHING_HAPPENS = "Nothing happens."  # what ALFWorld answers to a command it cannot run
@@ -324,7 +341,7 @@ def rollout_success(
                      "steps": steps, "parsed": steps - unparsable, "unparsable_steps": unparsable,
                      "truncated": cut, "truncation_rate": round(cut / steps, 4) if steps else 0.0,
                      "samples": per_game, "temperature": params.temperature, "max_new_tokens": max_new_tokens},
-                    outcomes, [g["task_type"] for g in games])
+                    outcomes, [g["task_type"] for g in games], *item_ids(games, "game_id"))
     return metric, episodes
 
 
