@@ -66,7 +66,14 @@ def downstream(keys, deps: dict) -> set:
     return out
 
 
-def stale_status(defs, instance, propagate: bool = True) -> dict:
+def _latest(instance, key, partition: str | None):
+    """The latest materialization record of ``key`` (of one partition of it, given ``partition``)."""
+    res = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None), limit=1)
+    return res.records[0] if res.records else None
+
+
+def stale_status(defs, instance, propagate: bool = True, partition: str | None = None) -> dict:
     """The stale status of every asset, as Dagster's "Materialize stale and missing" sees it.
 
     From public APIs only: the asset specs (dependencies, current code versions) and the tags of
@@ -76,12 +83,16 @@ def stale_status(defs, instance, propagate: bool = True) -> dict:
     input's current data version differs from the one recorded (or an input was added or removed);
     or (``propagate``) an input is itself STALE or MISSING, so it is about to change. FRESH otherwise.
     Without ``propagate`` the answers are those of Dagster's own resolver (which marks only the
-    asset whose code changed, not what reads it, until that asset is rematerialized).
+    asset whose code changed, not what reads it, until that asset is rematerialized). With
+    ``partition`` (a training seed), partitioned assets are judged by that partition's
+    materializations; unpartitioned ones as always.
     """
     specs = defs.resolve_all_asset_specs()
     deps = _deps(defs, specs)
     code_versions = {spec.key: spec.code_version for spec in specs}
-    events = {key: instance.get_latest_materialization_event(key) for key in deps}
+    partitioned = {spec.key for spec in specs if spec.partitions_def is not None}
+    records = {key: _latest(instance, key, partition if key in partitioned else None) for key in deps}
+    events = {key: r.event_log_entry if r else None for key, r in records.items()}
     tags = {key: dict(e.asset_materialization.tags or {}) if e and e.asset_materialization else None
             for key, e in events.items()}
 
@@ -105,6 +116,12 @@ def stale_status(defs, instance, propagate: bool = True) -> dict:
         if set(recorded) != deps[key]:  # a dependency added or removed since
             return STALE
         for dep, was in recorded.items():
+            if partition is not None and dep in partitioned:
+                # a partitioned input's recorded version and event pointer are Dagster's over every
+                # partition (the latest of any seed): the same seed's partition made since says it changed
+                if events[dep] is None or events[dep].timestamp > events[key].timestamp:
+                    return STALE
+                continue
             now = data_version(dep)
             if was != now and not (was == _DEFAULT_DATA_VERSION and now == _NULL_DATA_VERSION):
                 return STALE
@@ -185,11 +202,18 @@ def _run(args) -> int:
         defs = console.with_loggers(make_definitions(str(profile), root))
         t0 = time.time()
         job = defs.resolve_job_def(JOB)
+        seeds = _seeds(defs)
         with dg.DagsterInstance.get() as instance:
-            selection = None
-            if not args.all:
+            selection, result = None, None
+            if seeds:  # training seeds as partitions: shared data, then the seeds (concurrently), then the report
+                selection = _run_partitioned(args, defs, instance, root, seeds, run_id, log_file, run_log)
+                if selection is False:
+                    return 1
+            elif not args.all:
                 selection = _selection(defs, instance, root)
-            if selection == []:
+            if seeds:
+                pass  # done above
+            elif selection == []:
                 print(f"act-pipeline: every asset is fresh, nothing to do ({time.time() - t0:.1f} s; "
                       "--all recomputes)")
             else:
@@ -204,20 +228,134 @@ def _run(args) -> int:
         log_file.unlink(missing_ok=True)  # no run: nothing worth keeping
     else:
         minutes = (time.time() - t0) / 60
-        if not result.success:
+        if result is not None and not result.success:
             print(f"act-pipeline: run {run_id} FAILED after {minutes:.1f} min; the full log: {log_file} "
                   "(or the run in `dagster dev`)", file=sys.stderr)
             return 1
         print(f"\nact-pipeline: run {run_id} succeeded in {minutes:.1f} min; full log: {log_file}")
     manifest = json.loads(manifest_path(root, EVAL_REPORT).read_text())
     print(f"report: {manifest['report_md']}\n        {manifest['report_json']}\n        {manifest['plot']}")
+    if manifest.get("science_md"):  # training seeds: the result over every seed
+        print(f"science result (every materialized seed): {manifest['science_md']}\n        {manifest['science_json']}")
     width = max((len(k) for k in manifest["metrics"]), default=0)
     for k, v in manifest["metrics"].items():
         print(f"  {k:{width}s} " + ("    — (N=0)" if v is None else f"{100 * v:5.1f}%"))
     return 0
 
 
-def _selection(defs, instance, root: str) -> list:
+def _seeds(defs) -> list[str]:
+    """The partition keys (training seeds) of the graph; [] when it is unpartitioned."""
+    for spec in defs.resolve_all_asset_specs():
+        if spec.partitions_def is not None:
+            return list(spec.partitions_def.get_partition_keys())
+    return []
+
+
+def _run_partitioned(args, defs, instance, root: str, seeds: list[str], run_id: str, log_file: Path, run_log):
+    """A graph partitioned by training seed, as Dagster runs it: one run of the shared (unpartitioned)
+    assets that are stale or missing; one run per seed of that seed's stale or missing arms and
+    evaluation, ``--jobs`` at a time (each its own process, one torch thread per the profile);
+    then the report over every materialized seed. Returns the keys materialized ([] for none), or
+    False when a run failed."""
+    from act_pipeline.resources import manifest_path
+
+    specs = defs.resolve_all_asset_specs()
+    deps = _deps(defs, specs)
+    parted = {spec.key for spec in specs if spec.partitions_def is not None}
+    shared = [k for k in _selection(defs, instance, root, quiet=True) if k not in parted and k != EVAL_REPORT]
+    if args.all:
+        shared = [k for k in deps if k not in parted and k != EVAL_REPORT]
+    todo = {}
+    for seed in seeds:
+        st = stale_status(defs, instance, partition=seed)
+        changing = [k for k in parted if args.all or st[k] != FRESH or not manifest_path(root, k, seed).exists()]
+        todo[seed] = sorted((downstream(changing + shared, deps) & parted), key=lambda k: k.to_user_string())
+    report = bool(shared) or any(todo.values()) or args.all or _report_stale(defs, instance, root, seeds)
+    if not report:
+        print("act-pipeline: every asset of every seed is fresh, nothing to do (--all recomputes)")
+        return []
+    print(f"act-pipeline: run {run_id}: {len(shared)} shared asset(s), then seeds "
+          + ", ".join(f"{s}: {len(todo[s])} asset(s)" for s in seeds) + ", then the report"
+          f"\nact-pipeline: full log: {log_file}", flush=True)
+    run_log.libraries()
+    config = console_config(defs, log_file)
+    job = defs.resolve_job_def(JOB)
+    if shared:
+        res = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=shared, run_id=run_id,
+                                     run_config=config)
+        if not res.success:
+            print(f"act-pipeline: run {run_id} (shared assets) FAILED; the full log: {log_file}", file=sys.stderr)
+            return False
+    work = [(s, [k.to_user_string() for k in todo[s]]) for s in seeds if todo[s]]
+    jobs = max(1, min(args.jobs or len(work), len(work)))
+    if work:
+        print(f"act-pipeline: {len(work)} seed run(s), {jobs} at a time", flush=True)
+    failed = []
+    if jobs == 1:
+        failed = [s for s, keys in work if not _seed_run(str(args.profile), root, s, keys)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # a fresh process per seed (nothing carried over from one seed's run to the next)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            futures = [pool.submit(_seed_run, str(args.profile), root, s, keys) for s, keys in work]
+        failed = [s for (s, _), f in zip(work, futures) if not f.result()]
+    if failed:
+        print(f"act-pipeline: the run of seed(s) {', '.join(failed)} FAILED (their logs: {Path(root) / 'logs'})",
+              file=sys.stderr)
+        return False
+    res = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=[EVAL_REPORT],
+                                 run_config=config)
+    if not res.success:
+        print(f"act-pipeline: the report run FAILED; the full log: {log_file}", file=sys.stderr)
+        return False
+    return shared + [k for s in seeds for k in todo[s]] + [EVAL_REPORT]
+
+
+def _report_stale(defs, instance, root: str, seeds: list[str]) -> bool:
+    """Whether the report (over every seed) must be made again: missing, its code changed, or a
+    seed's evaluation (any partitioned input) materialized since it was made."""
+    from act_pipeline.resources import manifest_path
+
+    rec = _latest(instance, EVAL_REPORT, None)
+    if rec is None or not manifest_path(root, EVAL_REPORT).exists():
+        return True
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key == EVAL_REPORT)
+    if (rec.asset_materialization.tags or {}).get(CODE_VERSION_TAG) != spec.code_version:
+        return True
+    return any((r := _latest(instance, d.asset_key, seed)) is not None and r.timestamp > rec.timestamp
+               for d in spec.deps for seed in seeds)
+
+
+def console_config(defs, log_file, prefix: str = "") -> dict:
+    from act_pipeline import console
+
+    return console.run_config(log_file, checks=console.check_steps(defs), prefix=prefix)
+
+
+def _seed_run(profile: str, root: str, seed: str, keys: list[str]) -> bool:
+    """One training seed's run (a partition of the arms and the evaluation), in its own process
+    (``act-pipeline run`` starts one per seed, ``--jobs`` at a time), with its own log file."""
+    os.environ["ACT_PROFILE"], os.environ["ACT_HOME"] = profile, root
+    from act_pipeline import console
+    from act_pipeline.definitions import make_definitions
+
+    run_id = str(uuid.uuid4())
+    log_file = Path(root) / "logs" / f"{run_id}.log"
+    with console.RunLog(log_file) as run_log:
+        defs = console.with_loggers(make_definitions(profile, root))
+        print(f"act-pipeline: seed {seed}: run {run_id} materializes {len(keys)} asset(s); log: {log_file}", flush=True)
+        run_log.libraries()
+        with dg.DagsterInstance.get() as instance:
+            res = defs.resolve_job_def(JOB).execute_in_process(
+                instance=instance, raise_on_error=False, partition_key=seed, run_id=run_id,
+                asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
+                run_config=console_config(defs, log_file, prefix=f"[seed {seed}] "))
+    return res.success
+
+
+def _selection(defs, instance, root: str, quiet: bool = False) -> list:
     """The assets to materialize: the stale and missing ones and everything downstream of them.
     Prints the ones left as they are (when some are not)."""
     from act_pipeline.assets.sensors import IMPORTED
@@ -232,7 +370,7 @@ def _selection(defs, instance, root: str) -> list:
     # whatever depends on a stale asset reruns too (its inputs are about to change)
     selection = downstream([k for k, st in statuses.items() if st != FRESH], _deps(defs))
     fresh = sorted(k.to_user_string() for k, st in statuses.items() if st == FRESH and k not in selection)
-    if fresh and selection:  # (with nothing to do, the run says so in one line)
+    if fresh and selection and not quiet:  # (with nothing to do, the run says so in one line)
         print(f"act-pipeline: fresh, not recomputed: {', '.join(fresh)}")
     return sorted(selection, key=lambda k: k.to_user_string())
 
@@ -299,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--home", default=None, help="data root (default $ACT_HOME or .act_home)")
     r.add_argument("--all", action="store_true",
                    help="recompute every asset (default: only stale and missing ones, as Dagster sees them)")
+    r.add_argument("--jobs", type=int, default=0,
+                   help="training seeds run at the same time, each in its own process with the profile's torch "
+                        "threads (a profile with `seeds`); 0: every seed at once")
     r.set_defaults(func=_run)
     im = sub.add_parser("import-expert", help="validate expert JSONL files, import them and retrain downstream")
     im.add_argument("files", nargs="+")
@@ -306,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     im.add_argument("--home", default=None)
     im.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
     im.add_argument("--no-run", action="store_true", help="only import; do not materialize")
+    im.add_argument("--jobs", type=int, default=0, help=argparse.SUPPRESS)
     im.set_defaults(func=_import)
     pr = sub.add_parser("prepare", help="convert the bundled model once (or build the tiny test model)")
     pr.add_argument("--profile", default=str(REPO_ROOT / "configs" / "default.yaml"))

@@ -73,6 +73,9 @@ class AlfworldConfig(_Section):
     history_len: NonNeg = 3
     # generation when no data is given
     generate_per_split: NonNeg = 12
+    # train-split games carved out as the `validation` split (never trained on, disjoint from the
+    # training games): hyper-parameters are chosen on it (`eval.split: validation`), never on valid_unseen
+    validation_games: NonNeg = 0
 
 
 class SamplingConfig(_Section):
@@ -188,6 +191,10 @@ class EvalConfig(_Section):
     # temperature (Early Experience's protocol: 0.4) and scores their mean
     temperature: NonNegFloat = 0.0
     samples: Pos = 1
+    # which held-out items the evaluation (and the ACT probe) scores: `heldout` = the benchmark's
+    # held-out split (ALFWorld valid_unseen); `validation` = the validation games carved from train
+    # (`alfworld.validation_games`), for tuning; roll-outs are then skipped (they play valid_* games)
+    split: Literal["heldout", "validation"] = "heldout"
 
 
 class ScienceWorldConfig(_Section):
@@ -220,6 +227,10 @@ class EnvsConfig(_Section):
     eval_workers: Pos = 4             # worker processes for evaluation roll-outs (games spread round-robin)
 
 
+# section -> fields added after profiles were in use (see PipelineConfig.section_hash)
+ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split",)}
+
+
 class PipelineConfig(_Section):
     name: str = "default"
     seed: int = 0
@@ -235,6 +246,12 @@ class PipelineConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     scienceworld: ScienceWorldConfig = Field(default_factory=ScienceWorldConfig)
     envs: EnvsConfig = Field(default_factory=EnvsConfig)
+    # training seeds: each a static partition of the training arms and the evaluation (the report
+    # aggregates every materialized seed); empty: unpartitioned, each stage with its own `seed`
+    seeds: list[int] = []
+    # the stage-3 arms trained and evaluated (ACT's checkpoint is always trained)
+    arms: list[Literal["il_baseline", "il_policy", "rl_baseline", "rl_policy"]] = [
+        "il_baseline", "il_policy", "rl_baseline", "rl_policy"]
     _source: str = PrivateAttr("")
 
     @property
@@ -247,9 +264,17 @@ class PipelineConfig(_Section):
         self._source = value
 
     def section_hash(self, name: str) -> str:
+        """A section's hash (asset code versions depend on it). Fields added to a section later
+        (``ADDED_FIELDS``) count only when set to something other than their default, so adding
+        one leaves every existing profile's hashes, and so its materializations, as they were."""
         value = getattr(self, name)
-        blob = json.dumps(value.model_dump() if isinstance(value, BaseModel) else value, sort_keys=True)
-        return sha256_bytes(blob)[:16]
+        if isinstance(value, BaseModel):
+            d = value.model_dump()
+            for f in ADDED_FIELDS.get(name, ()):
+                if d.get(f) == type(value).model_fields[f].default:
+                    d.pop(f)
+            value = d
+        return sha256_bytes(json.dumps(value, sort_keys=True))[:16]
 
     def to_dict(self) -> dict:
         return self.model_dump()
@@ -280,6 +305,8 @@ def _yaml(value: Any) -> str:
 def _expected(err: dict, cls: type[BaseModel], name: Any) -> str:
     """What the field at the error's location takes, in words."""
     kind = err["type"]
+    if kind == "literal_error" and not isinstance(name, str):  # an item of a list (`arms: [x]`)
+        return f"one of {err['ctx']['expected']}"
     if kind == "literal_error":
         opts = [str(o) for o in get_args(cls.model_fields[name].annotation)]
         return f"one of {', '.join(opts)}" if len(opts) > 3 else f"{', '.join(opts[:-1])} or {opts[-1]}"
@@ -333,6 +360,17 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     if cfg.model.source == "hf" and not cfg.model.path:
         raise ConfigError(f"{at('model', 'path')}: `model.path` is required when `model.source` is hf, "
                           f"got {_yaml(cfg.model.path)}")
+    if len(set(cfg.seeds)) != len(cfg.seeds) or any(s < 0 for s in cfg.seeds):
+        raise ConfigError(f"{at('seeds')}: `seeds` must be distinct integers >= 0, got {_yaml(cfg.seeds)}")
+    if "il_policy" in cfg.arms and "il_baseline" not in cfg.arms or "rl_policy" in cfg.arms and "rl_baseline" not in cfg.arms:
+        raise ConfigError(f"{at('arms')}: `arms` must keep each stage-3 arm's baseline (il_baseline with il_policy, "
+                          f"rl_baseline with rl_policy), got {_yaml(cfg.arms)}")
+    if cfg.eval.split == "validation" and not cfg.alfworld.validation_games:
+        raise ConfigError(f"{at('eval', 'split')}: `eval.split` validation needs `alfworld.validation_games` > 0, "
+                          f"got {_yaml(cfg.alfworld.validation_games)}")
+    if cfg.eval.split == "validation" and cfg.scienceworld.enabled:
+        raise ConfigError(f"{at('eval', 'split')}: `eval.split` validation is for ALFWorld only (ScienceWorld has no "
+                          "validation games yet): set `scienceworld.enabled: false`")
     t = cfg.training
     if t.launcher == "accelerate" and not accelerate_config_path(t).is_file():
         raise ConfigError(f"{at('training', 'accelerate_config')}: `training.accelerate_config` must be an existing "

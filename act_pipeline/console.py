@@ -86,9 +86,10 @@ class ConsoleHandler(logging.Handler):
     """Writes the lines a person follows to ``sys.stdout`` (looked up at each line, so tests
     capturing stdout see them), in the order they happen."""
 
-    def __init__(self, level: int = logging.INFO, log_file: str | None = None, check_steps=()):
+    def __init__(self, level: int = logging.INFO, log_file: str | None = None, check_steps=(), prefix: str = ""):
         super().__init__(logging.DEBUG)
         self.threshold = level
+        self.prefix = prefix  # before each step's name: runs printing side by side (training seeds)
         self.log_file = log_file
         self.check_steps = set(check_steps)  # steps that only run asset checks: a line only if one fails
 
@@ -96,6 +97,7 @@ class ConsoleHandler(logging.Handler):
         meta = getattr(record, _META_ATTR, None) or {}
         event = getattr(record, _EVENT_ATTR, None) or meta.get("dagster_event")
         label = step_label(meta.get("step_key"))
+        label = f"{self.prefix}{label}" if label else label
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         if event is not None and event.event_type in _STEP_EVENTS:
             key = (meta.get("run_id"), event.step_key)
@@ -153,6 +155,8 @@ class ConsoleHandler(logging.Handler):
         "check_steps": dg.Field([str], default_value=[],
                                 description="Steps that only run asset checks: no start and end lines, "
                                             "a line when a check fails."),
+        "prefix": dg.Field(str, default_value="", description="Printed before each step's name (e.g. the "
+                                                               "training seed of runs printing side by side)."),
     },
     description="act-pipeline's console: a line per step start and end, the assets' own messages; "
                 "the full event stream to a log file.",
@@ -161,7 +165,7 @@ def act_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     cfg = init_context.logger_config
     log = logging.Logger(f"act_pipeline.run.{init_context.run_id}", level=logging.DEBUG)  # not in the tree
     log.addHandler(ConsoleHandler(logging.getLevelName(cfg["console_level"].upper()), cfg.get("log_file"),
-                                  cfg["check_steps"]))
+                                  cfg["check_steps"], cfg["prefix"]))
     if cfg.get("log_file"):
         log.addHandler(file_handler(cfg["log_file"]))
     return log
@@ -183,10 +187,10 @@ def check_steps(defs: dg.Definitions) -> list[str]:
                    if isinstance(a, dg.AssetsDefinition) and not a.keys})
 
 
-def run_config(log_file: str | os.PathLike | None, console_level: str = "INFO", checks=()) -> dict:
+def run_config(log_file: str | os.PathLike | None, console_level: str = "INFO", checks=(), prefix: str = "") -> dict:
     """Run config turning the console logger on for one run (merge into the job's run config);
-    ``checks``: ``check_steps(defs)``."""
-    cfg = {"console_level": console_level, "check_steps": list(checks)}
+    ``checks``: ``check_steps(defs)``; ``prefix``: before each step's name."""
+    cfg = {"console_level": console_level, "check_steps": list(checks), "prefix": prefix}
     if log_file is not None:
         cfg["log_file"] = str(log_file)
     return {"loggers": {LOGGER_KEY: {"config": cfg}}}

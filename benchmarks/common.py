@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,56 +69,9 @@ def entry(name: str, what: str, a: dict, b: dict, ratio: float | None, goal: str
 
 
 def machine_info(threads: int) -> dict:
-    import torch
+    from act_pipeline.machine import machine_info as info
 
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(),
-            "cpu_flags": {f: f in _cpu_flags() for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")},
-            "torch_threads": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "load_avg_at_start": list(os.getloadavg()),
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--", ".", ":!benchmarks/results")),
-            "torch": torch.__version__}
-    for mod in ("transformers", "trl", "dagster", "duckdb", "pyarrow", "pandas", "numpy"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is recorded as such
-            info[mod] = None
-    try:
-        import psutil
-
-        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
-    except Exception:  # noqa: BLE001
-        pass
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _git(*args) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
+    return info(threads, dirty_exclude=("benchmarks/results",))
 
 
 def load(path: str):

@@ -28,8 +28,15 @@ def _load_error(tmp_path, text: str) -> str:
     ("seed: 1\nsampling:\n  k: 2\n  kk: 3\n",
      "P:4: unknown key `sampling.kk` (known: backend, batch_size, constrained_temperature, gpu_memory_utilization, "
      "k, max_new_tokens, model_path, policy, temperature, tensor_parallel_size, top_p)"),
-    ("name: x\nbogus: 1\n", "P:2: unknown key `bogus` (known: act, alfworld, envs, eval, il, model, name, pairs, rl, "
-                            "sampling, scienceworld, seed, threads, training)"),
+    ("name: x\nbogus: 1\n", "P:2: unknown key `bogus` (known: act, alfworld, arms, envs, eval, il, model, name, pairs, "
+                            "rl, sampling, scienceworld, seed, seeds, threads, training)"),
+    # training seeds and arms
+    ("seeds: [0, 0]\n", "P:1: `seeds` must be distinct integers >= 0, got [0, 0]"),
+    ("arms: [il_policy]\n", "P:1: `arms` must keep each stage-3 arm's baseline (il_baseline with il_policy, "
+                            "rl_baseline with rl_policy), got [\"il_policy\"]"),
+    ("arms: [il_baseline, sft]\n", "P:1: `arms[1]` must be one of 'il_baseline', 'il_policy', 'rl_baseline' or "
+                                   "'rl_policy', got \"sft\""),
+    ("eval:\n  split: validation\n", "P:2: `eval.split` validation needs `alfworld.validation_games` > 0, got 0"),
     ("training:\n  vllm:\n    zz: 1\n", "P:3: unknown key `training.vllm.zz` (known: gpu_memory_utilization, mode, "
                                           "server_base_url, tensor_parallel_size, use_vllm)"),
     ("source: x.yaml\n", "P:1: unknown key `source` (known: act, ..."),  # set by load_config, not a YAML key
@@ -147,8 +154,21 @@ OLD_HASHES = {
 @pytest.mark.parametrize("name", PROFILES)
 def test_section_hashes_are_unchanged(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
-    assert list(cfg.to_dict()) == list(OLD_HASHES[name])
+    # `seeds` and `arms` came later; no asset's code version reads them (a seed is a partition key)
+    assert list(cfg.to_dict()) == [*OLD_HASHES[name], "seeds", "arms"]
     assert {s: cfg.section_hash(s) for s in OLD_HASHES[name]} == OLD_HASHES[name]
+
+
+def test_an_added_field_changes_the_hash_only_when_set(tmp_path):
+    base = load_config(REPO / "configs" / "smoke.yaml")
+    p = tmp_path / "p.yaml"
+    p.write_text((REPO / "configs" / "smoke.yaml").read_text().replace("  generate_per_split: 3",
+                                                                        "  generate_per_split: 3\n  validation_games: 2"))
+    cfg = load_config(p)
+    assert cfg.alfworld.validation_games == 2
+    assert cfg.section_hash("alfworld") != base.section_hash("alfworld")
+    assert {s: cfg.section_hash(s) for s in OLD_HASHES["smoke"] if s != "alfworld"} == \
+        {s: base.section_hash(s) for s in OLD_HASHES["smoke"] if s != "alfworld"}
 
 
 def test_sections_round_trip_through_a_training_job():

@@ -1,5 +1,7 @@
 """ALFWorld: its games (official splits, or generated offline) and the expert steps users import."""
 
+import dataclasses
+
 import dagster as dg
 import pyarrow as pa
 
@@ -58,10 +60,16 @@ def alfworld_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
             source = str(data)
         # training games: the profile's selection; evaluation splits: every game (the evaluation picks
         # its N, so changing the eval section never touches this asset or anything trained from it)
-        train = aw.select_balanced(aw.discover_games(data, "train", a.task_types), a.train_games)
+        every_train = aw.discover_games(data, "train", a.task_types)
+        train = aw.select_balanced(every_train, a.train_games)
+        # validation: more train-split games, none of the training ones, their split renamed (tuning)
+        chosen = {g.game_id for g in train}
+        validation = [dataclasses.replace(g, split="validation") for g in
+                      aw.select_balanced([g for g in every_train if g.game_id not in chosen], a.validation_games)]
         seen = aw.discover_games(data, "valid_seen", a.task_types)
         unseen = aw.discover_games(data, "valid_unseen", a.task_types)
         roles: dict[str, set] = {f"{g.game_id}|train": {"train"} for g in train}
+        roles.update({f"{g.game_id}|validation": {"heldout_states", "validation"} for g in validation})
         for g in seen + unseen:
             roles[f"{g.game_id}|{g.split}"] = {"eval"}
         for g in aw.select_balanced(unseen, a.eval_state_games):
@@ -69,7 +77,7 @@ def alfworld_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
         out_dir = profile.artifact_dir(b.label("games"), context.run_id)
         logic = aw.game_logic()
         rows = []
-        for g in train + seen + unseen:
+        for g in train + validation + seen + unseen:
             gamefile = aw.build_game(g.path, safe_join(out_dir, g.split, g.game_id, what="game id"), logic)
             rows.append({"game_id": g.game_id, "split": g.split, "task_type": g.task_type, "scene": g.scene,
                          "gamefile": str(gamefile), "game_hash": sha256_file(gamefile),
@@ -77,7 +85,7 @@ def alfworld_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
         table = pa.Table.from_pylist(rows)
         path = write_parquet_atomic(table, out_dir / "games.parquet")
         return games_output(context, path, rows, table_hash(table.drop_columns(["gamefile", "source_path"])), source,
-                            aw.SPLITS)
+                            (*aw.SPLITS, "validation") if validation else aw.SPLITS)
 
     @dg.asset(
         key=b.key("imported_expert_steps"), group_name=b.name, kinds={"parquet"},

@@ -43,5 +43,10 @@ class Benchmark:
     def settings(self, cfg: PipelineConfig):
         return getattr(cfg, self.name)
 
+    def eval_split(self, cfg: PipelineConfig) -> str:
+        """The split the evaluation and the ACT probe score: the held-out split, or the validation
+        games carved from train when the profile tunes (``eval.split: validation``)."""
+        return "validation" if cfg.eval.split == "validation" else self.heldout_split
+
     def history_len(self, cfg: PipelineConfig) -> int:
         return self.settings(cfg).history_len

@@ -11,7 +11,8 @@ and generates.
 import dagster as dg
 
 from act_pipeline.assets.benchmark import Benchmark
-from act_pipeline.assets.training import ARMS
+from act_pipeline.assets.training import arms
+from act_pipeline.config import PipelineConfig
 from act_pipeline.data import quality
 from act_pipeline.resources import ProfileResource
 
@@ -163,8 +164,8 @@ def _checkpoint_check(asset: dg.AssetKey):
     return _check
 
 
-def checks_for(b: Benchmark) -> list:
+def checks_for(b: Benchmark, cfg: PipelineConfig) -> list:
     """The benchmark's blocking checks: its expert trajectories, its pairs, and every checkpoint."""
-    return [*trajectory_checks(b), *pair_checks(b), *(_checkpoint_check(b.key(a)) for a in ARMS)]
+    return [*trajectory_checks(b), *pair_checks(b), *(_checkpoint_check(b.key(a)) for a in arms(cfg))]
 
 

@@ -14,6 +14,17 @@ GPU_TAG = "act-pipeline/gpu"
 GPU_STEP = {"op_tags": {GPU_TAG: "true"}, "pool": "gpu"}
 
 
+def seed_partitions(cfg: PipelineConfig) -> dg.StaticPartitionsDefinition | None:
+    """The training seeds as a static partition (one key per seed) of every training arm and the
+    evaluation; None when the profile lists no ``seeds`` (the graph is then unpartitioned)."""
+    return dg.StaticPartitionsDefinition([str(s) for s in cfg.seeds]) if cfg.seeds else None
+
+
+def partition_seed(context) -> int | None:
+    """The training seed of a partitioned step (its partition key), else None."""
+    return int(context.partition_key) if context.has_partition_key else None
+
+
 def setup_torch(cfg: PipelineConfig) -> None:
     import torch
 

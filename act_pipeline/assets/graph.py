@@ -32,4 +32,4 @@ def build_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
 
 
 def build_checks(cfg: PipelineConfig) -> list[dg.AssetChecksDefinition]:
-    return [c for b in benchmarks(cfg) for c in checks_for(b)]
+    return [c for b in benchmarks(cfg) for c in checks_for(b, cfg)]

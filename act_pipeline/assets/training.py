@@ -10,7 +10,7 @@ the same either way.
 import dagster as dg
 
 from act_pipeline.assets.benchmark import Benchmark
-from act_pipeline.assets.common import GPU_STEP, output, png_md, setup_torch
+from act_pipeline.assets.common import GPU_STEP, output, partition_seed, png_md, seed_partitions, setup_torch
 from act_pipeline.assets.launch import launch_training
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
@@ -18,6 +18,12 @@ from act_pipeline.files import sha256_bytes
 from act_pipeline.resources import ProfileResource
 
 ARMS = ("act_checkpoint", "il_baseline", "il_policy", "rl_baseline", "rl_policy")
+
+
+def arms(cfg: PipelineConfig) -> list[str]:
+    """The profile's training arms: ACT's checkpoint and the stage-3 arms it lists (``arms``)."""
+    return ["act_checkpoint", *(a for a in ARMS[1:] if a in cfg.arms)]
+
 _RUNNER = ["act_pipeline.act.prompts", "act_pipeline.training.common", "act_pipeline.training.launch"]
 STAGE_MODULES = {
     "act": ["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
@@ -45,6 +51,7 @@ def training_assets(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefiniti
         stage, init_asset, data_asset, description = _SPECS[name]
 
         @dg.asset(**GPU_STEP, key=b.key(name), group_name=b.name, kinds={"trl", "pytorch"},
+                  partitions_def=seed_partitions(cfg),
                   code_version=code_version(cfg, STAGE_MODULES[stage], [stage, b.name, "training"]),
                   description=description,
                   ins={"init": dg.AssetIn(key=dg.AssetKey("base_model") if init_asset == "base_model"
@@ -55,12 +62,14 @@ def training_assets(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefiniti
 
         return _arm
 
-    return [arm(a) for a in _SPECS]
+    return [arm(a) for a in arms(cfg)]
 
 
-def _card(context, cfg: PipelineConfig, b: Benchmark, asset: str, parents: dict, stage: str) -> dict:
+def _card(context, cfg: PipelineConfig, b: Benchmark, asset: str, parents: dict, stage: str, seed: int | None) -> dict:
     """Lineage for the model card: parents' URIs and versions, config, code version, run."""
     d = cfg.to_dict()
+    if seed is not None:  # the partition's training seed
+        d[stage]["seed"] = seed
     fields = ("uri", "hash", "rows", "name", "games_hash", "trajectories_hash", "alternatives_hash", "sampler_model",
               "sampler_model_hash")
     return {
@@ -68,15 +77,17 @@ def _card(context, cfg: PipelineConfig, b: Benchmark, asset: str, parents: dict,
         "parents": {k: {f: v.get(f) for f in fields if f in v} for k, v in parents.items()},
         "config": {stage: d[stage], b.name: d[b.name], "model": d["model"]},
         "profile": cfg.source, "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run_id, **({"partition": context.partition_key} if seed is not None else {}),
     }
 
 
-def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, b: Benchmark, stage: str, init: dict, data: dict):
-    """Where trainer checkpoints go: keyed by what the training *is* (inputs, config, code), not by
-    the run, so re-materializing after a crash finds them and resumes."""
+def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, b: Benchmark, stage: str, init: dict, data: dict,
+              seed: int | None):
+    """Where trainer checkpoints go: keyed by what the training *is* (inputs, config, seed, code),
+    not by the run, so re-materializing after a crash finds them and resumes."""
     key = sha256_bytes("|".join([init["hash"], data["hash"], cfg.section_hash(stage), cfg.section_hash(b.name),
-                                 str(context.assets_def.code_versions_by_key.get(context.asset_key))]))
+                                 str(context.assets_def.code_versions_by_key.get(context.asset_key))]
+                                + ([f"seed={seed}"] if seed is not None else [])))
     return profile.root() / "trainer_state" / context.asset_key.to_user_string() / key[:16]
 
 
@@ -88,16 +99,18 @@ def _train(context, profile: ProfileResource, b: Benchmark, name: str, stage: st
 
     cfg = profile.config()
     setup_torch(cfg)
+    seed = partition_seed(context)
     out = profile.artifact_dir(b.label(name), context.run_id) / "model"
     parents = {"init": init, data_name: data}
-    job = make_job(cfg, stage, b.history_len(cfg), init, data, out, _work_dir(context, profile, cfg, b, stage, init, data),
-                   _card(context, cfg, b, name, parents, stage), probe_split=b.heldout_split)
+    job = make_job(cfg, stage, b.history_len(cfg), init, data, out,
+                   _work_dir(context, profile, cfg, b, stage, init, data, seed),
+                   _card(context, cfg, b, name, parents, stage, seed), probe_split=b.eval_split(cfg), seed=seed)
     if cfg.training.launcher == "accelerate":
         res = launch_training(context, cfg, job)
     else:
         res = {**run_job(job, log=context.log.info), "launcher": "inprocess"}
     h = res["content_hash"]  # of `out`, computed where it was saved (checked against the folder under accelerate)
-    manifest = {"uri": str(out), "hash": h, "global_step": res["global_step"],
+    manifest = {"uri": str(out), "hash": h, "global_step": res["global_step"], "seed": job["config"]["seed"],
                 "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}}
     if res.get("judgement_curve"):
         manifest["judgement_curve"] = res["judgement_curve"]

@@ -10,8 +10,12 @@ roll-outs (:func:`rollouts`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import random
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from act_pipeline.act.pairs import MODEL_DRIVEN
 from act_pipeline.config import EvalConfig, ModelConfig
@@ -73,42 +77,99 @@ def rollouts(games_by_split: Mapping[str, list[dict]], open_envs, e: EvalConfig,
     return play
 
 
+class EvalCache:
+    """An arm's metrics and trace, kept under ``root`` by what defines them: the checkpoint's
+    content hash, the thinking setting, the items (ids, in order), the eval settings and the
+    evaluation's code version. The base model, scored in every training seed's evaluation, is
+    scored once; a second process asking for the same key waits for the first (a file lock)."""
+
+    def __init__(self, root: Path, code_version: str | None, extra: dict | None = None):
+        # extra: whatever else defines the scores (e.g. the hashes of the games played)
+        self.root, self.code_version, self.extra = Path(root), code_version, extra or {}
+
+    def key(self, manifest: dict, thinking: bool, pairs: Mapping[str, list[dict]], states: list[dict],
+            e: EvalConfig) -> str:
+        import hashlib
+
+        h = hashlib.sha256()  # the items as they are scored (a pair's slot order included)
+        for rows in (*pairs.values(), states):
+            h.update(json.dumps(rows, sort_keys=True, default=str).encode())
+        return hashlib.sha256(json.dumps(
+            {"model": manifest["hash"], "thinking": thinking, "items": h.hexdigest(), "eval": e.model_dump(),
+             "code": self.code_version, **self.extra}, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    @contextlib.contextmanager
+    def entry(self, key: str):
+        """Hold the key's lock; yields (path, cached doc or None)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{key}.json"
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield path, (json.loads(path.read_text()) if path.exists() else None)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[dict]], states: list[dict],
                   heldout_split: str, history_len: int, model: ModelConfig, e: EvalConfig, benchmark: str,
-                  rollouts: Rollouts | None = None, log: Log = print) -> tuple[dict[str, list[Metric]], dict]:
+                  rollouts: Rollouts | None = None, log: Log = print,
+                  cache: EvalCache | None = None) -> tuple[dict[str, list[Metric]], dict]:
     """Every arm of ``plan`` on the same items, decoded as ``eval.temperature`` / ``eval.samples``
-    say. Returns (arm → metrics, arm → roll-out trace)."""
+    say. Returns (arm → metrics, arm → roll-out trace). With ``cache``, an arm scored before on
+    the same items with the same settings and code is read back."""
+    from act_pipeline.files import write_json
+
+    results, traces = {}, {}
+    for i, (arm, manifest, thinks) in enumerate(plan, 1):
+        if cache is None or "hash" not in manifest:
+            results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
+                                                benchmark, rollouts, log)
+        else:
+            with cache.entry(cache.key(manifest, thinks, pairs, states, e)) as (path, doc):
+                if doc is not None:
+                    log(f"{benchmark}: arm {i}/{len(plan)} {arm}: scored before on the same items ({path.name})")
+                    results[arm], trace = [Metric.from_dict(m) for m in doc["metrics"]], doc["trace"]
+                else:
+                    results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
+                                                        benchmark, rollouts, log)
+                    write_json(path, {"metrics": [m.to_dict() for m in results[arm]], "trace": trace})
+        if trace is not None:
+            traces[arm] = trace
+    return results, traces
+
+
+def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model, e, benchmark, rollouts, log):
     from act_pipeline.models import inference_device, load_model
     from act_pipeline.sampling.hf import TransformersSampler
 
+    arm, manifest, thinks = plan[i - 1]
     decoding = {"temperature": e.temperature, "samples": e.samples}
-    results, traces = {}, {}
-    for i, (arm, manifest, thinks) in enumerate(plan, 1):
-        log(f"{benchmark}: evaluating arm {i}/{len(plan)} {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
-        mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device())
-        stops = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</answer>"])
-        sampler = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</action>"])
-        new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
-        judge_tokens = new_tokens if thinks else 8
-        ms = []
-        for name, group in (("judgement_accuracy", pairs["model_driven"]),
-                            ("judgement_accuracy_random_fill", pairs["random_fill"])):
-            if group or name == "judgement_accuracy":
-                m = judgement_accuracy(stops, tok, group, heldout_split, e.seed, history_len, thinks, judge_tokens,
-                                       **decoding)
-                m.name = name
-                m.detail["by_origin"] = split_by_origin(m, group)
-                ms.append(m)
-        ms.append(next_action_accuracy(sampler, tok, states, heldout_split, e.seed, history_len, thinks, new_tokens,
-                                       **decoding))
-        if rollouts:
-            more, traces[arm] = rollouts(arm, sampler, tok, thinks, new_tokens)
-            ms += more
-        for m in ms:
-            m.detail["thinking"] = thinks
-        results[arm] = ms
-        log(f"{benchmark} {arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
-    return results, traces
+    trace = None
+    log(f"{benchmark}: evaluating arm {i}/{len(plan)} {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
+    mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device())
+    stops = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</answer>"])
+    sampler = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</action>"])
+    new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
+    judge_tokens = new_tokens if thinks else 8
+    ms = []
+    for name, group in (("judgement_accuracy", pairs["model_driven"]),
+                        ("judgement_accuracy_random_fill", pairs["random_fill"])):
+        if group or name == "judgement_accuracy":
+            m = judgement_accuracy(stops, tok, group, heldout_split, e.seed, history_len, thinks, judge_tokens,
+                                   **decoding)
+            m.name = name
+            m.detail["by_origin"] = split_by_origin(m, group)
+            ms.append(m)
+    ms.append(next_action_accuracy(sampler, tok, states, heldout_split, e.seed, history_len, thinks, new_tokens,
+                                   **decoding))
+    if rollouts:
+        more, trace = rollouts(arm, sampler, tok, thinks, new_tokens)
+        ms += more
+    for m in ms:
+        m.detail["thinking"] = thinks
+    log(f"{benchmark} {arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
+    return ms, trace
 
 
 def method_meta(cfg, origins: dict | None, arms: Mapping[str, dict]) -> dict:

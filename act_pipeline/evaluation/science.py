@@ -125,6 +125,8 @@ def _section(data: _Outcomes, name: str, split: str, diffs, resamples: int, perm
     if got is None:
         return None
     by_arm, items, clusters = got
+    if not items:  # a metric over no items (e.g. no games played) has no value: left out
+        return None
     out = {"metric": name, "split": split}
     for key, by_seed in by_arm.items():
         out[key] = clustered_mean(by_seed, clusters, resamples, seed)
@@ -248,8 +250,13 @@ def _diffs(result: dict) -> list[tuple[str, str, dict]]:
     return out
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+def _pct(x: float | None) -> str:
+    """A fraction as a percentage; no value (a metric over no items) as a dash.
+
+    >>> _pct(0.25), _pct(None), _pct(float("nan"))
+    ('25.0', '—', '—')
+    """
+    return "—" if x is None or x != x else f"{100 * x:.1f}"
 
 
 def _cell(m: dict | None) -> str:

@@ -42,30 +42,45 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(self.path)
 
 
-def manifest_path(data_root: str | Path, key: dg.AssetKey) -> Path:
-    return Path(data_root) / "manifests" / ("__".join(key.path) + ".json")
+def manifest_path(data_root: str | Path, key: dg.AssetKey, partition: str | None = None) -> Path:
+    """``manifests/alfworld__games.json``; a partition's: ``manifests/alfworld__evaluation/<seed>.json``."""
+    name = "__".join(key.path)
+    base = Path(data_root) / "manifests"
+    if partition is None:
+        return base / f"{name}.json"
+    from act_pipeline.data.store import safe_join
+
+    return safe_join(base / name, f"{partition}.json", what="partition key")
 
 
 class JsonManifestIOManager(dg.ConfigurableIOManager):
     """Passes each asset's *manifest* (URIs, hashes, counts: a small JSON dict) downstream.
 
-    Artifacts themselves live at the URIs the manifest names; no pickle is involved.
+    Artifacts themselves live at the URIs the manifest names; no pickle is involved. A partitioned
+    asset (a training seed) has one manifest per partition; a partitioned step reads its own
+    partition of a partitioned input, an unpartitioned one (the report) reads every materialized
+    partition as {partition key: manifest}.
     """
 
     base_dir: str
 
-    def _path(self, key: dg.AssetKey) -> Path:
-        return manifest_path(self.base_dir, key)
-
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
-        write_json(self._path(context.asset_key), obj)
+        part = context.asset_partition_key if context.has_asset_partitions else None
+        write_json(manifest_path(self.base_dir, context.asset_key, part), obj)
 
     def load_input(self, context: dg.InputContext) -> dict:
-        path = self._path(context.asset_key)
+        key = context.asset_key
+        if not context.has_asset_partitions:
+            return self._read(manifest_path(self.base_dir, key), key)
+        if context.has_partition_key:  # same seed
+            return self._read(manifest_path(self.base_dir, key, context.partition_key), key)
+        found = {p: manifest_path(self.base_dir, key, p) for p in context.asset_partition_keys}
+        return {p: json.loads(path.read_text()) for p, path in found.items() if path.exists()}
+
+    @staticmethod
+    def _read(path: Path, key: dg.AssetKey) -> dict:
         if not path.exists():
-            raise FileNotFoundError(
-                f"no manifest for asset {context.asset_key.to_user_string()} at {path}: materialize it first"
-            )
+            raise FileNotFoundError(f"no manifest for asset {key.to_user_string()} at {path}: materialize it first")
         return json.loads(path.read_text())
 
 

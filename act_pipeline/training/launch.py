@@ -96,11 +96,14 @@ STAGE_FILTERS = {"act": {"split": "train"}, "il": {"split": "train", "won": True
 
 
 def make_job(cfg, stage: str, history_len: int, init: dict, data: dict, out: Path, work: Path, card: dict,
-             probe_split: str | None = None) -> dict:
+             probe_split: str | None = None, seed: int | None = None) -> dict:
     """The job for ``stage`` from the profile ``cfg``: what both launchers run (:func:`run_job` in
     this process, or this JSON under ``accelerate launch``), so every training feature (probe,
-    resume, model card) behaves the same either way. ``init``/``data`` are manifests (``uri``)."""
+    resume, model card) behaves the same either way. ``init``/``data`` are manifests (``uri``);
+    ``seed`` (a training-seed partition) replaces the stage's own ``seed``."""
     d = cfg.to_dict()
+    if seed is not None:
+        d[stage]["seed"] = seed
     job = {"stage": stage, "init_model": init["uri"], "data_uri": data["uri"], "filters": STAGE_FILTERS[stage],
            "out_dir": str(out), "work_dir": str(work), "config": d[stage], "training": d["training"],
            "history_len": history_len, "thinking": cfg.model.thinking,
