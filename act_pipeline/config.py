@@ -103,6 +103,9 @@ class SamplingConfig(_Section):
     # log-likelihoods); null = `temperature`. Those scores span ~1 nat at 135M: at T = 1 the draws
     # are nearly uniform (docs/evidence/constrained_alternatives.md)
     constrained_temperature: float | None = None
+    # at most this many expert states of each game get alternatives (a seeded choice; 0 = every
+    # state): on a CPU scoring every admissible action of every state is the costliest data stage
+    states_per_game: NonNeg = 0
     # vLLM only: GPUs the model is sharded over, and the share of each GPU's memory vLLM may take
     tensor_parallel_size: Pos = 1
     gpu_memory_utilization: Fraction = 0.9
@@ -195,6 +198,10 @@ class EvalConfig(_Section):
     # held-out split (ALFWorld valid_unseen); `validation` = the validation games carved from train
     # (`alfworld.validation_games`), for tuning; roll-outs are then skipped (they play valid_* games)
     split: Literal["heldout", "validation"] = "heldout"
+    # which arm gets which metric: `all` (every arm: judgement, next action, roll-outs); `paired`
+    # (what the paired comparisons read: judgement for the prompted base and ACT, next action for
+    # the prompted base and the stage-3 arms; roll-outs for every arm as configured)
+    metrics: Literal["all", "paired"] = "all"
 
 
 class ScienceWorldConfig(_Section):
@@ -228,7 +235,7 @@ class EnvsConfig(_Section):
 
 
 # section -> fields added after profiles were in use (see PipelineConfig.section_hash)
-ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split",)}
+ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics"), "sampling": ("states_per_game",)}
 
 
 class PipelineConfig(_Section):

@@ -98,7 +98,7 @@ def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: 
             expert_trajectories: dict) -> dg.Output[dict]:
     from act_pipeline.files import dir_hash
     from act_pipeline.models import bf16_fast
-    from act_pipeline.sampling.alternatives import sample_alternatives
+    from act_pipeline.sampling.alternatives import sample_alternatives, states_per_game
     from act_pipeline.sampling.backends import make_sampler
     from act_pipeline.sampling.base import SamplingParams
     from act_pipeline.sampling.cache import SampleCache, sampling_key
@@ -113,7 +113,8 @@ def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: 
     if s.model_path:
         context.log.info(f"alternatives sampled by {s.model_path} (hash {sampler_hash[:12]}), not the base model")
     sampler, tok = make_sampler(cfg, sampler_uri, stop_strings=["</action>"])
-    states = [r for r in read_parquet(expert_trajectories["uri"]).to_pylist() if r["won"]]
+    states = states_per_game([r for r in read_parquet(expert_trajectories["uri"]).to_pylist() if r["won"]],
+                             s.states_per_game, cfg.seed)
     t0 = time.time()
     last = [0.0]
 

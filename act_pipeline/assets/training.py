@@ -52,7 +52,7 @@ def training_assets(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefiniti
 
         @dg.asset(**GPU_STEP, key=b.key(name), group_name=b.name, kinds={"trl", "pytorch"},
                   partitions_def=seed_partitions(cfg),
-                  code_version=code_version(cfg, STAGE_MODULES[stage], [stage, b.name, "training"]),
+                  code_version=_version(cfg, b, stage),
                   description=description,
                   ins={"init": dg.AssetIn(key=dg.AssetKey("base_model") if init_asset == "base_model"
                                           else b.key(init_asset)),
@@ -63,6 +63,16 @@ def training_assets(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefiniti
         return _arm
 
     return [arm(a) for a in arms(cfg)]
+
+
+def _version(cfg: PipelineConfig, b: Benchmark, stage: str) -> str:
+    """The arm's code version: its stage's modules and settings; for ACT also the split its judgement
+    probe reads when that is not the held-out one (a checkpoint probed on validation pairs while
+    tuning is not the one probed on held-out pairs)."""
+    v = code_version(cfg, STAGE_MODULES[stage], [stage, b.name, "training"])
+    if stage == "act" and b.eval_split(cfg) != b.heldout_split:
+        v = sha256_bytes(f"{v}|probe:{b.eval_split(cfg)}")[:16]
+    return v
 
 
 def _card(context, cfg: PipelineConfig, b: Benchmark, asset: str, parents: dict, stage: str, seed: int | None) -> dict:

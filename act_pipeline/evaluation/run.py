@@ -88,7 +88,7 @@ class EvalCache:
         self.root, self.code_version, self.extra = Path(root), code_version, extra or {}
 
     def key(self, manifest: dict, thinking: bool, pairs: Mapping[str, list[dict]], states: list[dict],
-            e: EvalConfig) -> str:
+            e: EvalConfig, metrics: tuple[str, ...] = ()) -> str:
         import hashlib
 
         h = hashlib.sha256()  # the items as they are scored (a pair's slot order included)
@@ -96,6 +96,7 @@ class EvalCache:
             h.update(json.dumps(rows, sort_keys=True, default=str).encode())
         return hashlib.sha256(json.dumps(
             {"model": manifest["hash"], "thinking": thinking, "items": h.hexdigest(), "eval": e.model_dump(),
+             "metrics": list(metrics),
              "code": self.code_version, **self.extra}, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     @contextlib.contextmanager
@@ -126,7 +127,7 @@ def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[d
             results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
                                                 benchmark, rollouts, log)
         else:
-            with cache.entry(cache.key(manifest, thinks, pairs, states, e)) as (path, doc):
+            with cache.entry(cache.key(manifest, thinks, pairs, states, e, arm_metrics(arm, e))) as (path, doc):
                 if doc is not None:
                     log(f"{benchmark}: arm {i}/{len(plan)} {arm}: scored before on the same items ({path.name})")
                     results[arm], trace = [Metric.from_dict(m) for m in doc["metrics"]], doc["trace"]
@@ -137,6 +138,23 @@ def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[d
         if trace is not None:
             traces[arm] = trace
     return results, traces
+
+
+PROMPTED = ("prompt_no_thinking", "prompt_thinking")
+
+
+def arm_metrics(arm: str, e: EvalConfig) -> tuple[str, ...]:
+    """The metrics an arm is scored on (``eval.metrics``).
+
+    >>> from act_pipeline.config import EvalConfig
+    >>> arm_metrics("il_policy", EvalConfig()), arm_metrics("il_policy", EvalConfig(metrics="paired"))
+    (('judgement', 'next_action'), ('next_action',))
+    >>> arm_metrics("act_checkpoint", EvalConfig(metrics="paired")), arm_metrics("prompt_no_thinking", EvalConfig(metrics="paired"))
+    (('judgement',), ('judgement', 'next_action'))
+    """
+    if e.metrics == "all" or arm in PROMPTED:
+        return ("judgement", "next_action")
+    return ("judgement",) if arm == "act_checkpoint" else ("next_action",)
 
 
 def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model, e, benchmark, rollouts, log):
@@ -152,17 +170,19 @@ def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model
     sampler = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</action>"])
     new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
     judge_tokens = new_tokens if thinks else 8
+    what = arm_metrics(arm, e)
     ms = []
     for name, group in (("judgement_accuracy", pairs["model_driven"]),
                         ("judgement_accuracy_random_fill", pairs["random_fill"])):
-        if group or name == "judgement_accuracy":
+        if "judgement" in what and (group or name == "judgement_accuracy"):
             m = judgement_accuracy(stops, tok, group, heldout_split, e.seed, history_len, thinks, judge_tokens,
                                    **decoding)
             m.name = name
             m.detail["by_origin"] = split_by_origin(m, group)
             ms.append(m)
-    ms.append(next_action_accuracy(sampler, tok, states, heldout_split, e.seed, history_len, thinks, new_tokens,
-                                   **decoding))
+    if "next_action" in what:
+        ms.append(next_action_accuracy(sampler, tok, states, heldout_split, e.seed, history_len, thinks, new_tokens,
+                                       **decoding))
     if rollouts:
         more, trace = rollouts(arm, sampler, tok, thinks, new_tokens)
         ms += more

@@ -159,3 +159,27 @@ def _random_fill(state: dict, verdicts: list[tuple[str | None, str]], seed: int)
     return [{"state_id": state["state_id"], "split": state["split"], "sample_index": len(verdicts) + i,
              "completion": "", "action": a, "reason": KEPT, "origin": "random_fill", "logprob": None}
             for i, a in enumerate(picks)]
+
+
+def states_per_game(states: list[dict], n: int, seed: int) -> list[dict]:
+    """At most ``n`` states of each game (``game_id``), a seeded choice that does not depend on the
+    other games or the row order; ``n = 0`` keeps every state. Rows keep their order.
+
+    >>> rows = [{"game_id": g, "state_id": f"{g}{i}"} for g in "ab" for i in range(3)]
+    >>> [r["state_id"] for r in states_per_game(rows, 2, 0)] == [r["state_id"] for r in states_per_game(rows[::-1], 2, 0)][::-1]
+    True
+    >>> sorted({r["game_id"]: 1 for r in states_per_game(rows, 2, 0)}), len(states_per_game(rows, 2, 0)), len(states_per_game(rows, 0, 0))
+    (['a', 'b'], 4, 6)
+    """
+    if n <= 0:
+        return list(states)
+    import hashlib
+
+    rank = lambda r: hashlib.sha256(f"{seed}|{r['state_id']}".encode()).hexdigest()  # noqa: E731
+    keep: dict[str, list[str]] = {}
+    for r in sorted(states, key=rank):
+        chosen = keep.setdefault(r["game_id"], [])
+        if len(chosen) < n:
+            chosen.append(r["state_id"])
+    ids = {i for v in keep.values() for i in v}
+    return [r for r in states if r["state_id"] in ids]
