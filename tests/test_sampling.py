@@ -36,7 +36,9 @@ def test_batches_and_order_do_not_change_greedy_outputs(model):
 def test_ragged_prefill_equals_padded_prefill(model, n, temperature):
     m, tok = model
     params = SamplingParams(n=n, temperature=temperature, max_new_tokens=6, seed=3)
-    prompts = [PROMPTS[0], PROMPTS[2], "a kitchen with a sink <action>"]  # different lengths, 2+ tokens each
+    # different lengths, 2+ tokens each; ragged prefill orders the prompts by text, padded by length,
+    # and the samples depend on a prompt's row in the batch: both orders are the same here
+    prompts = ["the " + PROMPTS[2], "a kitchen with a sink <action>", PROMPTS[2]]
     padded = TransformersSampler(m, tok, batch_size=9, ragged_prefill=False).generate(prompts, params)
     ragged = TransformersSampler(m, tok, batch_size=9, ragged_prefill=True).generate(prompts, params)
     assert [len(x) for x in ragged] == [n] * len(prompts)

@@ -7,6 +7,12 @@ prompt encoding dominates the cost). On a CPU each prompt of a batch is encoded 
 padding (``ragged_prefill``): encoding is compute-bound there, so batching it buys nothing while the
 padding costs FLOPs; the caches are then laid out left-padded and decoded as one batch
 (benchmarks/: the rollouts' before/after).
+
+Prompts that share a long prefix (the critic prompts of one state's contrast pairs: the state block,
+then only the two actions differ) are encoded once up to the shared part (``share_across_prompts``,
+with ``ragged_prefill``): the prompts are then ordered by their text, so those sharing a prefix are
+neighbours, and each prompt reuses the previous one's cache for their longest common token prefix
+(at least ``MIN_SHARED_TOKENS``), also across batches, encoding only the rest.
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ from act_pipeline.sampling.base import Completion, Sampler, SamplingParams
 
 class TransformersSampler(Sampler):
     name = "transformers"
+    MIN_SHARED_TOKENS = 16  # a shorter common prefix is encoded again (copying its cache is not worth it)
 
     def __init__(self, model, tokenizer, batch_size: int = 16, stop_strings: Sequence[str] = (),
-                 share_prefix: bool = True, ragged_prefill: bool | None = None):
+                 share_prefix: bool = True, ragged_prefill: bool | None = None,
+                 share_across_prompts: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.ragged_prefill = model.device.type == "cpu" if ragged_prefill is None else ragged_prefill
+        self.share_across_prompts = share_across_prompts
         self.stop_strings = list(stop_strings)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -45,7 +54,11 @@ class TransformersSampler(Sampler):
         tok.padding_side = "left"
         self.model.eval()
         out: list[list[str] | None] = [None] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        # ragged prefill pads nothing, so order by text (prompts sharing a prefix become neighbours,
+        # whose caches are reused); otherwise by length (little padding)
+        order = sorted(range(len(prompts)), key=(lambda i: prompts[i]) if self.ragged_prefill
+                       else (lambda i: len(prompts[i])))
+        self._last_prefill = None  # (token ids, cache) of the last prompt encoded: reused across batches
         # with n samples per prompt the effective batch is batch_size rows
         per_batch = max(1, self.batch_size // max(1, params.n))
         greedy = params.temperature <= 0
@@ -69,7 +82,10 @@ class TransformersSampler(Sampler):
                                   top_p=params.top_p, top_k=0)
                 if self.stop_strings:
                     kwargs.update(stop_strings=self.stop_strings, tokenizer=tok)
-                if (params.n > 1 and self.share_prefix) or (params.n == 1 and len(idx) > 1 and self.ragged_prefill):
+                # a batch of one prompt too where its prefix may be reused (one token: nothing to encode)
+                ragged = self.ragged_prefill and (len(idx) > 1 or (self.share_across_prompts
+                                                                   and enc["input_ids"].shape[1] > 1))
+                if (params.n > 1 and self.share_prefix) or (params.n == 1 and ragged):
                     seqs = self._generate_shared_prefix(enc, params.n, kwargs)
                 else:
                     seqs = self.model.generate(**enc, **kwargs)
@@ -84,6 +100,7 @@ class TransformersSampler(Sampler):
                     progress(done, len(prompts))
         finally:
             tok.padding_side = old_side
+            self._last_prefill = None
         return out  # type: ignore[return-value]
 
     def _end_ids(self) -> set[int]:
@@ -112,7 +129,7 @@ class TransformersSampler(Sampler):
         ids, mask = enc["input_ids"], enc["attention_mask"]
         # transformers renamed `past_key_values` to `cache` (5.x); use whichever this one takes
         key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        cache = self._ragged_prefill(ids, mask, key) if self.ragged_prefill else None
+        cache = self._ragged_prefill(ids, mask, key, self.share_across_prompts) if self.ragged_prefill else None
         if cache is None:
             # the position ids generate() derives from a left-padded attention mask
             pos = mask.long().cumsum(-1) - 1
@@ -126,23 +143,42 @@ class TransformersSampler(Sampler):
         return self.model.generate(input_ids=ids.repeat_interleave(n, 0),
                                    attention_mask=mask.repeat_interleave(n, 0), **{key: cache}, **kw)
 
-    def _ragged_prefill(self, ids, mask, key: str):
+    def _ragged_prefill(self, ids, mask, key: str, share_across: bool = False):
         """The batch's cache (all but each prompt's last token) with every prompt encoded alone and
         the caches left-padded to the batch's width; None where that does not apply (a prompt of one
-        token, or a model whose cache layers are not plain dynamic ones, e.g. sliding windows)."""
+        token, or a model whose cache layers are not plain dynamic ones, e.g. sliding windows).
+
+        With ``share_across`` a prompt whose longest common token prefix with the prompt encoded
+        before it (in this batch or, via ``_last_prefill``, the last one of the previous batch) is at
+        least ``MIN_SHARED_TOKENS`` long starts from that prompt's cache cut to the common prefix and
+        encodes only its remaining tokens (at positions common prefix, common prefix + 1, ...)."""
         import torch.nn.functional as F
         from transformers import DynamicCache
 
+        prev = getattr(self, "_last_prefill", None) if share_across else None
         caches = []
         for r in range(ids.shape[0]):
             real = ids[r][mask[r].bool()][:-1]  # left padding: the real tokens come last
             if real.numel() == 0:
                 return None
             c = DynamicCache(config=self.model.config)
-            self.model(input_ids=real[None], use_cache=True, logits_to_keep=1, **{key: c})
-            if any(type(layer).__name__ != "DynamicLayer" for layer in c.layers):
+            lcp = _common_prefix(prev[0], real) if prev is not None else 0
+            if lcp >= self.MIN_SHARED_TOKENS and _plain_dynamic(c):
+                for li, layer in enumerate(prev[1].layers):  # slices: update() concatenates into new tensors
+                    c.update(layer.keys[..., :lcp, :], layer.values[..., :lcp, :], li)
+            else:
+                lcp = 0
+            if lcp < real.numel():
+                pos = torch.arange(lcp, real.numel(), device=real.device)[None]
+                self.model(input_ids=real[None, lcp:], position_ids=pos, use_cache=True, logits_to_keep=1,
+                           **{key: c})
+            if not _plain_dynamic(c):
                 return None
             caches.append(c)
+            if share_across:
+                prev = (real, c)
+        if share_across:
+            self._last_prefill = prev
         width = ids.shape[1] - 1
         cache = DynamicCache(config=self.model.config)
         for li in range(len(caches[0].layers)):
@@ -150,3 +186,16 @@ class TransformersSampler(Sampler):
             cache.update(torch.cat([F.pad(c.layers[li].keys, p) for c, p in zip(caches, pads)]),
                          torch.cat([F.pad(c.layers[li].values, p) for c, p in zip(caches, pads)]), li)
         return cache
+
+
+def _plain_dynamic(cache) -> bool:
+    """Whether every layer of ``cache`` is a plain dynamic one (no sliding window): its keys and
+    values are the whole prefix, so a cut of them is the cache of a shorter prefix."""
+    return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+
+
+def _common_prefix(a, b) -> int:
+    """The length of the longest common prefix of two 1-d token id tensors."""
+    n = min(a.numel(), b.numel())
+    diff = (a[:n] != b[:n]).nonzero()
+    return int(diff[0]) if diff.numel() else n
