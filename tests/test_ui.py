@@ -118,7 +118,7 @@ def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):  # .ci/run exports CI=1
             pytest.fail("chromium is not installed (scripts/setup.sh installs Debian's chromium when run as root)")
         pytest.skip("chromium is not installed")
     with tempfile.TemporaryDirectory() as profile:
@@ -126,6 +126,15 @@ def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
                         f"http://127.0.0.1:{port}{path}"], check=True, timeout=120,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return out
+
+
+def test_without_chromium_screenshots_fail_under_ci_and_skip_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on it
+    for ci, outcome in (("1", pytest.fail.Exception), ("", pytest.skip.Exception)):
+        monkeypatch.setenv("CI", ci)
+        with pytest.raises(BaseException) as e:  # (a skip or a failure escaping here would end this test as one)
+            screenshot(1, tmp_path / "x.png")
+        assert e.type is outcome and "chromium is not installed" in str(e.value), (ci, e.type)
 
 
 @pytest.mark.parametrize("page,name", [("/asset-groups", "ui-lineage.png"),
