@@ -1,5 +1,6 @@
 """`dagster dev` from the repo root serves the asset graph on 127.0.0.1 (checked over GraphQL)."""
 
+import ipaddress
 import json
 import os
 import signal
@@ -97,13 +98,35 @@ def test_graph_has_every_asset_dependency_and_check(webserver):
     assert checks and all(checks.values())
 
 
+def _listening_on(port: int) -> set[str]:
+    """The addresses of the sockets listening on TCP ``port`` (any process; the kernel's socket table)."""
+    import psutil
+
+    return {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port}
+
+
+def _loopback(ip: str) -> bool:
+    a = ipaddress.ip_address(ip.split("%")[0])
+    return a.is_loopback or (a.version == 6 and a.ipv4_mapped is not None and a.ipv4_mapped.is_loopback)
+
+
 def test_webserver_listens_on_loopback_only(webserver):
+    # the server's own listening sockets, not connection attempts to the host's other addresses (there
+    # may be none: a hostname that resolves to 127.0.0.1 left the old loop empty)
     port, _ = webserver
-    addrs = [a for a in socket.getaddrinfo(socket.gethostname(), None) if not a[4][0].startswith("127.")]
-    for fam, _, _, _, sockaddr in addrs[:1]:
-        with socket.socket(fam, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            assert s.connect_ex((sockaddr[0], port)) != 0  # not reachable on a non-loopback address
+    addrs = _listening_on(port)
+    assert addrs, f"nothing listens on port {port}"
+    assert all(_loopback(a) for a in addrs), f"port {port} listens on {sorted(addrs)}"
+
+
+def test_the_listening_check_sees_a_socket_bound_to_every_address():
+    for host, loopback in (("0.0.0.0", False), ("127.0.0.1", True)):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            s.listen()
+            addrs = _listening_on(s.getsockname()[1])
+        assert addrs == {host} and all(_loopback(a) for a in addrs) is loopback, (host, addrs)
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
