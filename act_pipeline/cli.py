@@ -176,9 +176,11 @@ def _import(args) -> int:
 
 def _run(args) -> int:
     profile = Path(args.profile).resolve()
-    try:
-        load_config(profile)  # fail fast, with the file and field, before Dagster starts
-    except ConfigError as e:
+    from act_pipeline.envs.alfworld import AlfworldDataError, resolve_data_root
+
+    try:  # fail fast, with the file and field (or the data folder and what is wrong), before Dagster starts
+        resolve_data_root(load_config(profile).alfworld.data)
+    except (ConfigError, AlfworldDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.environ["ACT_PROFILE"] = str(profile)

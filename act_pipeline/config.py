@@ -1,7 +1,9 @@
 """Run profiles: one YAML file per profile (``configs/*.yaml``), loaded into pydantic models.
 
 Loading is strict: an unknown key, a wrong type or an out-of-range value is a one-line error that
-names the file, the line and the dotted key. Each section is hashed separately so that an asset's
+names the file, the line and the dotted key. So is a file outside the bounds a profile needs (checked
+on YAML's event stream, before any document is built): 1 MiB, nesting 32 levels deep, 100,000 values
+with aliases (``*name``) expanded, so a "billion laughs" file or ``[[[[...`` stops at once. Each section is hashed separately so that an asset's
 code version can depend on exactly the section that defines it.
 """
 
@@ -305,8 +307,126 @@ def _key_lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
-def _yaml(value: Any) -> str:
-    return json.dumps(value, default=str)  # YAML's spelling: null, true, "text", [1, 2]
+def _yaml(value: Any, limit: int = 80) -> str:
+    """A value as YAML spells it (null, true, "text", [1, 2]), cut to ``limit`` characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dotted(loc: tuple, limit: int = 60) -> str:
+    """``("training", "vllm", "mode")`` → ``training.vllm.mode``; list items as ``[i]``; cut to ``limit``."""
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "top level"
+    return key if len(key) <= limit else key[: limit - 3] + "..."
+
+
+MAX_PROFILE_BYTES = 1 << 20  # a profile is a few KB
+MAX_PROFILE_DEPTH = 32  # nested mappings and lists, aliases expanded (profiles nest 3 deep)
+MAX_PROFILE_VALUES = 100_000  # values, each alias counting what it stands for
+
+
+class _Shape:
+    """Walks a YAML event stream (no document is built): where it is (line, key path) and whether it
+    passes the bounds, counting through aliases what a loader would build."""
+
+    def __init__(self):
+        # per open mapping or list: [is a mapping, its current key or index, nodes seen, anchor,
+        #                            values before it, its depth, the deepest depth reached inside]
+        self.frames: list[list] = []
+        self.anchors: dict[str, tuple[int, int]] = {}  # anchor -> (values, depth below and including it)
+        self.values = 0
+        self.line = 1
+        self.last = ()  # the key path of the last value seen
+
+    def loc(self) -> tuple:
+        return tuple(f[1] for f in self.frames if f[1] is not None)
+
+    def feed(self, ev: yaml.Event) -> str | None:
+        """Take one event; what is wrong, if it passes a bound."""
+        self.line = ev.start_mark.line + 1
+        top = self.frames[-1] if self.frames else None
+        if isinstance(ev, yaml.NodeEvent) and top is not None:
+            if top[0]:  # a mapping: key, value, key, value, ...
+                if top[2] % 2 == 0:
+                    top[1] = ev.value if isinstance(ev, yaml.ScalarEvent) else "?"
+            else:
+                top[1] = top[2]
+            top[2] += 1
+            self.last = self.loc()
+        depth = top[5] if top else 0
+        if isinstance(ev, yaml.AliasEvent):
+            if any(f[3] == ev.anchor for f in self.frames):
+                return f"refers to the block that holds it (*{ev.anchor}: a recursive alias)"
+            values, height = self.anchors.get(ev.anchor, (1, 0))
+            self.values += values
+            if top is not None:
+                top[6] = max(top[6], depth + height)
+        elif isinstance(ev, yaml.ScalarEvent):
+            self.values += 1
+            if ev.anchor:
+                self.anchors[ev.anchor] = (1, 0)
+        elif isinstance(ev, yaml.CollectionStartEvent):
+            self.values += 1
+            self.frames.append([isinstance(ev, yaml.MappingStartEvent), None, 0, ev.anchor, self.values - 1,
+                                depth + 1, depth + 1])
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            f = self.frames.pop()
+            if f[3]:
+                self.anchors[f[3]] = (self.values - f[4], f[6] - f[5] + 1)
+            if self.frames:
+                self.frames[-1][6] = max(self.frames[-1][6], f[6])
+        if self.frames and self.frames[-1][6] > MAX_PROFILE_DEPTH:
+            return f"nests deeper than {MAX_PROFILE_DEPTH} levels (the limit, aliases expanded)"
+        if self.values > MAX_PROFILE_VALUES:
+            return f"makes the file hold more than {MAX_PROFILE_VALUES} values (the limit; an alias counts what it stands for)"
+        return None
+
+
+def _yaml_error(source: str, e: yaml.YAMLError) -> ConfigError:
+    mark = getattr(e, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    what = getattr(e, "problem", None) or " ".join(str(e).split())
+    return ConfigError(f"{where}: not valid YAML: {what}" + (f" (column {mark.column + 1})" if mark is not None else ""))
+
+
+def read_yaml(path: str | os.PathLike) -> tuple[Any, dict[tuple, int]]:
+    """A user's YAML file within the bounds above: (its data, the line of every key by its path).
+    Every failure is a one-line :class:`ConfigError` naming the file and, where there is one, line and key."""
+    path, source = Path(path), str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
+    shape = _Shape()
+    if len(raw) > MAX_PROFILE_BYTES:
+        head = raw[:MAX_PROFILE_BYTES].decode("utf-8", "ignore")
+        try:
+            for ev in yaml.parse(head, Loader=yaml.SafeLoader):
+                if shape.feed(ev):
+                    break
+        except yaml.YAMLError:
+            pass  # (the head ends mid-value)
+        raise ConfigError(f"{source}:{head.count(chr(10)) + 1}: `{_dotted(shape.last)}` makes the file larger "
+                          f"than {MAX_PROFILE_BYTES >> 20} MiB (the limit)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{source}:{line}: not UTF-8 (byte {raw[e.start]:#x} at offset {e.start})") from None
+    try:
+        for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+            problem = shape.feed(ev)
+            if problem:
+                raise ConfigError(f"{source}:{shape.line}: `{_dotted(shape.loc())}` {problem}")
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise _yaml_error(source, e) from None
+    return data, (_key_lines(node) if node is not None else {})
 
 
 def _expected(err: dict, cls: type[BaseModel], name: Any) -> str:
@@ -337,7 +457,7 @@ def _error(e: ValidationError, lines: dict[tuple, int], source: str) -> ConfigEr
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             break  # inside a list
         cls = ann
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "top level"
+    key = _dotted(loc)
     where = f"{source}:{lines[loc]}" if loc in lines else source
     if err["type"] in ("extra_forbidden", "invalid_key"):
         if key in _RENAMED:
@@ -351,12 +471,7 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    data, lines = read_yaml(path)
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:
@@ -401,7 +516,7 @@ def uses_gpu(cfg: PipelineConfig) -> bool:
     if cfg.training.launcher != "accelerate":
         return False
     path = accelerate_config_path(cfg.training)
-    acc = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    acc = read_yaml(path)[0] if path.is_file() else {}
     return not (acc or {}).get("use_cpu", False)
 
 

@@ -17,6 +17,7 @@ WAY_KEYS = {"label", "rate", "unit", "median_s", "seconds"}
 
 
 @pytest.mark.bench
+@pytest.mark.timeout(3900)  # past the subprocess's own 3600 s, so that one reports first
 def test_quick_suite_writes_the_results(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))

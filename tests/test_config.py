@@ -9,6 +9,8 @@ import pytest
 from act_pipeline.config import (ACTConfig, ConfigError, PipelineConfig, TrainingConfig, VLLMTrainConfig,
                                  load_config)
 
+pytestmark = pytest.mark.timeout(60)  # unit tests: seconds
+
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = ("default", "smoke", "paper-qwen3-8b", "gpu-qwen3-8b")
 

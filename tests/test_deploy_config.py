@@ -37,13 +37,17 @@ def test_gpu_steps_carry_the_tag_and_pool():
 
     graph = make_definitions(str(DEFAULT), "/nonexistent-data-root").resolve_asset_graph()
     gpu = {f"{b}/{a}" for b in ("alfworld", "scienceworld") for a in ("sampled_alternatives", *ARMS, "evaluation")}
-    keys = {k.to_user_string() for k in graph.materializable_asset_keys}
-    assert gpu <= keys, gpu - keys  # the default profile has both benchmarks
-    for key in graph.materializable_asset_keys:
-        node = graph.get(key)
-        if key.to_user_string() in gpu:
-            assert node.pools == {"gpu"}, key
-            assert node.assets_def.op.tags.get(GPU_TAG) == "true"
+    nodes = {k.to_user_string(): graph.get(k) for k in graph.materializable_asset_keys}
+    # exactly these steps, each found in the graph: none missing (the default profile has both
+    # benchmarks), none extra (a CPU step queued behind the GPU)
+    pooled = {k for k, n in nodes.items() if n.pools}
+    tagged = {k for k, n in nodes.items() if n.assets_def.op.tags.get(GPU_TAG) == "true"}
+    assert pooled == gpu, (sorted(gpu - pooled), sorted(pooled - gpu))
+    assert tagged == gpu, (sorted(gpu - tagged), sorted(tagged - gpu))
+    assert {p for k in gpu for p in nodes[k].pools} == {"gpu"}
+    # the pool the code names is limited by the production instance (no per-pool entry: the default limit)
+    cfg = yaml.safe_load(DEPLOY.read_text())
+    assert cfg["concurrency"]["pools"]["default_limit"] == 1
 
 
 def test_the_embedded_default_stays_sqlite():

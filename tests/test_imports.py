@@ -149,7 +149,7 @@ def test_a_symlink_out_of_the_landing_folder_is_refused(tmp_path):
 
 
 def test_safe_join_refuses_escapes(tmp_path):
-    from act_pipeline.data.store import PathEscapeError, safe_join
+    from act_pipeline.files import PathEscapeError, safe_join
 
     assert safe_join(tmp_path, "a", "b/c") == tmp_path / "a" / "b" / "c"
     for bad in ("../x", "/etc", "a/../../x", ""):

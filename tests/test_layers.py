@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.timeout(60)  # unit tests: seconds
+
 PKG = Path(__file__).resolve().parent.parent / "act_pipeline"
 ORDER = ["envs", "data", "act", "sampling", "evaluation", "training"]
 BASE = {"config", "files", "models"}

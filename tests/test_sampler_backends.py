@@ -1,9 +1,8 @@
 """Sampler backends behind one interface: the transformers backend for real (tiny model), and the
-vLLM adapter's request/response mapping with stand-ins shaped like vLLM's objects (no GPU, no
-vllm install): the same `list[list[str]]` out, and the same alternatives table downstream."""
+vLLM adapter's request/response mapping with stand-ins built from vLLM's documented names (no GPU,
+no vllm install): vLLM's outputs become the expected completions and alternatives table."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,35 +18,75 @@ STATES = [{"state_id": f"s{i}", "game_id": "g1", "split": "train", "step": i, "t
            "expert_action": "go to sink 1", "won": True} for i in range(3)]
 
 
+# vLLM's own names, written out from its documentation and source (vllm/sampling_params.py,
+# vllm/outputs.py), never derived from the adapter: the stand-ins accept and return what vLLM does.
+VLLM_SAMPLING_PARAMS = {  # SamplingParams: its keyword arguments and defaults
+    "n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0, "temperature": 1.0,
+    "top_p": 1.0, "top_k": 0, "min_p": 0.0, "seed": None, "stop": None, "stop_token_ids": None, "ignore_eos": False,
+    "max_tokens": 16, "min_tokens": 0, "logprobs": None, "prompt_logprobs": None, "detokenize": True,
+    "skip_special_tokens": True, "spaces_between_special_tokens": True, "include_stop_str_in_output": False,
+    "output_kind": None, "structured_outputs": None, "logit_bias": None, "allowed_token_ids": None,
+    "extra_args": None, "bad_words": None,
+}
+
+
+class VLLMSamplingParamsStandIn:
+    """vllm.SamplingParams: any of its keywords (the others keep vLLM's defaults); another is a TypeError."""
+
+    def __init__(self, **kwargs):
+        unknown = sorted(set(kwargs) - set(VLLM_SAMPLING_PARAMS))
+        if unknown:
+            raise TypeError(f"SamplingParams got unexpected keyword arguments {unknown}")
+        for k, v in {**VLLM_SAMPLING_PARAMS, **kwargs}.items():
+            setattr(self, k, v)
+
+
 @dataclasses.dataclass
-class FakeVLLMSamplingParams:
-    """Stands in for vllm.SamplingParams: accepts exactly the fields the adapter sets."""
-    n: int
-    temperature: float
-    top_p: float
-    top_k: int
-    max_tokens: int
-    seed: int | None
-    stop: list | None
-    include_stop_str_in_output: bool
-    skip_special_tokens: bool
+class CompletionOutput:  # vllm.outputs.CompletionOutput
+    index: int
+    text: str
+    token_ids: list
+    cumulative_logprob: float | None
+    logprobs: list | None
+    finish_reason: str | None = None  # "stop" (EOS or a stop string) or "length" (max_tokens)
+    stop_reason: int | str | None = None  # the stop string or token id, None at EOS or length
 
 
-class FakeLLM:
-    """Stands in for vllm.LLM: returns RequestOutput-shaped objects, completions out of index order."""
+@dataclasses.dataclass
+class RequestOutput:  # vllm.outputs.RequestOutput
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list | None
+    prompt_logprobs: list | None
+    outputs: list
+    finished: bool
 
-    def __init__(self, texts):
-        self.texts = texts
+
+class LLMStandIn:
+    """vllm.LLM.generate on ``TokensPrompt`` dicts (``{"prompt_token_ids": [...]}``), one SamplingParams per
+    prompt: ``script[i][j]`` is sample j of prompt i, as (text up to where vLLM stopped, why). vLLM
+    drops a matched stop string from the text unless ``include_stop_str_in_output``; results come
+    back in request order, each request's completions in whatever order they finished."""
+
+    def __init__(self, script):
+        self.script = script
         self.calls = []
 
     def generate(self, prompts, sampling_params, use_tqdm=True):
         self.calls.append((prompts, sampling_params))
+        assert len(prompts) == len(sampling_params)
         outs = []
         for i, (p, sp) in enumerate(zip(prompts, sampling_params)):
-            comps = [SimpleNamespace(index=j, text=self.texts[(i + j) % len(self.texts)], token_ids=[1, 2])
-                     for j in range(sp.n)]
-            outs.append(SimpleNamespace(request_id=str(i), prompt_token_ids=p["prompt_token_ids"],
-                                        outputs=list(reversed(comps)), finished=True))
+            assert set(p) == {"prompt_token_ids"} and all(isinstance(t, int) for t in p["prompt_token_ids"])
+            comps = []
+            for j, (text, why) in enumerate(self.script[i][:sp.n]):
+                stop = next((s for s in (sp.stop or []) if text.endswith(s)), None) if why == "stop" else None
+                if stop and not sp.include_stop_str_in_output:
+                    text = text[: -len(stop)]
+                comps.append(CompletionOutput(index=j, text=text, token_ids=[7] * len(text), cumulative_logprob=-1.0,
+                                              logprobs=None, finish_reason=why, stop_reason=stop))
+            outs.append(RequestOutput(request_id=str(i), prompt=None, prompt_token_ids=p["prompt_token_ids"],
+                                      prompt_logprobs=None, outputs=comps[::-1], finished=True))
         return outs
 
 
@@ -71,34 +110,60 @@ def test_requests_are_token_ids_without_added_special_tokens(tiny_model):
 
 
 def test_parse_outputs_orders_by_sample_index_and_checks_counts():
-    outs = [SimpleNamespace(outputs=[SimpleNamespace(index=1, text="b"), SimpleNamespace(index=0, text="a")])]
-    assert parse_outputs(outs, 1, 2) == [["a", "b"]]
+    outs = [RequestOutput("0", None, [1], None, [CompletionOutput(1, "b", [2], None, None, "length"),
+                                                  CompletionOutput(0, "a", [1], None, None, "stop", "</action>")], True)]
+    got = parse_outputs(outs, 1, 2)
+    assert got == [["a", "b"]] and [c.truncated for c in got[0]] == [False, True]
     with pytest.raises(ValueError, match="completions for prompt 0"):
         parse_outputs(outs, 1, 3)
     with pytest.raises(ValueError, match="1 results for 2 prompts"):
         parse_outputs(outs, 2, 2)
 
 
-def test_both_backends_give_the_same_table_shape(tiny_model):
+SCRIPT = [[("go to sink 1</action>", "stop"), ("look</action>", "stop")],
+          [("inventory</action>", "stop"), ("go to si", "length")],
+          [("fly</action>", "stop"), ("look</action>", "stop")]]
+
+
+def test_vllm_adapter_maps_vllms_outputs_to_completions_and_the_table(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    llm = LLMStandIn(SCRIPT)
+    vl = VLLMSampler(tiny_model, tok, stop_strings=["</action>"], llm=llm, sampling_params_cls=VLLMSamplingParamsStandIn)
+    params = SamplingParams(n=2, temperature=0.7, top_p=0.9, max_new_tokens=6, seed=10)
+    prompts = ["a <action>", "bb <action>", "ccc <action>"]
+    out = vl.generate(prompts, params)
+    assert out == [["go to sink 1</action>", "look</action>"], ["inventory</action>", "go to si"],
+                   ["fly</action>", "look</action>"]]
+    assert [[c.truncated for c in o] for o in out] == [[False, False], [False, True], [False, False]]
+    (sent, sps), = llm.calls  # one batched call: every prompt, each with its own seed
+    assert [p["prompt_token_ids"] for p in sent] == [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert [(sp.n, sp.seed, sp.temperature, sp.top_p, sp.max_tokens, sp.stop) for sp in sps] == [
+        (2, 10, 0.7, 0.9, 6, ["</action>"]), (2, 11, 0.7, 0.9, 6, ["</action>"]), (2, 12, 0.7, 0.9, 6, ["</action>"])]
+    assert all(sp.top_k in (0, -1) for sp in sps)  # vLLM: 0 or -1 is no top-k
+    # downstream, the alternatives table from vLLM's completions
+    table, counts = sample_alternatives(vl, tok, STATES, params, 2)
+    assert counts["sampled"] == 3
+    assert [(r["state_id"], r["sample_index"], r["completion"], r["action"], r["reason"], r["origin"])
+            for r in table.to_pylist()] == [
+        ("s0", 0, "go to sink 1</action>", "go to sink 1", "equals_expert", "model"),
+        ("s0", 1, "look</action>", "look", "kept", "model"),
+        ("s1", 0, "inventory</action>", "inventory", "kept", "model"),
+        ("s1", 1, "go to si", None, "unparsable", "model"),  # cut at max_tokens
+        ("s2", 0, "fly</action>", "fly", "inadmissible", "model"),
+        ("s2", 1, "look</action>", "look", "kept", "model")]
+
+
+def test_the_transformers_backend_gives_n_completions_per_prompt(tiny_model):
     cfg = load_config(SMOKE)
-    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=0)
     hf, tok = make_sampler(cfg, tiny_model, stop_strings=["</action>"])
     assert isinstance(hf, Sampler) and hf.name == "transformers"
-    fake = FakeLLM(["go to sink 1</action>", "look</action>", "inventory</action>", "fly</action>"])
-    vl = VLLMSampler(tiny_model, tok, stop_strings=["</action>"], llm=fake, sampling_params_cls=FakeVLLMSamplingParams)
-    prompts = ["a <action>", "bb <action>", "ccc <action>"]
-    for sampler in (hf, vl):
-        out = sampler.generate(prompts, params)
-        assert len(out) == 3 and all(len(x) == 2 and all(isinstance(t, str) for t in x) for x in out)
-    assert vl.generate(prompts, params)[0] == ["go to sink 1</action>", "look</action>"]
-    sent_prompts, sent_params = fake.calls[0]
-    assert len(sent_prompts) == 3 and [p.seed for p in sent_params] == [0, 1, 2]  # one batched call
-    t_hf, _ = sample_alternatives(hf, tok, STATES, params, 2)
-    t_vl, counts = sample_alternatives(vl, tok, STATES, params, 2)
-    assert t_hf.schema == t_vl.schema and t_hf.num_rows == t_vl.num_rows == 6
-    assert set(t_vl.column("reason").to_pylist()) <= {"kept", "equals_expert", "inadmissible", "duplicate", "unparsable"}
-    first = [r for r in t_vl.to_pylist() if r["state_id"] == "s0"]
-    assert [(r["action"], r["reason"]) for r in first] == [("go to sink 1", "equals_expert"), ("look", "kept")]
+    out = hf.generate(["a <action>", "bb <action>", "ccc <action>"], SamplingParams(n=2, temperature=1.0,
+                                                                                     max_new_tokens=6, seed=0))
+    assert len(out) == 3 and all(len(x) == 2 and all(isinstance(t, str) for t in x) for x in out)
+    table, _ = sample_alternatives(hf, tok, STATES, SamplingParams(n=2, max_new_tokens=6, seed=0), 2)
+    assert table.num_rows == 6 and table.column("state_id").to_pylist() == ["s0", "s0", "s1", "s1", "s2", "s2"]
 
 
 def test_vllm_backend_is_chosen_by_config(tmp_path):

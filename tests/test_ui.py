@@ -1,5 +1,6 @@
 """`dagster dev` from the repo root serves the asset graph on 127.0.0.1 (checked over GraphQL)."""
 
+import ipaddress
 import json
 import os
 import signal
@@ -97,13 +98,35 @@ def test_graph_has_every_asset_dependency_and_check(webserver):
     assert checks and all(checks.values())
 
 
+def _listening_on(port: int) -> set[str]:
+    """The addresses of the sockets listening on TCP ``port`` (any process; the kernel's socket table)."""
+    import psutil
+
+    return {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port}
+
+
+def _loopback(ip: str) -> bool:
+    a = ipaddress.ip_address(ip.split("%")[0])
+    return a.is_loopback or (a.version == 6 and a.ipv4_mapped is not None and a.ipv4_mapped.is_loopback)
+
+
 def test_webserver_listens_on_loopback_only(webserver):
+    # the server's own listening sockets, not connection attempts to the host's other addresses (there
+    # may be none: a hostname that resolves to 127.0.0.1 left the old loop empty)
     port, _ = webserver
-    addrs = [a for a in socket.getaddrinfo(socket.gethostname(), None) if not a[4][0].startswith("127.")]
-    for fam, _, _, _, sockaddr in addrs[:1]:
-        with socket.socket(fam, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            assert s.connect_ex((sockaddr[0], port)) != 0  # not reachable on a non-loopback address
+    addrs = _listening_on(port)
+    assert addrs, f"nothing listens on port {port}"
+    assert all(_loopback(a) for a in addrs), f"port {port} listens on {sorted(addrs)}"
+
+
+def test_the_listening_check_sees_a_socket_bound_to_every_address():
+    for host, loopback in (("0.0.0.0", False), ("127.0.0.1", True)):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            s.listen()
+            addrs = _listening_on(s.getsockname()[1])
+        assert addrs == {host} and all(_loopback(a) for a in addrs) is loopback, (host, addrs)
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -118,7 +141,7 @@ def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):  # .ci/run exports CI=1
             pytest.fail("chromium is not installed (scripts/setup.sh installs Debian's chromium when run as root)")
         pytest.skip("chromium is not installed")
     with tempfile.TemporaryDirectory() as profile:
@@ -126,6 +149,15 @@ def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
                         f"http://127.0.0.1:{port}{path}"], check=True, timeout=120,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return out
+
+
+def test_without_chromium_screenshots_fail_under_ci_and_skip_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on it
+    for ci, outcome in (("1", pytest.fail.Exception), ("", pytest.skip.Exception)):
+        monkeypatch.setenv("CI", ci)
+        with pytest.raises(BaseException) as e:  # (a skip or a failure escaping here would end this test as one)
+            screenshot(1, tmp_path / "x.png")
+        assert e.type is outcome and "chromium is not installed" in str(e.value), (ci, e.type)
 
 
 @pytest.mark.parametrize("page,name", [("/asset-groups", "ui-lineage.png"),

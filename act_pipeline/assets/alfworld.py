@@ -9,8 +9,8 @@ from act_pipeline.assets.benchmark import Benchmark
 from act_pipeline.assets.common import games_output, lineage, output, preview
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
-from act_pipeline.data.store import safe_join, table_hash, write_parquet_atomic
-from act_pipeline.files import sha256_file
+from act_pipeline.data.store import table_hash, write_parquet_atomic
+from act_pipeline.files import safe_join, sha256_file
 from act_pipeline.resources import ProfileResource
 
 

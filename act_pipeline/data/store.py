@@ -21,33 +21,6 @@ from act_pipeline.files import atomic_file, sha256_bytes
 log = logging.getLogger(__name__)
 
 
-class PathEscapeError(ValueError):
-    """A path built from user-supplied parts would land outside its root."""
-
-
-def safe_join(root: str | Path, *parts: str, what: str = "path") -> Path:
-    """``root / parts``, refusing parts that are absolute, contain ``..``, or resolve (through
-    symlinks) outside ``root``.
-
-    >>> safe_join("/data", "games", "kitchen/trial_1").as_posix()
-    '/data/games/kitchen/trial_1'
-    >>> safe_join("/data", "../etc/passwd", what="game id")
-    Traceback (most recent call last):
-    ...
-    act_pipeline.data.store.PathEscapeError: game id '../etc/passwd' would leave /data
-    """
-    root = Path(root)
-    for part in parts:
-        p = str(part)
-        if not p or "\x00" in p or Path(p).is_absolute() or ".." in Path(p).parts:
-            raise PathEscapeError(f"{what} {p!r} would leave {root}")
-    path = root.joinpath(*parts)
-    real_root = root.resolve()
-    if not path.resolve().is_relative_to(real_root):
-        raise PathEscapeError(f"{what} {'/'.join(parts)!r} resolves to {path.resolve()}, outside {real_root}")
-    return path
-
-
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
     with atomic_file(path) as tmp:
         pq.write_table(table, tmp)

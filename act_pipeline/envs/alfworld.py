@@ -7,6 +7,10 @@ Game folders follow the ``json_2.1.1`` layout that ``alfworld-download`` writes:
 
 A folder without ``game.tw-pddl`` is built from the PDDL problem plus the domain and grammar that
 the *installed* alfworld package ships, so the game's commands match the installed expert.
+
+The data is the user's: a file or folder that is a link resolving outside the data folder is refused
+before it is read, and every file is read with the bounds of ``act_pipeline.files`` (16 MiB a file,
+JSON nested at most 64 levels), errors naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from act_pipeline.files import atomic_write, sha256_file, sha256_json
+from act_pipeline.files import (InputError, PathEscapeError, atomic_write, load_json_file, read_limited,
+                                safe_join, sha256_file, sha256_json, shown, where)
 
 TASK_TYPES = (
     "pick_and_place_simple",
@@ -50,6 +55,8 @@ def _data_root(data: str | os.PathLike) -> Path:
     root = Path(data).expanduser()
     if not root.exists():
         raise AlfworldDataError(f"ALFWorld data folder {root} does not exist (check ALFWORLD_DATA)")
+    if not root.is_dir():
+        raise AlfworldDataError(f"{root} is a file, not a folder (expected the folder holding json_2.1.1/)")
     if (root / "json_2.1.1").is_dir():
         return root / "json_2.1.1"
     if all((root / s).is_dir() for s in ("train",)) or any((root / s).is_dir() for s in SPLITS):
@@ -60,20 +67,57 @@ def _data_root(data: str | os.PathLike) -> Path:
     )
 
 
+def _inside(data: str | os.PathLike, path: Path) -> Path:
+    """``path`` (under the data folder ``data``), refused if it, or a folder on the way to it, is a link
+    resolving outside ``data``: checked before anything there is read."""
+    root = Path(data).expanduser()
+    try:
+        return safe_join(root, *path.relative_to(root).parts, what="ALFWorld data path")
+    except PathEscapeError as e:
+        raise AlfworldDataError(f"{path}: refused, a link out of the data folder ({e})") from None
+
+
+def _read_user_file(path: Path, read):
+    """``read(path)``, every failure an :class:`AlfworldDataError` naming the file (and line, field)."""
+    try:
+        return read(path)
+    except InputError as e:
+        raise AlfworldDataError(e.at(path)) from None
+    except UnicodeDecodeError as e:
+        raise AlfworldDataError(f"{path}: not UTF-8 (at offset {e.start})") from None
+    except FileNotFoundError:
+        raise AlfworldDataError(f"{path}: missing {path.name}") from None
+    except OSError as e:
+        raise AlfworldDataError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def _read_traj(path: Path) -> dict:
     f = path / "traj_data.json"
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AlfworldDataError(f"{f}: missing traj_data.json") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AlfworldDataError(f"{f}: corrupt traj_data.json ({e})") from None
+    data = _read_user_file(f, load_json_file)
+    if not isinstance(data, dict):
+        raise AlfworldDataError(f"{f}: expected a JSON object, got {type(data).__name__}")
     for key in ("task_type", "pddl_params"):
         if key not in data:
-            raise AlfworldDataError(f"{f}: traj_data.json has no field `{key}`")
+            raise AlfworldDataError(f"{where(f, None, key)}: missing")
     if data["task_type"] not in TASK_TYPES:
-        raise AlfworldDataError(f"{f}: field `task_type` is {data['task_type']!r}, not one of {TASK_TYPES}")
+        raise AlfworldDataError(f"{where(f, None, 'task_type')}: is {shown(data['task_type'])}, not one of {TASK_TYPES}")
+    params = data["pddl_params"]
+    if not isinstance(params, dict):
+        raise AlfworldDataError(f"{where(f, None, 'pddl_params')}: must be an object, got {shown(params)}")
+    for key in ("object_target", "parent_target", "toggle_target", "mrecep_target"):
+        if not isinstance(params.get(key, ""), str):
+            raise AlfworldDataError(f"{where(f, None, 'pddl_params.' + key)}: must be a string, got {shown(params[key])}")
     return data
+
+
+def _scene(f: Path, data: dict, folder: str) -> int:
+    """The scene number: ``scene.scene_num``, else the task folder's last ``-`` part."""
+    scene = data.get("scene", {})
+    value = scene.get("scene_num", folder.rsplit("-", 1)[-1]) if isinstance(scene, dict) else scene
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise AlfworldDataError(f"{where(f, None, 'scene.scene_num')}: must be an integer, got {shown(value)}") from None
 
 
 def discover_games(data: str | os.PathLike, split: str, task_types: Iterable[str] = ()) -> list[GameSpec]:
@@ -88,12 +132,14 @@ def discover_games(data: str | os.PathLike, split: str, task_types: Iterable[str
         trial = traj.parent
         if "movable" in trial.parent.name or "Sliced" in trial.parent.name:
             continue  # not supported by the text engine (as in alfworld itself)
+        for name in ("traj_data.json", "initial_state.pddl", "game.tw-pddl"):  # (the folders on the way too)
+            _inside(data, trial / name)
         if not (trial / "initial_state.pddl").is_file() and not (trial / "game.tw-pddl").is_file():
             raise AlfworldDataError(f"{trial}: missing initial_state.pddl")
         data_ = _read_traj(trial)
         if data_["task_type"] not in wanted:
             continue
-        scene = int(data_.get("scene", {}).get("scene_num", trial.parent.name.rsplit("-", 1)[-1]))
+        scene = _scene(trial / "traj_data.json", data_, trial.parent.name)
         games.append(GameSpec(f"{trial.parent.name}/{trial.name}", split, data_["task_type"], scene, trial))
     if not games:
         raise AlfworldDataError(f"{sdir}: no games (no */*/traj_data.json with a supported task type)")
@@ -120,12 +166,14 @@ def build_game(trial: Path, dst_dir: Path, logic: dict[str, str] | None = None) 
     trial = Path(trial)
     existing = trial / "game.tw-pddl"
     if existing.is_file():
-        gamedata = json.loads(existing.read_text())
+        gamedata = _read_user_file(existing, load_json_file)
+        if not isinstance(gamedata, dict) or not isinstance(gamedata.get("pddl_problem"), str):
+            raise AlfworldDataError(f"{where(existing, None, 'pddl_problem')}: missing (not a game file)")
     else:
         pddl = trial / "initial_state.pddl"
         if not pddl.is_file():
             raise AlfworldDataError(f"{trial}: missing initial_state.pddl")
-        problem = pddl.read_text()
+        problem = _read_user_file(pddl, lambda p: read_limited(p).decode("utf-8"))
         if "(define" not in problem or ":init" not in problem:
             raise AlfworldDataError(f"{pddl}: not a PDDL problem (no `(define` / `:init`)")
         logic = logic or game_logic()
@@ -218,20 +266,36 @@ class AlfworldGame:
 def resolve_data_root(configured: str | None) -> Path | None:
     """The ALFWorld data folder from the profile, else ``$ALFWORLD_DATA``; None if neither is set.
 
-    A folder that is set but unusable is an error (never a silent fallback to generation).
+    A folder that is set but unusable is an error (never a silent fallback to generation): it must
+    exist, be a folder, and hold the three splits (``json_2.1.1/{train,valid_seen,valid_unseen}``).
     """
     value = configured or os.environ.get("ALFWORLD_DATA") or None
     if value is None:
         return None
-    where = "alfworld.data in the profile" if configured else "ALFWORLD_DATA"
+    where_ = "alfworld.data in the profile" if configured else "ALFWORLD_DATA"
     root = Path(value).expanduser()
     if not root.exists():
-        raise AlfworldDataError(f"{where} points to {root}, which does not exist")
+        raise AlfworldDataError(f"{where_} points to {root}, which does not exist")
     try:
-        _data_root(root)
+        base = _data_root(root)
     except AlfworldDataError as e:
-        raise AlfworldDataError(f"{where}: {e}") from None
+        raise AlfworldDataError(f"{where_}: {e}") from None
+    missing = [s for s in SPLITS if not (base / s).is_dir()]
+    if missing:
+        raise AlfworldDataError(f"{where_}: {base} has no split folder {', '.join(missing)} (expected "
+                                f"{', '.join(SPLITS)}: the layout alfworld-download writes)")
     return root
+
+
+def check_data_env() -> int:
+    """``$ALFWORLD_DATA`` checked in seconds, before any set-up (``scripts/run.sh``): 0 if it is unset or
+    usable, else 2 with the reason on stderr. Needs nothing but the standard library."""
+    try:
+        resolve_data_root(None)
+    except AlfworldDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def select_balanced(games: list, n: int, task_type=lambda g: g.task_type) -> list:

@@ -28,7 +28,7 @@ class ProfileResource(dg.ConfigurableResource):
 
     def artifact_dir(self, asset: str, run_id: str) -> Path:
         """A fresh folder per (asset, run): artifacts are never overwritten, so lineage holds."""
-        from act_pipeline.data.store import safe_join
+        from act_pipeline.files import safe_join
 
         return safe_join(self.root(), "artifacts", asset, run_id, what="artifact folder")
 
