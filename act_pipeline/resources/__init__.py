@@ -48,7 +48,7 @@ def manifest_path(data_root: str | Path, key: dg.AssetKey, partition: str | None
     base = Path(data_root) / "manifests"
     if partition is None:
         return base / f"{name}.json"
-    from act_pipeline.data.store import safe_join
+    from act_pipeline.files import safe_join
 
     return safe_join(base / name, f"{partition}.json", what="partition key")
 
