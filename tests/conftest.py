@@ -51,3 +51,25 @@ def tiny_model() -> str:
 
     cfg = load_config(SMOKE)
     return resolve_base_model(cfg.model, cfg.seed, log=lambda m: None)
+
+
+def dagster_home(tmp_path_factory) -> Path:
+    """A fresh Dagster instance folder (telemetry off)."""
+    path = tmp_path_factory.mktemp("dagster_home")
+    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return path
+
+
+def run_main(argv: list[str], **env: str) -> int:
+    """``act-pipeline <argv>`` in this process with ``env`` set for the call (restored after)."""
+    import os
+
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from act_pipeline.cli import main
+
+        return main(argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)

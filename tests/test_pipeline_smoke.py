@@ -16,7 +16,8 @@ import pytest
 
 from act_pipeline.envs.actions import normalize_action
 
-from .conftest import SMOKE
+from .conftest import SMOKE, run_main
+from .conftest import dagster_home as make_dagster_home
 
 # ALFWorld's chain (keys alfworld/<asset>, manifests alfworld__<asset>.json), by key as a user string
 ASSETS = ["base_model", *(f"alfworld/{a}" for a in (
@@ -35,17 +36,9 @@ def _manifest(home: Path, key: str) -> dict:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, alfworld_data):
     home = tmp_path_factory.mktemp("act_home")
-    dagster_home = tmp_path_factory.mktemp("dagster_home")
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    old = dict(os.environ)
-    os.environ.update({"ALFWORLD_DATA": str(alfworld_data), "DAGSTER_HOME": str(dagster_home)})
-    try:
-        from act_pipeline.cli import main
-
-        rc = main(["run", "--profile", str(SMOKE), "--home", str(home)])
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    dagster_home = make_dagster_home(tmp_path_factory)
+    rc = run_main(["run", "--profile", str(SMOKE), "--home", str(home)], ALFWORLD_DATA=str(alfworld_data),
+                  DAGSTER_HOME=str(dagster_home))
     assert rc == 0
     manifests = {a: _manifest(home, a) for a in ASSETS + [f"scienceworld/{a}" for a in SW_ASSETS]}
     return {"home": home, "dagster_home": dagster_home, "m": manifests}

@@ -8,13 +8,13 @@ from the evaluation cache instead of being scored again.
 """
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import SMOKE
+from .conftest import SMOKE, run_main
+from .conftest import dagster_home as make_dagster_home
 
 PARTITIONED = ["alfworld/act_checkpoint", "alfworld/il_baseline", "alfworld/il_policy", "alfworld/evaluation"]
 
@@ -33,25 +33,16 @@ def _profile(path: Path, seeds: list[int]) -> Path:
 
 
 def _run(profile: Path, home: Path, dagster_home: Path, alfworld_data, capfd) -> str:
-    old = dict(os.environ)
-    os.environ.update({"ALFWORLD_DATA": str(alfworld_data), "DAGSTER_HOME": str(dagster_home)})
-    try:
-        from act_pipeline.cli import main
-
-        rc = main(["run", "--profile", str(profile), "--home", str(home)])
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    out = capfd.readouterr().out
+    rc = run_main(["run", "--profile", str(profile), "--home", str(home)], ALFWORLD_DATA=str(alfworld_data),
+                  DAGSTER_HOME=str(dagster_home))
+    out = capfd.readouterr().out  # the seeds' own processes print to the file descriptor
     assert rc == 0, out
     return out
 
 
 @pytest.fixture(scope="module")
 def homes(tmp_path_factory):
-    dagster_home = tmp_path_factory.mktemp("dagster_home")
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return tmp_path_factory.mktemp("act_home"), dagster_home, tmp_path_factory.mktemp("profiles")
+    return tmp_path_factory.mktemp("act_home"), make_dagster_home(tmp_path_factory), tmp_path_factory.mktemp("profiles")
 
 
 def _science(home: Path) -> dict:
