@@ -111,6 +111,11 @@ class SamplingConfig(_Section):
     # vLLM only: GPUs the model is sharded over, and the share of each GPU's memory vLLM may take
     tensor_parallel_size: Pos = 1
     gpu_memory_utilization: Fraction = 0.9
+    # processes scoring the admissible actions (the constrained policies; transformers on a CPU):
+    # the states to score are split over this many spawned processes, each loading the sampler
+    # model itself (same folder, same dtype, one torch thread). A speed knob: the scores, the draws
+    # and the table are the same for any value (not in the section hash: SPEED_FIELDS)
+    workers: Pos = 1
 
 
 class PairsConfig(_Section):
@@ -234,10 +239,16 @@ class EnvsConfig(_Section):
     max_rss_mb: PosFloat = 4096.0     # a worker (and what it started) past this is recycled
     retries: NonNeg = 1               # an episode hit by a fault is started again this often, then failed
     eval_workers: Pos = 4             # worker processes for evaluation roll-outs (games spread round-robin)
+    # games the expert plays at once (expert_trajectories), each on a worker of its own; a speed
+    # knob: the table is the same for any value (not in the section hash: SPEED_FIELDS)
+    expert_workers: Pos = 1
 
 
 # section -> fields added after profiles were in use (see PipelineConfig.section_hash)
 ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics"), "sampling": ("states_per_game",)}
+# section -> fields that only set how fast a stage runs (processes, threads), never what it makes:
+# never in the section hash, so changing them never makes an asset stale
+SPEED_FIELDS = {"envs": ("expert_workers",), "sampling": ("workers",)}
 
 
 class PipelineConfig(_Section):
@@ -275,13 +286,16 @@ class PipelineConfig(_Section):
     def section_hash(self, name: str) -> str:
         """A section's hash (asset code versions depend on it). Fields added to a section later
         (``ADDED_FIELDS``) count only when set to something other than their default, so adding
-        one leaves every existing profile's hashes, and so its materializations, as they were."""
+        one leaves every existing profile's hashes, and so its materializations, as they were.
+        Speed knobs (``SPEED_FIELDS``: how many processes) never count: the data do not depend on them."""
         value = getattr(self, name)
         if isinstance(value, BaseModel):
             d = value.model_dump()
             for f in ADDED_FIELDS.get(name, ()):
                 if d.get(f) == type(value).model_fields[f].default:
                     d.pop(f)
+            for f in SPEED_FIELDS.get(name, ()):
+                d.pop(f, None)
             value = d
         return sha256_bytes(json.dumps(value, sort_keys=True))[:16]
 

@@ -29,7 +29,7 @@ def _load_error(tmp_path, text: str) -> str:
     # unknown key: dotted path, line, the known keys
     ("seed: 1\nsampling:\n  k: 2\n  kk: 3\n",
      "P:4: unknown key `sampling.kk` (known: backend, batch_size, constrained_temperature, gpu_memory_utilization, "
-     "k, max_new_tokens, model_path, policy, states_per_game, temperature, tensor_parallel_size, top_p)"),
+     "k, max_new_tokens, model_path, policy, states_per_game, temperature, tensor_parallel_size, top_p, workers)"),
     ("name: x\nbogus: 1\n", "P:2: unknown key `bogus` (known: act, alfworld, arms, envs, eval, il, model, name, pairs, "
                             "rl, sampling, scienceworld, seed, seeds, threads, training)"),
     # training seeds and arms

@@ -63,13 +63,15 @@ def data_assets(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
 def _trajectories(context, profile: ProfileResource, warehouse: WarehouseResource, b: Benchmark, games: dict,
                   imported: dict | None) -> dg.Output[dict]:
     from act_pipeline.data.trajectories import collect_expert_trajectories
-    from act_pipeline.envs.workers import game_envs
+    from act_pipeline.envs.workers import game_env_set
 
     cfg = profile.config()
     s = b.settings(cfg)
     rows = [g for g in read_parquet(games["uri"]).to_pylist() if "train" in g["roles"] or "heldout_states" in g["roles"]]
-    with game_envs(cfg.envs, b.env_factory, b.env_kwargs(cfg, True), 1, context.log.info) as make_game:
-        table, stats = collect_expert_trajectories(rows, make_game, s.max_expert_steps, s.history_len,
+    # envs.expert_workers games at once, each thread with its own worker; the table is the same
+    with game_env_set(cfg.envs, b.env_factory, b.env_kwargs(cfg, True), cfg.envs.expert_workers,
+                      context.log.info) as make_games:
+        table, stats = collect_expert_trajectories(rows, make_games, s.max_expert_steps, s.history_len,
                                                    log=context.log.info, retries=cfg.envs.retries,
                                                    retry_unwon=getattr(s, "retry_unwon", 0))
     parents = {"games": games}
@@ -97,7 +99,8 @@ def _trajectories(context, profile: ProfileResource, warehouse: WarehouseResourc
 def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: Benchmark, base_model: dict,
             expert_trajectories: dict) -> dg.Output[dict]:
     from act_pipeline.files import dir_hash
-    from act_pipeline.models import bf16_fast
+    from act_pipeline.models import bf16_fast, inference_device
+    from act_pipeline.sampling.constrained import ScoringProcesses
     from act_pipeline.sampling.alternatives import sample_alternatives, states_per_game
     from act_pipeline.sampling.backends import make_sampler
     from act_pipeline.sampling.base import SamplingParams
@@ -132,9 +135,18 @@ def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: 
     key = sampling_key(model=sampler_hash, params=params, history_len=hl, thinking=cfg.model.thinking,
                        dtype="bfloat16" if cfg.model.inference_dtype == "bfloat16" and bf16_fast() else "float32",
                        prompts=source_hash("act_pipeline.act.prompts"), policy=s.policy, **backend)
+    # sampling.workers: the constrained scores computed in that many processes (CPU, transformers),
+    # each loading the sampler model from its folder with one torch thread; the same table
+    procs = None
+    if s.workers > 1 and s.backend == "transformers" and s.policy != "free":
+        if inference_device() == "cpu":
+            procs = ScoringProcesses(sampler_uri, cfg.model.inference_dtype, cfg.model.trust_remote_code, s.workers)
+            context.log.info(f"constrained scoring in {s.workers} processes")
+        else:
+            context.log.info(f"sampling.workers: {s.workers} ignored on {inference_device()} (one process scores)")
     table, counts = sample_alternatives(sampler, tok, states, params, hl, cfg.model.thinking,
                                         progress, s.policy, SampleCache(warehouse.get(), key),
-                                        constrained_temperature=s.constrained_temperature)
+                                        constrained_temperature=s.constrained_temperature, score_processes=procs)
     context.log.info(f"states sampled now: {counts['sampled']}, from the cache: {counts['cached']}")
     path = write_parquet_atomic(table, profile.artifact_dir(b.label("sampled_alternatives"), context.run_id)
                                 / "alternatives.parquet")

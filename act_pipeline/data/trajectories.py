@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -64,9 +66,48 @@ def play_expert(game, game_id: str, split: str, task_type: str, max_steps: int, 
     return rows, won
 
 
+def _play_game(g: dict, make_game: Callable[[str], object], max_steps: int, history_len: int, log: Log,
+               retries: int, retry_unwon: int) -> tuple[list[dict], bool, str | None, list[dict]]:
+    """One game with its retries: (rows, won, why it failed or None, the env faults it hit)."""
+    from act_pipeline.envs.workers import EnvFault
+
+    faults = replays = 0
+    env_faults: list[dict] = []
+    while True:
+        game = None
+        try:
+            game = make_game(g["gamefile"])
+            r, won = play_expert(game, g["game_id"], g["split"], g["task_type"], max_steps, history_len)
+            reason = None if won else f"the expert did not win within {max_steps} steps"
+        except EnvFault as e:
+            r, won = [], False
+            reason = f"{g['gamefile']}: {e}"
+            faults += 1
+            env_faults.append({"game_id": g["game_id"], "attempt": faults, "fault": str(e)})
+            if faults <= retries:
+                log(f"{g['game_id']}: {e}; starting the game again on a fresh worker "
+                    f"(attempt {faults + 1}/{retries + 1})")
+                continue
+            break
+        except Exception as e:  # noqa: BLE001 - a broken game is recorded, the others go on
+            r, won = [], False
+            reason = f"{g['gamefile']}: {type(e).__name__}: {str(e)[:300]}"
+            break
+        finally:
+            close = getattr(game, "close", None)
+            if close:
+                close()
+        if not won and replays < retry_unwon:  # a stochastic expert (ScienceWorld gold paths)
+            replays += 1
+            log(f"{g['game_id']}: {reason}; playing it again ({replays}/{retry_unwon})")
+            continue
+        break
+    return r, won, reason, env_faults
+
+
 def collect_expert_trajectories(
     games: Sequence[dict],
-    make_game: Callable[[str], object],
+    make_game: Callable[[str], object] | Sequence[Callable[[str], object]],
     max_steps: int,
     history_len: int,
     log: Log = print,
@@ -76,57 +117,68 @@ def collect_expert_trajectories(
     """Play the expert through every game (rows: game_id, split, task_type, gamefile).
 
     ``make_game(gamefile)`` gives an environment — in this process, or in a worker process
-    (:class:`act_pipeline.envs.workers.WorkerPool`). An :class:`EnvFault` (a reset that hangs, a
+    (:class:`act_pipeline.envs.workers.WorkerPool`). A list of such factories plays that many games
+    at once, one thread per factory, each thread using only its own (so each its own worker pool:
+    ``envs.expert_workers``); the table, its row order and ``stats`` are those of playing the games
+    one after another, whatever finishes first. An :class:`EnvFault` (a reset that hangs, a
     worker that dies or grows past its memory limit) starts the game again on a fresh worker, up
     to ``retries`` times; a game the expert did not win is played again up to ``retry_unwon``
     times (for stochastic experts such as ScienceWorld's gold paths). A game that still fails,
     fails to load, or that the expert does not win is recorded in ``stats["failed"]`` with its
     reason; its steps are kept with ``won = false`` and never train. If no game at all is won, that is an error.
     """
-    from act_pipeline.envs.workers import EnvFault
+    factories = [make_game] if callable(make_game) else list(make_game)
+    if not factories:
+        raise ValueError("no game factory to play the expert with")
+    t0 = time.time()
+    results: list[tuple | None] = [None] * len(games)
+    lock = threading.Lock()
+    finished = [0]
+
+    def play(i: int, factory: Callable[[str], object]) -> None:
+        g = games[i]
+        out = results[i] = _play_game(g, factory, max_steps, history_len, log, retries, retry_unwon)
+        r, won, reason, _ = out
+        with lock:  # one line per game, counted in the order they finish
+            finished[0] += 1
+            if not won:
+                log(f"expert failed on {g['game_id']}: {reason}")
+            log(f"expert {finished[0]}/{len(games)} {g['split']} {g['game_id']}: {len(r)} steps, won={won} "
+                f"({time.time() - t0:.0f}s)")
+
+    if len(factories) == 1 or len(games) <= 1:
+        for i in range(len(games)):
+            play(i, factories[0])
+    else:
+        queue = iter(range(len(games)))
+        take = threading.Lock()
+        stop = threading.Event()  # an unexpected error in one thread: the others take no new game
+
+        def drive(factory: Callable[[str], object]) -> None:
+            try:
+                while not stop.is_set():
+                    with take:
+                        i = next(queue, None)
+                    if i is None:
+                        return
+                    play(i, factory)
+            except BaseException:
+                stop.set()
+                raise
+
+        with ThreadPoolExecutor(len(factories), thread_name_prefix="expert") as ex:
+            for f in [ex.submit(drive, factory) for factory in factories]:
+                f.result()
 
     rows: list[dict] = []
     stats = {"games": 0, "won": 0, "failed": [], "env_faults": []}
-    t0 = time.time()
-    for i, g in enumerate(games):
-        faults = replays = 0
-        while True:
-            game = None
-            try:
-                game = make_game(g["gamefile"])
-                r, won = play_expert(game, g["game_id"], g["split"], g["task_type"], max_steps, history_len)
-                reason = None if won else f"the expert did not win within {max_steps} steps"
-            except EnvFault as e:
-                r, won = [], False
-                reason = f"{g['gamefile']}: {e}"
-                faults += 1
-                stats["env_faults"].append({"game_id": g["game_id"], "attempt": faults, "fault": str(e)})
-                if faults <= retries:
-                    log(f"{g['game_id']}: {e}; starting the game again on a fresh worker "
-                        f"(attempt {faults + 1}/{retries + 1})")
-                    continue
-                break
-            except Exception as e:  # noqa: BLE001 - a broken game is recorded, the others go on
-                r, won = [], False
-                reason = f"{g['gamefile']}: {type(e).__name__}: {str(e)[:300]}"
-                break
-            finally:
-                close = getattr(game, "close", None)
-                if close:
-                    close()
-            if not won and replays < retry_unwon:  # a stochastic expert (ScienceWorld gold paths)
-                replays += 1
-                log(f"{g['game_id']}: {reason}; playing it again ({replays}/{retry_unwon})")
-                continue
-            break
+    for g, (r, won, reason, env_faults) in zip(games, results):  # in the games' order
         rows.extend(r)
         stats["games"] += 1
         stats["won"] += int(won)
+        stats["env_faults"].extend(env_faults)
         if not won:
             stats["failed"].append({"game_id": g["game_id"], "reason": reason})
-            log(f"expert failed on {g['game_id']}: {reason}")
-        log(f"expert {i + 1}/{len(games)} {g['split']} {g['game_id']}: {len(r)} steps, won={won} "
-            f"({time.time() - t0:.0f}s)")
     if games and stats["won"] == 0:
         raise RuntimeError("the expert won none of the games: " +
                            "; ".join(f"{f['game_id']}: {f['reason']}" for f in stats["failed"][:3]))

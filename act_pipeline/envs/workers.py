@@ -15,7 +15,8 @@ failed with the reason) — the run goes on.
 
 A worker hosts one or more environments (``WorkerPool`` spreads games round-robin over its
 workers, kept alive between games so imports and JVM start-up are paid once); a fault loses every
-environment on that worker, and each of them raises :class:`EnvFault` on its next call.
+environment on that worker, and each of them raises :class:`EnvFault` on its next call. A pool is
+not thread-safe: threads playing games at once each get a pool of their own (``game_env_set``).
 """
 
 from __future__ import annotations
@@ -240,11 +241,11 @@ class WorkerPool:
     worker round-robin. Use as a context manager (workers are shut down on exit)."""
 
     def __init__(self, factory: str, kwargs: dict | None = None, limits: WorkerLimits | None = None,
-                 size: int = 1, log: Log = lambda m: None):
+                 size: int = 1, log: Log = lambda m: None, name: str = "env-worker"):
         self.factory = factory
         self.kwargs = dict(kwargs or {})
         self.limits = limits or WorkerLimits()
-        self.workers = [EnvWorker(self.limits, f"env-worker-{i}", log) for i in range(max(1, size))]
+        self.workers = [EnvWorker(self.limits, f"{name}-{i}", log) for i in range(max(1, size))]
         self._n = 0
 
     def env(self, *args) -> RemoteEnv:
@@ -327,3 +328,19 @@ def game_envs(envs, factory: str, kwargs: dict, workers: int, log=print):
     limits = WorkerLimits(envs.reset_timeout_s, envs.step_timeout_s, envs.max_rss_mb, envs.retries)
     with WorkerPool(factory, kwargs, limits, workers, log) as pool:
         yield pool
+
+
+@contextlib.contextmanager
+def game_env_set(envs, factory: str, kwargs: dict, n: int, log=print):
+    """``n`` independent ``make_game`` factories, each its own one-worker pool (like
+    :func:`game_envs` with one worker), for ``n`` threads playing games at once: a pool (and an
+    :class:`EnvWorker`) is used by one thread only. With ``envs.in_process`` a single factory (games
+    in this process are not played from several threads)."""
+    if envs.in_process:
+        with game_envs(envs, factory, kwargs, 1, log) as make_game:
+            yield [make_game]
+        return
+    limits = WorkerLimits(envs.reset_timeout_s, envs.step_timeout_s, envs.max_rss_mb, envs.retries)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(WorkerPool(factory, kwargs, limits, 1, log, name=f"env-worker-{i}"))
+               for i in range(max(1, n))]

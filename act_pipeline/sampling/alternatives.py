@@ -54,6 +54,7 @@ def sample_alternatives(
     cache: SampleCache | None = None,
     score_batch_size: int = 64,
     constrained_temperature: float | None = None,
+    score_processes: constrained.ScoringProcesses | None = None,
 ) -> tuple[pa.Table, dict]:
     """One row per sampled completion or drawn alternative, with its verdict and origin.
 
@@ -63,7 +64,9 @@ def sample_alternatives(
     (``params.seed``, state).
 
     With a ``cache``, states already sampled (free completions) or scored (constrained scores)
-    under the same sampling key are not sampled or scored again. Returns the table and counts:
+    under the same sampling key are not sampled or scored again. With ``score_processes`` the
+    states still to score are scored in that many spawned processes (the same scores, so the same
+    table; ``sampling.workers``). Returns the table and counts:
     ``sampled`` (states that needed the model now: generation or scoring), ``cached`` (the others),
     and in detail ``generated`` / ``generated_cached`` / ``scored`` / ``scores_cached``.
     """
@@ -99,7 +102,7 @@ def sample_alternatives(
             want[s["state_id"]] = sum(r in (UNPARSABLE, INADMISSIBLE) for _, r in verdicts[s["state_id"]])
     need = [s for s in states if want.get(s["state_id"], 0) > 0]
     scores, scored_now, n_scores_cached = _scores(sampler, tokenizer, need, history_len, cache, progress,
-                                                score_batch_size)
+                                                score_batch_size, score_processes)
 
     rows = []
     for s in states:
@@ -125,7 +128,8 @@ def sample_alternatives(
 
 
 def _scores(sampler, tokenizer, states: Sequence[dict], history_len: int, cache: SampleCache | None,
-            progress, batch_size: int) -> tuple[dict[str, list[float]], set[str], int]:
+            progress, batch_size: int, processes: constrained.ScoringProcesses | None = None,
+            ) -> tuple[dict[str, list[float]], set[str], int]:
     """The constrained scores of ``states`` (cached ones reused when their admissible actions match),
     the ids scored now, and how many came from the cache."""
     if not states:
@@ -140,8 +144,13 @@ def _scores(sampler, tokenizer, states: Sequence[dict], history_len: int, cache:
                 scores[s["state_id"]] = [by_action[a] for a in s["admissible"]]
     todo = [s for s in states if s["state_id"] not in scores]
     n_cached = len(states) - len(todo)
-    fresh = constrained.score_admissible(constrained.model_of(sampler), tokenizer, todo, history_len,
-                                         batch_size, progress) if todo else {}
+    fresh = {}
+    if todo:
+        model = constrained.model_of(sampler)  # a sampler without a transformers model: a clear error
+        if processes is not None and processes.workers > 1 and len(todo) > 1:
+            fresh = constrained.score_admissible_in_processes(processes, todo, history_len, batch_size, progress)
+        else:
+            fresh = constrained.score_admissible(model, tokenizer, todo, history_len, batch_size, progress)
     if cache:
         cache.store_scores({s["state_id"]: (s["admissible"], fresh[s["state_id"]]) for s in todo},
                            constrained.SCORER_ID)

@@ -21,6 +21,11 @@ seeded per state (an exponential race, the Gumbel-top-k trick: drawing the k sma
 
 Scoring always uses the non-thinking agent prompt: the candidate is the answer itself, not
 reasoning before it. Nothing here imports dagster.
+
+On a CPU the scoring can be spread over processes (:class:`ScoringProcesses`, ``sampling.workers``):
+each spawned process loads the model from the same folder in the same dtype, with one torch thread,
+and scores a share of the states. A state's scores depend on that state alone, computed the same
+way in any process, so they are bit-identical to scoring in one process (with one torch thread).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import inspect
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from act_pipeline.envs.actions import normalize_action
 from act_pipeline.act.prompts import State, agent_prompt
@@ -148,6 +154,71 @@ def score_admissible(model, tokenizer, states: Sequence[dict], history_len: int 
         if progress:
             progress(i + 1, len(states))
     return out
+
+
+@dataclass(frozen=True)
+class ScoringProcesses:
+    """Score in ``workers`` spawned processes, each loading the model at ``model_path`` (as
+    :func:`act_pipeline.models.load_model` does: ``dtype``, ``trust_remote_code``, on the CPU)
+    with ``threads`` torch threads; they take ``share`` states at a time."""
+    model_path: str
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    workers: int = 2
+    threads: int = 1
+    share: int = 8
+
+
+_WORKER: dict = {}  # in a scoring process: its model and tokenizer
+
+
+def _init_scoring_process(model_path: str, dtype: str, trust_remote_code: bool, threads: int) -> None:
+    import torch
+
+    from act_pipeline.models import load_model
+
+    torch.set_num_threads(threads)
+    _WORKER["model"], _WORKER["tokenizer"] = load_model(model_path, trust_remote_code, dtype)
+
+
+def _score_share(states: list[dict], history_len: int, batch_size: int, reduce: str) -> dict[str, list]:
+    return score_admissible(_WORKER["model"], _WORKER["tokenizer"], states, history_len, batch_size, None, reduce)
+
+
+def score_admissible_in_processes(procs: ScoringProcesses, states: Sequence[dict], history_len: int = 3,
+                                  batch_size: int = 64, progress: Callable[[int, int], None] | None = None,
+                                  reduce: str = "mean") -> dict[str, list]:
+    """:func:`score_admissible` with the states split over ``procs.workers`` spawned processes, in
+    shares of at most ``procs.share`` states (the processes take the next share when they finish one;
+    ``progress`` as shares come back). The same scores as :func:`score_admissible` in one process.
+    The processes are spawned: a script calling this needs the ``if __name__ == "__main__":``
+    guard (Dagster's and pytest's entry points have it)."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import multiprocessing
+
+    if reduce not in ("sum", "mean", "both"):
+        raise ValueError(f"reduce must be sum, mean or both, got {reduce!r}")
+    states = list(states)
+    if not states:
+        return {}
+    workers = max(1, min(procs.workers, len(states)))
+    size = max(1, min(procs.share, math.ceil(len(states) / workers)))
+    shares = [states[i:i + size] for i in range(0, len(states), size)]
+    out: dict[str, list] = {}
+    ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_scoring_process,
+                             initargs=(procs.model_path, procs.dtype, procs.trust_remote_code, procs.threads))
+    try:
+        pending = {ex.submit(_score_share, sh, history_len, batch_size, reduce) for sh in shares}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                out.update(f.result())
+            if progress:
+                progress(len(out), len(states))
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    return {s["state_id"]: out[s["state_id"]] for s in states}
 
 
 def restricted_distribution(scores: Sequence[float], temperature: float = 1.0) -> list[float]:
