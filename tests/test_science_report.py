@@ -70,7 +70,7 @@ def test_the_known_answers(result):
     assert sr["il"]["mean"] == 0.5 and sr["il"]["n"] == GAMES and sr["diff_il_act_minus_il"]["p"] == 1.0
     assert "judgement_random_fill" not in result
     assert result["target"] == {"act_judgement_ge_0_75": True, "act_ci_above_base": True,
-                                "il_act_minus_il_ci_excludes_0": False}
+                                "il_act_minus_il_ci_excludes_0": False, "act_ci_above_chance": True}
 
 
 def test_the_bookkeeping_fields(result):
@@ -96,6 +96,27 @@ def test_random_fill_pairs_get_their_own_section():
     assert r["judgement_random_fill"]["diff_act_minus_base"]["mean"] == 0.75
     assert r["judgement_by_origin"]["act"]["random_fill"] == {"value": 0.75, "n": 3 * N, "seeds": 3}
     assert r["judgement_by_origin"]["act"]["model"]["value"] == 1.0
+
+
+def test_a_critic_that_names_one_slot_is_called_a_position_bias(tmp_path):
+    """ACT always answers 2 (right exactly on the pairs whose expert is in slot 2: half of them);
+    the base never parses. The report must say ACT is at chance and biased, not that it judges."""
+    ev = evals()
+    half = [i % 2 for i in range(N)]  # expert in slot 2 on odd items: a constant "2" is right there
+    for e in ev:
+        e["results"]["act_checkpoint"][0] = metric("judgement_accuracy", half)
+        e["results"]["act_checkpoint"][0]["detail"].update(completions=N, parsed=N, picked_slot_1=0)
+        e["results"]["prompt_no_thinking"][0]["detail"].update(completions=N, parsed=0, picked_slot_1=0)
+    r = science_result(ev, CURVES, META, resamples=500, permutations=500)
+    assert r["judgement_model_only"]["act"]["mean"] == 0.5
+    assert r["target"]["act_ci_above_chance"] is False and r["target"]["act_ci_above_base"] is True
+    assert r["answer_bias"]["act"]["1"] == {"completions": N, "parsed_share": 1.0, "slot_1_share": 0.0,
+                                            "one_slot": True}
+    assert r["answer_bias"]["base"] == {"0": {"completions": N, "parsed_share": 0.0, "slot_1_share": None,
+                                              "one_slot": None}}
+    md = write_science(tmp_path / "s", r)["markdown"].read_text()
+    assert "a position bias, not a judgement" in md and "includes it: no judgement detected" in md
+    assert "almost never parse" in md and "| ACT | 2 | 100.0% of 60 | 0.0% |" in md
 
 
 def test_files_are_written(result, tmp_path):

@@ -89,7 +89,8 @@ def report_asset(benchmarks: list[Benchmark], cfg: PipelineConfig) -> dg.AssetsD
     ins = {f"{b.name}_evaluation": dg.AssetIn(key=b.key("evaluation")) for b in benchmarks}
 
     @dg.asset(group_name="evaluation", kinds={"matplotlib"}, ins=ins,
-              code_version=code_version(cfg, ["act_pipeline.evaluation.report"], []),
+              code_version=code_version(cfg, ["act_pipeline.evaluation.report", "act_pipeline.evaluation.science",
+                                            "act_pipeline.evaluation.stats"], []),
               description="The report: the Table-1 grid of every benchmark and arm with 95% bootstrap intervals, "
                           "per-task-type tables, judgement accuracy over ACT steps, critiques and side-by-side "
                           "episodes, the paper's numbers beside ours (markdown, HTML, PNG).")

@@ -34,7 +34,11 @@ TARGETS = {
     "act_judgement_ge_0_75": "ACT's mean judgement accuracy on model-driven held-out pairs is at least 75 %",
     "act_ci_above_base": "the 95 % CI of the paired difference ACT − base (judgement, model-driven) lies above 0",
     "il_act_minus_il_ci_excludes_0": "the 95 % CI of the paired difference IL w/ ACT − IL (next-action) excludes 0",
+    "act_ci_above_chance": "the 95 % CI of ACT's judgement accuracy (model-driven) lies above 50 %, what a constant "
+                           "or a random answer scores on pairs shown in random order",
 }
+CHANCE = 0.5  # a constant answer ("always 1") or a coin flip, on pairs whose order is random
+ONE_SLOT = 0.95  # a share of parsed answers naming one slot at or beyond this (or 1 − it): a position bias
 METHOD = ("Each arm's mean is the mean over training seeds of its per-seed item mean; the base model is one "
           "seed-independent evaluation. 95 % intervals: two-stage percentile bootstrap drawing training seeds and "
           "held-out games (clusters) with replacement, all items of a drawn game. Differences are paired item by "
@@ -155,6 +159,32 @@ def _by_origin(data: _Outcomes) -> dict:
     return out
 
 
+def _answer_bias(data: _Outcomes, name: str = "judgement_accuracy") -> dict:
+    """Per arm key and seed, how the critic answered the model-driven pairs: the share of answers
+    that parsed and, of those, the share naming slot 1. An arm that names one slot whatever the
+    pair (``one_slot``) scores what chance does on pairs in random order, however often it is right.
+
+    >>> d = _Outcomes([{"seed": 0, "results": {"act_checkpoint": [{"name": "judgement_accuracy", "split": "s",
+    ...     "value": 0.5, "n": 4, "outcomes": [1, 0, 1, 0],
+    ...     "detail": {"completions": 4, "parsed": 4, "picked_slot_1": 0}}]}}])
+    >>> _answer_bias(d)["act"]["0"]
+    {'completions': 4, 'parsed_share': 1.0, 'slot_1_share': 0.0, 'one_slot': True}
+    """
+    out: dict = {}
+    for key, arm in ARMS.items():
+        for s in data.seeds[:1] if key == SEED_INDEPENDENT else data.seeds:
+            m = next((m for (n, _), m in data.index[s].get(arm, {}).items() if n == name), None)
+            det = (m or {}).get("detail") or {}
+            if "picked_slot_1" not in det or not det.get("completions"):
+                continue
+            parsed, total = det.get("parsed", 0), det["completions"]
+            share = det["picked_slot_1"] / parsed if parsed else None
+            out.setdefault(key, {})[str(s)] = {
+                "completions": total, "parsed_share": parsed / total, "slot_1_share": share,
+                "one_slot": None if share is None else bool(share >= ONE_SLOT or share <= 1 - ONE_SLOT)}
+    return out
+
+
 def _per_seed(data: _Outcomes) -> dict:
     """seed → arm key → metric (``name``, or ``name[split]`` where the name has several splits) → value, N."""
     names = {n for by_arm in data.index.values() for ms in by_arm.values() for n, _ in ms}
@@ -203,11 +233,14 @@ def science_result(evals: Sequence[dict], curves: Mapping, meta: Mapping, resamp
         out["success"] = success
     out["judgement_by_origin"] = _by_origin(data)
     out["per_seed"] = _per_seed(data)
+    out["answer_bias"] = _answer_bias(data)
+    out["chance"] = CHANCE
     j = out["judgement_model_only"]
     out["target"] = {
         "act_judgement_ge_0_75": bool(j["act"]["mean"] >= 0.75) if "act" in j else None,
         "act_ci_above_base": _excludes_0(j.get(_diff_key("act", "base")), above=True),
         "il_act_minus_il_ci_excludes_0": _excludes_0(out.get("next_action", {}).get(_diff_key("il_act", "il"))),
+        "act_ci_above_chance": bool(j["act"]["ci"][0] > CHANCE) if "act" in j else None,
     }
     return out
 
@@ -291,6 +324,22 @@ def _meaning(result: dict) -> tuple[list[str], list[str]]:
         means.append(f"ACT's judgement accuracy on model-driven pairs is {_pct(j['act']['mean'])}%: the 75 % target "
                      f"is {'met' if t['act_judgement_ge_0_75'] else 'not met'} (by the point estimate; its CI is "
                      f"[{_pct(j['act']['ci'][0])}, {_pct(j['act']['ci'][1])}]).")
+    if "act" in j:
+        lo, hi = j["act"]["ci"]
+        means.append(f"Against chance ({_pct(result.get('chance', CHANCE))}%: a constant or random answer on pairs in "
+                     f"random order), ACT's CI [{_pct(lo)}, {_pct(hi)}] "
+                     + ("lies above it." if lo > result.get("chance", CHANCE) else
+                        "lies below it." if hi < result.get("chance", CHANCE) else "includes it: no judgement detected."))
+    for key, by_seed in (result.get("answer_bias") or {}).items():
+        biased = {s: b for s, b in by_seed.items() if b.get("one_slot")}
+        if biased:
+            means.append(f"{TITLES[key]} names one slot whatever the pair in seed(s) " + ", ".join(
+                f"{s} (slot 1 in {_pct(b['slot_1_share'])}% of {b['completions']} answers)" for s, b in biased.items())
+                + ": a position bias, not a judgement of the actions.")
+        elif by_seed and all(b["parsed_share"] < 0.05 for b in by_seed.values()):
+            means.append(f"{TITLES[key]}'s answers almost never parse (" + ", ".join(
+                f"{_pct(b['parsed_share'])}%" for b in by_seed.values()) + " parsed): its accuracy measures the "
+                "answer format, not judgement.")
     seeds = len(result["seeds"])
     nots.append(f"{seeds} training seed(s): the seed-to-seed spread is estimated from {seeds} draw(s), so the "
                 "intervals may still be too narrow." if seeds < 5 else
@@ -332,6 +381,14 @@ def _markdown(result: dict, names: dict[str, str]) -> str:
         lines += ["", "Judgement accuracy by origin of the alternative (pooled over seeds): " + "; ".join(
             f"{TITLES[k]}: " + ", ".join(f"`{o}` {_pct(v['value'])}% (N={v['n']})" for o, v in by.items())
             for k, by in result["judgement_by_origin"].items())]
+    if result.get("answer_bias"):
+        lines += ["", "How the critic answered the model-driven pairs (per seed: answers that parsed; of those, "
+                  "the share naming slot 1 — near 0 or 100 % is a position bias):", "",
+                  "| arm | seed | parsed | slot 1 of parsed |", "|---|---|---|---|"]
+        for key, by_seed in result["answer_bias"].items():
+            for s, b in by_seed.items():
+                lines.append(f"| {TITLES[key]} | {s} | {_pct(b['parsed_share'])}% of {b['completions']} | "
+                             f"{_pct(b['slot_1_share'])}% |")
     lines += ["", "## Plots", "", f"![paired differences]({names['forest']})", "",
               f"![held-out judgement accuracy over ACT training]({names['curves']})", "",
               f"![arms]({names['arms']})", ""]
@@ -386,13 +443,15 @@ def _curves(result: dict, path: Path) -> Path:
     base = result["judgement_model_only"].get("base")
     if base:
         ax.axhline(100 * base["mean"], color="k", ls="--", lw=1, label=f"base model ({_pct(base['mean'])}%)")
+    ax.axhline(100 * result.get("chance", CHANCE), color="tab:red", ls=":", lw=1,
+               label=f"chance ({_pct(result.get('chance', CHANCE))}%: constant or random answer)")
     ax.set_xlabel("ACT training step")
     ax.set_ylabel("held-out judgement accuracy, %")
     ax.set_ylim(-2, 102)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Held-out judgement accuracy (model-driven pairs) over ACT training", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -403,7 +462,7 @@ def _arms(result: dict, path: Path) -> Path:
     plt = _plt()
     secs = _sections(result)
     fig, axes = plt.subplots(len(secs), 1, figsize=(7, 1.9 * len(secs) + 0.4), squeeze=False)
-    for ax, (_, label, sec) in zip(axes[:, 0], secs):
+    for ax, (key, label, sec) in zip(axes[:, 0], secs):
         keys = [k for k in TITLES if k in sec][::-1]  # base on top
         means = [100 * sec[k]["mean"] for k in keys]
         err = [[m - 100 * sec[k]["ci"][0] for m, k in zip(means, keys)],
@@ -412,8 +471,10 @@ def _arms(result: dict, path: Path) -> Path:
         ax.set_yticks(range(len(keys)), [TITLES[k] for k in keys], fontsize=8)
         for y, (m, k) in enumerate(zip(means, keys)):  # the value right of its whisker
             ax.text(100 * sec[k]["ci"][1] + 1.5, y, f"{m:.1f}", va="center", fontsize=7)
+        if key.startswith("judgement"):
+            ax.axvline(100 * result.get("chance", CHANCE), color="tab:red", ls=":", lw=1)
         ax.set_xlim(0, 112)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label + (" (dotted: chance)" if key.startswith("judgement") else ""), fontsize=9)
     axes[-1, 0].set_xlabel("%, mean over seeds (95 % CI: seeds × games)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
