@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The science result (README: Results), on this machine.
-#   scripts/science.sh [--home DIR] [--jobs N]      configs/science.yaml on a fresh data root, then
+#   scripts/science.sh [--home DIR] [--jobs N=2]    configs/science.yaml on a fresh data root, then
 #                                                   results/science/{latest.json,latest.md,*.png}
 #   scripts/science.sh --tune LR[,LR...] [--home DIR]   configs/science-tune.yaml (the validation
 #                                                   split, one seed) for each ACT learning rate
@@ -8,7 +8,7 @@
 # ALFWORLD_DATA: the official ALFWorld data (default ../shared/alfworld when it is there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-home=".act_home_science" tune="" jobs=0
+home=".act_home_science" tune="" jobs=2  # 2 seeds at once: 3 IL trainings at once were OOM-killed in 24 GiB (2026-12-01)
 while [ $# -gt 0 ]; do
   case "$1" in
     --home) home="$2"; shift 2 ;;
