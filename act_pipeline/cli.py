@@ -28,6 +28,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from act_pipeline.assets.common import latest_materialization
 from act_pipeline.config import REPO_ROOT, ConfigError, load_config
 
 
@@ -66,13 +67,6 @@ def downstream(keys, deps: dict) -> set:
     return out
 
 
-def _latest(instance, key, partition: str | None):
-    """The latest materialization record of ``key`` (of one partition of it, given ``partition``)."""
-    res = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None), limit=1)
-    return res.records[0] if res.records else None
-
-
 def stale_status(defs, instance, propagate: bool = True, partition: str | None = None) -> dict:
     """The stale status of every asset, as Dagster's "Materialize stale and missing" sees it.
 
@@ -91,7 +85,7 @@ def stale_status(defs, instance, propagate: bool = True, partition: str | None =
     deps = _deps(defs, specs)
     code_versions = {spec.key: spec.code_version for spec in specs}
     partitioned = {spec.key for spec in specs if spec.partitions_def is not None}
-    records = {key: _latest(instance, key, partition if key in partitioned else None) for key in deps}
+    records = {key: latest_materialization(instance, key, partition if key in partitioned else None) for key in deps}
     events = {key: r.event_log_entry if r else None for key, r in records.items()}
     tags = {key: dict(e.asset_materialization.tags or {}) if e and e.asset_materialization else None
             for key, e in events.items()}
@@ -320,13 +314,13 @@ def _report_stale(defs, instance, root: str, seeds: list[str]) -> bool:
     seed's evaluation (any partitioned input) materialized since it was made."""
     from act_pipeline.resources import manifest_path
 
-    rec = _latest(instance, EVAL_REPORT, None)
+    rec = latest_materialization(instance, EVAL_REPORT, None)
     if rec is None or not manifest_path(root, EVAL_REPORT).exists():
         return True
     spec = next(s for s in defs.resolve_all_asset_specs() if s.key == EVAL_REPORT)
     if (rec.asset_materialization.tags or {}).get(CODE_VERSION_TAG) != spec.code_version:
         return True
-    return any((r := _latest(instance, d.asset_key, seed)) is not None and r.timestamp > rec.timestamp
+    return any((r := latest_materialization(instance, d.asset_key, seed)) is not None and r.timestamp > rec.timestamp
                for d in spec.deps for seed in seeds)
 
 

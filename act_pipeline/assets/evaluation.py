@@ -7,7 +7,7 @@ import dagster as dg
 import pyarrow as pa
 
 from act_pipeline.assets.benchmark import Benchmark
-from act_pipeline.assets.common import GPU_STEP, output, partition_seed, png_md, preview, seed_partitions, setup_torch
+from act_pipeline.assets.common import GPU_STEP, latest_materialization, output, partition_seed, png_md, preview, seed_partitions, setup_torch
 from act_pipeline.assets.training import arms as arm_names
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
@@ -50,6 +50,7 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
     # roll-outs play valid_seen / valid_unseen games: never while tuning on the validation split
     played = (b.rollout_games(cfg, read_parquet(games["uri"]).to_pylist())
               if b.rollout_games and split == b.heldout_split else {})
+    played = {s: gs for s, gs in played.items() if gs}  # a split with no games is not played (no N=0 metric)
     rollouts = None
     if played:
         rollouts = run.rollouts(
@@ -167,13 +168,10 @@ def _stage_minutes(context, keys: dict[dg.AssetKey, bool], seeds: list[str]) -> 
     stats: dict[str, dict] = {}
     for key, parted in keys.items():
         for part in seeds if parted else [None]:
-            if part is None:
-                ev = inst.get_latest_materialization_event(key)
-            else:
-                recs = inst.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[part]), limit=1)
-                ev = recs.records[0].event_log_entry if recs.records else None
-            if ev is None:
+            rec = latest_materialization(inst, key, part)
+            if rec is None:
                 continue
+            ev = rec.event_log_entry
             if ev.run_id not in stats:
                 stats[ev.run_id] = {s.step_key: s for s in inst.get_run_step_stats(ev.run_id)}
             step = stats[ev.run_id].get(ev.step_key)
@@ -186,14 +184,6 @@ def _stage_minutes(context, keys: dict[dg.AssetKey, bool], seeds: list[str]) -> 
     return out
 
 
-def _machine_line(info: dict) -> str:
-    """The machine in one line: CPU, cores, memory, vector extensions, torch."""
-    flags = [f for f, on in (info.get("cpu_flags") or {}).items() if on]
-    return (f"{info.get('cpu_model')}, {info.get('logical_cpus')} logical CPUs, {info.get('memory_gib')} GiB, "
-            f"{'/'.join(flags) or 'no AVX2'}, no GPU used; torch {info.get('torch')}, transformers "
-            f"{info.get('transformers')}, trl {info.get('trl')}")
-
-
 def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict[int, dict],
              keys: dict[dg.AssetKey, bool]) -> dict:
     """The result over every materialized training seed (paired differences, intervals over games
@@ -202,7 +192,7 @@ def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict
     that made the current materializations) and what was tried while tuning (the file
     ``<profile>.tuning.md`` beside the profile, one item a line)."""
     from act_pipeline.evaluation.science import science_result, write_science
-    from act_pipeline.machine import machine_info
+    from act_pipeline.machine import machine_info, machine_line
 
     docs = {s: json.loads(Path(m["uri"]).read_text()) for s, m in sorted(per_seed.items())}
     evals = [{"seed": s, "results": d["results"]} for s, d in docs.items()]
@@ -213,7 +203,7 @@ def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict
               if notes.is_file() else [f"not recorded ({notes.name} is not there)"])
     meta = {"profile": cfg.name, "profile_file": cfg.source, "benchmark": bench,
             "commit": info["git_commit"] + ("+dirty" if info["git_dirty"] else ""),
-            "machine": _machine_line(info),
+            "machine": machine_line(info),
             "machine_detail": {k: info.get(k) for k in ("cpu_model", "logical_cpus", "memory_gib", "cpu_flags",
                                                          "platform", "torch", "transformers", "trl", "dagster")},
             "load": f"load average {' / '.join(f'{x:.2f}' for x in info['load_avg_at_start'])} (1 / 5 / 15 min) when "
