@@ -9,6 +9,7 @@ import pyarrow as pa
 from act_pipeline.assets.benchmark import Benchmark
 from act_pipeline.assets.common import GPU_STEP, latest_materialization, output, partition_seed, png_md, preview, seed_partitions, setup_torch
 from act_pipeline.assets.training import arms as arm_names
+from act_pipeline.assets.transfer import TRANSFER_KEY
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
 from act_pipeline.data.store import read_parquet, table_hash
@@ -88,13 +89,17 @@ def report_asset(benchmarks: list[Benchmark], cfg: PipelineConfig) -> dg.AssetsD
     """The one report page over every benchmark's evaluation (rendering only: cheap to redo). The
     first benchmark's grid leads the page; the others follow."""
     ins = {f"{b.name}_evaluation": dg.AssetIn(key=b.key("evaluation")) for b in benchmarks}
+    if cfg.transfer.enabled:  # its table beside the paper's Table 2
+        ins["transfer_evaluation"] = dg.AssetIn(key=TRANSFER_KEY)
 
     @dg.asset(group_name="evaluation", kinds={"matplotlib"}, ins=ins,
               code_version=code_version(cfg, ["act_pipeline.evaluation.report", "act_pipeline.evaluation.science",
                                             "act_pipeline.evaluation.stats"], []),
               description="The report: the Table-1 grid of every benchmark and arm with 95% bootstrap intervals, "
                           "per-task-type tables, judgement accuracy over ACT steps, critiques and side-by-side "
-                          "episodes, the paper's numbers beside ours (markdown, HTML, PNG).")
+                          "episodes, the paper's numbers beside ours (markdown, HTML, PNG)"
+                          + ("; the reasoning-transfer table beside the paper's Table 2." if cfg.transfer.enabled
+                             else "."))
     def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, **evaluations: dict) -> dg.Output[dict]:
         return _report(context, profile, [b.name for b in benchmarks], evaluations, upstream_keys(benchmarks, cfg))
 
@@ -109,6 +114,12 @@ def _report(context, profile: ProfileResource, names: list[str], evaluations: di
     cfg = profile.config()
     out = profile.artifact_dir("eval_report", context.run_id)
     science = None
+    transfer = evaluations.pop("transfer_evaluation", None)
+    if transfer is not None and cfg.seeds:  # {seed: manifest}: the lowest seed, as the grid
+        if not transfer:
+            raise ValueError(f"no training seed of transfer_evaluation is materialized yet: materialize a partition "
+                             f"(seeds {cfg.seeds}) first")
+        transfer = transfer[min(transfer, key=int)]
     if cfg.seeds:  # partitioned by training seed: {seed: manifest} per benchmark
         missing = [n for n in names if not evaluations[f"{n}_evaluation"]]
         if missing:
@@ -125,10 +136,19 @@ def _report(context, profile: ProfileResource, names: list[str], evaluations: di
     curve = meta.pop("judgement_curve", None)
     extra = {n: {"results": results[n], "judgement_curve": docs[n]["meta"].get("judgement_curve"),
                  "meta": {k: v for k, v in docs[n]["meta"].items() if k != "judgement_curve"}} for n in rest}
-    paths = write_report(out, results[lead], meta, docs[lead].get("traces"), curve, benchmarks=extra)
+    transfer_doc = None
+    if transfer is not None:
+        doc = json.loads(Path(transfer["uri"]).read_text())
+        transfer_doc = {"meta": doc["meta"], "results": {a: [Metric.from_dict(d) for d in ms]
+                                                         for a, ms in doc["results"].items()}}
+        meta["evaluations"]["transfer_evaluation"] = transfer["uri"]
+    paths = write_report(out, results[lead], meta, docs[lead].get("traces"), curve, benchmarks=extra,
+                         transfer=transfer_doc)
     flat = {f"{n}/{k}": v for n in names for k, v in evaluations[f"{n}_evaluation"]["metrics"].items()}
     if science:  # the headline numbers over every seed replace the single seed's
         flat = {f"{names[0]}/{k}": v for k, v in science["flat"].items()}
+    if transfer is not None:
+        flat.update({f"transfer/{k}": v for k, v in transfer["metrics"].items()})
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     extra_md = {}
     if science:
@@ -156,6 +176,8 @@ def upstream_keys(benchmarks: list[Benchmark], cfg: PipelineConfig) -> dict[dg.A
         keys.update({b.key(a): False for a in ("games", *(["imported_expert_steps"] if b.imports else []),
                                                "expert_trajectories", "sampled_alternatives", "contrast_pairs")})
         keys.update({b.key(a): bool(cfg.seeds) for a in (*arm_names(cfg), "evaluation")})
+    if cfg.transfer.enabled:
+        keys[TRANSFER_KEY] = bool(cfg.seeds)
     return keys
 
 
