@@ -3,6 +3,7 @@
     act-pipeline run [--profile configs/default.yaml] [--home .act_home]
     act-pipeline prepare [--profile ...]     # convert the bundled model once
     act-pipeline lineage CHECKPOINT          # the chain from a checkpoint back to the games
+    act-pipeline gc [--home DIR] [--delete]  # the folders nothing current refers to (dry run by default)
 
 Runs ``act_pipeline_job`` in-process against the Dagster instance in
 ``$DAGSTER_HOME`` (the repo root's dagster.yaml by default), so the run shows up in
@@ -424,6 +425,72 @@ def _lineage(args) -> int:
     return 0
 
 
+def _unfinished_runs() -> set[str]:
+    """Run ids of the Dagster instance's runs that have not finished (queued, starting, started, ...)."""
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    done = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    with dg.DagsterInstance.get() as instance:
+        return set(instance.get_run_ids(dg.RunsFilter(statuses=[s for s in dg.DagsterRunStatus if s not in done])))
+
+
+def _gc(args) -> int:
+    """List (or, with --delete, remove) the data root's folders nothing current refers to; or pin."""
+    from act_pipeline import artifact_gc as gc
+    from act_pipeline.resources import default_data_root
+
+    home = args.home or default_data_root()
+    wrong = ("--min-age is minutes, >= 0" if args.min_age < 0 else
+             "--pin/--unpin only edit the pins (list or --delete in a second call)"
+             if (args.pin or args.unpin) and (args.delete or args.profile) else None)
+    if wrong:
+        print(f"error: {wrong}", file=sys.stderr)
+        return 2
+    try:
+        if args.pin or args.unpin:
+            pins = None
+            for what in args.pin or []:
+                pins = gc.pin(home, what)
+            for what in args.unpin or []:
+                pins = gc.pin(home, what, on=False)
+            print(f"act-pipeline gc: {gc.data_root(home) / gc.PINS}: runs {pins['runs']}, paths {pins['paths']}")
+            return 0
+        resume, judged = None, "the profile"
+        if args.profile:
+            from act_pipeline.assets.training import resume_dirs
+
+            root = gc.data_root(home)
+            resume = set().union(*(resume_dirs(load_config(p), root) for p in args.profile))
+            judged = " or ".join(Path(p).name for p in args.profile)
+        running = _unfinished_runs()
+        plan = gc.plan(home, running, resume, judged, min_age_s=args.min_age * 60)
+    except (gc.GcError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    mode = "removing" if args.delete else "dry run: nothing is removed (--delete removes)"
+    print(f"act-pipeline gc: {plan.home} ({mode}; {len(running)} unfinished run(s) in the Dagster instance at "
+          f"{os.environ['DAGSTER_HOME']})")
+    print("\n".join(gc.report(plan, args.delete)))
+    kept = sum(v.folder.size for v in plan.keep)
+    summary = (f"{len(plan.remove)} folder(s), {gc.human(plan.freed)} ({plan.freed} bytes); "
+               f"kept {len(plan.keep)} folder(s), {gc.human(kept)}")
+    if not args.delete:
+        print(f"act-pipeline gc: would free {summary}")
+        return 0
+    freed, errors = gc.remove(plan)
+    for e in errors:
+        print(f"error: could not remove {e}", file=sys.stderr)
+    print(f"act-pipeline gc: freed {gc.human(freed)} ({freed} bytes) in {len(plan.remove) - len(errors)} folder(s)"
+          + (f"; {len(errors)} failed (a trash folder left is finished by the next gc)" if errors else ""))
+    return 1 if errors else 0
+
+
+def _gc_doc() -> str:
+    from act_pipeline import artifact_gc
+
+    return artifact_gc.__doc__.split("\n\nThis module")[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="act-pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -452,6 +519,20 @@ def main(argv: list[str] | None = None) -> int:
     ln = sub.add_parser("lineage", help="print the chain from a checkpoint (or table) back to the games")
     ln.add_argument("path", help="a checkpoint folder or a Parquet artifact")
     ln.set_defaults(func=_lineage)
+    g = sub.add_parser("gc", help="list (--delete: remove) the artifact folders no manifest, lineage or pin refers to",
+                       description=_gc_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--home", default=None, help="data root (default $ACT_HOME or .act_home)")
+    g.add_argument("--delete", action="store_true", help="remove them (default: only list what would be freed)")
+    g.add_argument("--profile", action="append", default=None,
+                   help="judge resume state (trainer_state) against this profile's current trainings: what none "
+                        "would resume from goes; repeatable (a data root shared by profiles); without it, kept")
+    g.add_argument("--min-age", type=float, default=60.0, metavar="MINUTES",
+                   help="keep folders with anything written in the last MINUTES (default 60): a run the Dagster "
+                        "instance does not know about may be writing them")
+    g.add_argument("--pin", action="append", metavar="RUN_ID|PATH",
+                   help="keep every folder of a run, or the artifact holding PATH (and its lineage), from now on")
+    g.add_argument("--unpin", action="append", metavar="RUN_ID|PATH", help="undo --pin")
+    g.set_defaults(func=_gc)
     args = p.parse_args(argv)
     return args.func(args)
 
