@@ -407,6 +407,9 @@ def lineage_tree(uri: str, depth: int = 0, seen: set | None = None) -> list[str]
     extra = {k: doc[k] for k in ("source", "expert", "k", "temperature", "seed", "global_step") if k in doc}
     lines = [f"{pad}{doc.get('asset')}: {uri}" + (f"  [hash {h[:12]}]" if h else "")
              + (f"  {json.dumps(extra)}" if extra else "") + f"  (run {doc.get('dagster_run_id')})"]
+    # imported expert steps: the files they came from, by digest (the store's <sha256>.jsonl)
+    lines += [f"{pad}  <- file sha256:{f['sha256']}  ({f.get('rows')} rows; from {f.get('source')})"
+              for f in doc.get("files", [])]
     if uri in seen:
         return lines
     seen.add(uri)
