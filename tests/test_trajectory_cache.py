@@ -193,6 +193,21 @@ def test_a_warehouse_duckdb_cannot_open_is_an_error_naming_it_before_any_game(ga
     assert factory.opened == []
 
 
+def test_an_interrupted_run_keeps_the_games_it_played(games, cold, tmp_path):
+    wh = tmp_path / "warehouse.duckdb"
+
+    class Interrupted(Counting):
+        def __call__(self, gamefile):
+            if gamefile == games[1]["gamefile"]:
+                raise KeyboardInterrupt  # Ctrl-C while the second game opens
+            return super().__call__(gamefile)
+
+    with pytest.raises(KeyboardInterrupt):
+        _play(games[:2], _cache(wh), factory=Interrupted())
+    t, s, opened = _play(games[:2], _cache(wh))
+    assert opened == [games[1]["gamefile"]] and t.to_pylist() == _of(cold[0], games[:2])
+
+
 class DiesOnce(Counting):
     """The real game; the first time ``gamefile`` is played, its worker "dies" at the first step."""
 

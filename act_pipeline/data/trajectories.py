@@ -136,7 +136,8 @@ def collect_expert_trajectories(
     reason; its steps are kept with ``won = false`` and never train. If no game at all is won, that is an error.
 
     With a ``cache`` (:class:`act_pipeline.data.trajectory_cache.TrajectoryCache`) only the games
-    not in it are played, and each game played to its end is stored as soon as it ends; the table
+    not in it are played, and each game played to its end is stored (written every ``flush_s``
+    seconds and when playing ends, also by an error); the table
     and ``stats`` are those of playing every game (``stats["played"]`` / ``["cached"]`` say which
     way each came; a cached game hit no env fault this time).
     """
@@ -167,29 +168,11 @@ def collect_expert_trajectories(
             log(f"expert {finished[0]}/{len(todo)} {g['split']} {g['game_id']}: {len(r)} steps, won={won} "
                 f"({time.time() - t0:.0f}s)")
 
-    if len(factories) == 1 or len(todo) <= 1:
-        for i in todo:
-            play(i, factories[0])
-    else:
-        queue = iter(todo)
-        take = threading.Lock()
-        stop = threading.Event()  # an unexpected error in one thread: the others take no new game
-
-        def drive(factory: Callable[[str], object]) -> None:
-            try:
-                while not stop.is_set():
-                    with take:
-                        i = next(queue, None)
-                    if i is None:
-                        return
-                    play(i, factory)
-            except BaseException:
-                stop.set()
-                raise
-
-        with ThreadPoolExecutor(len(factories), thread_name_prefix="expert") as ex:
-            for f in [ex.submit(drive, factory) for factory in factories]:
-                f.result()
+    try:
+        _play_all(todo, factories, play)
+    finally:  # what was played is kept, also when something failed
+        if cache:
+            cache.flush()
 
     rows: list[dict] = []
     stats = {"games": 0, "won": 0, "failed": [], "env_faults": [], "played": len(todo),
@@ -205,3 +188,31 @@ def collect_expert_trajectories(
         raise RuntimeError("the expert won none of the games: " +
                            "; ".join(f"{f['game_id']}: {f['reason']}" for f in stats["failed"][:3]))
     return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA), stats
+
+
+def _play_all(todo: list[int], factories: list[Callable[[str], object]], play: Callable[[int, Callable], None]) -> None:
+    """``play(i, factory)`` for every game in ``todo``: one after another with one factory, else
+    one thread per factory taking the next game as it gets free."""
+    if len(factories) == 1 or len(todo) <= 1:
+        for i in todo:
+            play(i, factories[0])
+        return
+    queue = iter(todo)
+    take = threading.Lock()
+    stop = threading.Event()  # an unexpected error in one thread: the others take no new game
+
+    def drive(factory: Callable[[str], object]) -> None:
+        try:
+            while not stop.is_set():
+                with take:
+                    i = next(queue, None)
+                if i is None:
+                    return
+                play(i, factory)
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(len(factories), thread_name_prefix="expert") as ex:
+        for f in [ex.submit(drive, factory) for factory in factories]:
+            f.result()

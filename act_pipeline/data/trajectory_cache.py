@@ -9,8 +9,10 @@ expert, the step limit, the history window or the player's code plays every game
 
 One table, ``expert_game_cache``: one row per game with its outcome (won, the reason it failed) and
 its steps as one JSON document (the trajectory rows in order; no pickle) with that text's SHA-256.
-A game is stored, in one transaction, when it is played to its end: won, or the expert stopped or
-ran out of steps (a deterministic outcome: the PDDL planner plays a game the same every time). A
+A game is stored when it is played to its end: won, or the expert stopped or ran out of steps (a
+deterministic outcome: the PDDL planner plays a game the same every time). Games are written in one
+transaction every ``flush_s`` seconds (30) and when playing ends, also by an error, so a killed run
+loses at most that much play, and a commit (about 0.1 s here) is not paid per game. A
 game that ended in an error (it failed to load, an env fault outlived its retries) is never
 stored: it is played again next time. An entry that does not check out (its text does not match
 its hash, or its rows are not this game's) is **ignored, said in the log, and the game played
@@ -23,6 +25,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pyarrow as pa
@@ -61,13 +64,17 @@ def _rows_json(rows: Sequence[dict]) -> str:
 class TrajectoryCache:
     """Played games under one trajectory key; ``content_hash(game)`` is the hash of a game's files."""
 
-    def __init__(self, warehouse: Warehouse, key: str, content_hash: Callable[[dict], str], log: Log = print):
+    def __init__(self, warehouse: Warehouse, key: str, content_hash: Callable[[dict], str], log: Log = print,
+                 flush_s: float = 30.0):
         self.warehouse = warehouse
         self.key = key
         self.content_hash = content_hash
         self.log = log
+        self.flush_s = flush_s
         self.rejected: list[dict] = []  # entries the last lookup found wrong (those games are played again)
         self._lock = threading.Lock()  # stores come from the threads that play the games
+        self._pending: list[dict] = []
+        self._last = time.monotonic()
 
     def keys(self, games: Sequence[dict]) -> list[str | None]:
         """Each game's key; None where its files cannot be read (such a game is played, never cached)."""
@@ -110,19 +117,32 @@ class TrajectoryCache:
         return hits
 
     def store(self, key: str, game: dict, rows: Sequence[dict], won: bool, reason: str | None) -> None:
-        """One played game (its rows in order), in one transaction; replaces an entry under its key."""
+        """One played game (its rows in order), written with the others at the next :meth:`flush`
+        (at once when ``flush_s`` has passed since the last); replaces an entry under its key."""
         text = _rows_json(rows)
-        table = pa.table({"game_key": pa.array([key], pa.string()), "game_id": pa.array([game["game_id"]], pa.string()),
-                          "won": pa.array([bool(won)], pa.bool_()), "reason": pa.array([reason], pa.string()),
-                          "steps": pa.array([len(rows)], pa.int32()),
-                          "rows_sha256": pa.array([sha256_bytes(text)], pa.string()),
-                          "rows_json": pa.array([text], pa.string())})
-        with self._lock, self.warehouse.connect() as con:
-            con.execute(_DDL)
-            con.register("new_rows", table)
-            con.execute("BEGIN")
-            con.execute(f"INSERT OR REPLACE INTO {TABLE} SELECT * FROM new_rows")
-            con.execute("COMMIT")
+        with self._lock:
+            self._pending.append({"game_key": key, "game_id": game["game_id"], "won": bool(won), "reason": reason,
+                                  "steps": len(rows), "rows_sha256": sha256_bytes(text), "rows_json": text})
+            due = time.monotonic() - self._last >= self.flush_s
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the games stored since the last flush, in one transaction."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._last = time.monotonic()
+            if not pending:
+                return
+            table = pa.Table.from_pylist(pending, pa.schema([
+                ("game_key", pa.string()), ("game_id", pa.string()), ("won", pa.bool_()), ("reason", pa.string()),
+                ("steps", pa.int32()), ("rows_sha256", pa.string()), ("rows_json", pa.string())]))
+            with self.warehouse.connect() as con:
+                con.execute(_DDL)
+                con.register("new_rows", table)
+                con.execute("BEGIN")
+                con.execute(f"INSERT OR REPLACE INTO {TABLE} SELECT * FROM new_rows")
+                con.execute("COMMIT")
 
 
 def _check(game: dict, won, steps, digest, text) -> tuple[list[dict], str | None]:
