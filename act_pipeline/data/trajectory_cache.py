@@ -137,12 +137,7 @@ class TrajectoryCache:
             table = pa.Table.from_pylist(pending, pa.schema([
                 ("game_key", pa.string()), ("game_id", pa.string()), ("won", pa.bool_()), ("reason", pa.string()),
                 ("steps", pa.int32()), ("rows_sha256", pa.string()), ("rows_json", pa.string())]))
-            with self.warehouse.connect() as con:
-                con.execute(_DDL)
-                con.register("new_rows", table)
-                con.execute("BEGIN")
-                con.execute(f"INSERT OR REPLACE INTO {TABLE} SELECT * FROM new_rows")
-                con.execute("COMMIT")
+            self.warehouse.insert(_DDL, TABLE, table, replace=True)
 
 
 def _check(game: dict, won, steps, digest, text) -> tuple[list[dict], str | None]:
