@@ -3,6 +3,7 @@
     act-pipeline run [--profile configs/default.yaml] [--home .act_home]
     act-pipeline prepare [--profile ...]     # convert the bundled model once
     act-pipeline lineage CHECKPOINT          # the chain from a checkpoint back to the games
+    act-pipeline gc [--home DIR] [--delete]  # the folders nothing current refers to (dry run by default)
 
 Runs ``act_pipeline_job`` in-process against the Dagster instance in
 ``$DAGSTER_HOME`` (the repo root's dagster.yaml by default), so the run shows up in
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from act_pipeline.assets.common import latest_materialization
 from act_pipeline.config import REPO_ROOT, ConfigError, load_config
 
 
@@ -66,13 +68,6 @@ def downstream(keys, deps: dict) -> set:
     return out
 
 
-def _latest(instance, key, partition: str | None):
-    """The latest materialization record of ``key`` (of one partition of it, given ``partition``)."""
-    res = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None), limit=1)
-    return res.records[0] if res.records else None
-
-
 def stale_status(defs, instance, propagate: bool = True, partition: str | None = None) -> dict:
     """The stale status of every asset, as Dagster's "Materialize stale and missing" sees it.
 
@@ -91,7 +86,7 @@ def stale_status(defs, instance, propagate: bool = True, partition: str | None =
     deps = _deps(defs, specs)
     code_versions = {spec.key: spec.code_version for spec in specs}
     partitioned = {spec.key for spec in specs if spec.partitions_def is not None}
-    records = {key: _latest(instance, key, partition if key in partitioned else None) for key in deps}
+    records = {key: latest_materialization(instance, key, partition if key in partitioned else None) for key in deps}
     events = {key: r.event_log_entry if r else None for key, r in records.items()}
     tags = {key: dict(e.asset_materialization.tags or {}) if e and e.asset_materialization else None
             for key, e in events.items()}
@@ -320,13 +315,13 @@ def _report_stale(defs, instance, root: str, seeds: list[str]) -> bool:
     seed's evaluation (any partitioned input) materialized since it was made."""
     from act_pipeline.resources import manifest_path
 
-    rec = _latest(instance, EVAL_REPORT, None)
+    rec = latest_materialization(instance, EVAL_REPORT, None)
     if rec is None or not manifest_path(root, EVAL_REPORT).exists():
         return True
     spec = next(s for s in defs.resolve_all_asset_specs() if s.key == EVAL_REPORT)
     if (rec.asset_materialization.tags or {}).get(CODE_VERSION_TAG) != spec.code_version:
         return True
-    return any((r := _latest(instance, d.asset_key, seed)) is not None and r.timestamp > rec.timestamp
+    return any((r := latest_materialization(instance, d.asset_key, seed)) is not None and r.timestamp > rec.timestamp
                for d in spec.deps for seed in seeds)
 
 
@@ -412,6 +407,9 @@ def lineage_tree(uri: str, depth: int = 0, seen: set | None = None) -> list[str]
     extra = {k: doc[k] for k in ("source", "expert", "k", "temperature", "seed", "global_step") if k in doc}
     lines = [f"{pad}{doc.get('asset')}: {uri}" + (f"  [hash {h[:12]}]" if h else "")
              + (f"  {json.dumps(extra)}" if extra else "") + f"  (run {doc.get('dagster_run_id')})"]
+    # imported expert steps: the files they came from, by digest (the store's <sha256>.jsonl)
+    lines += [f"{pad}  <- file sha256:{f['sha256']}  ({f.get('rows')} rows; from {f.get('source')})"
+              for f in doc.get("files", [])]
     if uri in seen:
         return lines
     seen.add(uri)
@@ -428,6 +426,72 @@ def _lineage(args) -> int:
         return 2
     print("\n".join(lineage_tree(str(path))))
     return 0
+
+
+def _unfinished_runs() -> set[str]:
+    """Run ids of the Dagster instance's runs that have not finished (queued, starting, started, ...)."""
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    done = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    with dg.DagsterInstance.get() as instance:
+        return set(instance.get_run_ids(dg.RunsFilter(statuses=[s for s in dg.DagsterRunStatus if s not in done])))
+
+
+def _gc(args) -> int:
+    """List (or, with --delete, remove) the data root's folders nothing current refers to; or pin."""
+    from act_pipeline import artifact_gc as gc
+    from act_pipeline.resources import default_data_root
+
+    home = args.home or default_data_root()
+    wrong = ("--min-age is minutes, >= 0" if args.min_age < 0 else
+             "--pin/--unpin only edit the pins (list or --delete in a second call)"
+             if (args.pin or args.unpin) and (args.delete or args.profile) else None)
+    if wrong:
+        print(f"error: {wrong}", file=sys.stderr)
+        return 2
+    try:
+        if args.pin or args.unpin:
+            pins = None
+            for what in args.pin or []:
+                pins = gc.pin(home, what)
+            for what in args.unpin or []:
+                pins = gc.pin(home, what, on=False)
+            print(f"act-pipeline gc: {gc.data_root(home) / gc.PINS}: runs {pins['runs']}, paths {pins['paths']}")
+            return 0
+        resume, judged = None, "the profile"
+        if args.profile:
+            from act_pipeline.assets.training import resume_dirs
+
+            root = gc.data_root(home)
+            resume = set().union(*(resume_dirs(load_config(p), root) for p in args.profile))
+            judged = " or ".join(Path(p).name for p in args.profile)
+        running = _unfinished_runs()
+        plan = gc.plan(home, running, resume, judged, min_age_s=args.min_age * 60)
+    except (gc.GcError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    mode = "removing" if args.delete else "dry run: nothing is removed (--delete removes)"
+    print(f"act-pipeline gc: {plan.home} ({mode}; {len(running)} unfinished run(s) in the Dagster instance at "
+          f"{os.environ['DAGSTER_HOME']})")
+    print("\n".join(gc.report(plan, args.delete)))
+    kept = sum(v.folder.size for v in plan.keep)
+    summary = (f"{len(plan.remove)} folder(s), {gc.human(plan.freed)} ({plan.freed} bytes); "
+               f"kept {len(plan.keep)} folder(s), {gc.human(kept)}")
+    if not args.delete:
+        print(f"act-pipeline gc: would free {summary}")
+        return 0
+    freed, errors = gc.remove(plan)
+    for e in errors:
+        print(f"error: could not remove {e}", file=sys.stderr)
+    print(f"act-pipeline gc: freed {gc.human(freed)} ({freed} bytes) in {len(plan.remove) - len(errors)} folder(s)"
+          + (f"; {len(errors)} failed (a trash folder left is finished by the next gc)" if errors else ""))
+    return 1 if errors else 0
+
+
+def _gc_doc() -> str:
+    from act_pipeline import artifact_gc
+
+    return artifact_gc.__doc__.split("\n\nThis module")[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,6 +522,20 @@ def main(argv: list[str] | None = None) -> int:
     ln = sub.add_parser("lineage", help="print the chain from a checkpoint (or table) back to the games")
     ln.add_argument("path", help="a checkpoint folder or a Parquet artifact")
     ln.set_defaults(func=_lineage)
+    g = sub.add_parser("gc", help="list (--delete: remove) the artifact folders no manifest, lineage or pin refers to",
+                       description=_gc_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--home", default=None, help="data root (default $ACT_HOME or .act_home)")
+    g.add_argument("--delete", action="store_true", help="remove them (default: only list what would be freed)")
+    g.add_argument("--profile", action="append", default=None,
+                   help="judge resume state (trainer_state) against this profile's current trainings: what none "
+                        "would resume from goes; repeatable (a data root shared by profiles); without it, kept")
+    g.add_argument("--min-age", type=float, default=60.0, metavar="MINUTES",
+                   help="keep folders with anything written in the last MINUTES (default 60): a run the Dagster "
+                        "instance does not know about may be writing them")
+    g.add_argument("--pin", action="append", metavar="RUN_ID|PATH",
+                   help="keep every folder of a run, or the artifact holding PATH (and its lineage), from now on")
+    g.add_argument("--unpin", action="append", metavar="RUN_ID|PATH", help="undo --pin")
+    g.set_defaults(func=_gc)
     args = p.parse_args(argv)
     return args.func(args)
 

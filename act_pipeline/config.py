@@ -244,6 +244,21 @@ class EnvsConfig(_Section):
     expert_workers: Pos = 1
 
 
+class TransferConfig(_Section):
+    """Reasoning transfer (the paper's Table 2): MATH-500 and GPQA-Diamond accuracy of the base model
+    (prompted without and with thinking) and every ALFWorld checkpoint, mean and std over ``runs``
+    runs at ``eval.temperature`` (``act_pipeline/evaluation/transfer.py``). Off by default: the sets
+    are not bundled. Each set is a JSONL or Parquet file (README: "Reasoning transfer" has the
+    columns; a relative path is inside the data root) or ``hf:<repo id>`` (the ``datasets``
+    library, where a hub is reachable); ``null`` leaves that set out."""
+    enabled: bool = False
+    math500: str | None = None       # e.g. transfer/math500.jsonl, or hf:HuggingFaceH4/MATH-500
+    gpqa_diamond: str | None = None  # e.g. transfer/gpqa_diamond.parquet, or hf:Idavidrein/gpqa (gated)
+    runs: Pos = 3                    # runs per set (run r: seed eval.seed + r); the paper: mean ± std over 3
+    max_new_tokens: Pos = 1024       # per completion (a thinking model's reasoning included)
+    limit: NonNeg = 0                # the first N items of each set (0 = all: 500 and 198)
+
+
 # section -> fields added after profiles were in use (see PipelineConfig.section_hash)
 ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics"), "sampling": ("states_per_game",)}
 # section -> fields that only set how fast a stage runs (processes, threads), never what it makes:
@@ -272,6 +287,9 @@ class PipelineConfig(_Section):
     # the stage-3 arms trained and evaluated (ACT's checkpoint is always trained)
     arms: list[Literal["il_baseline", "il_policy", "rl_baseline", "rl_policy"]] = [
         "il_baseline", "il_policy", "rl_baseline", "rl_policy"]
+    # the reasoning-transfer evaluation (MATH-500, GPQA-Diamond); a section of its own, added later:
+    # no other section's hash depends on it
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
     _source: str = PrivateAttr("")
 
     @property
@@ -507,6 +525,15 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     if cfg.eval.split == "validation" and cfg.scienceworld.enabled:
         raise ConfigError(f"{at('eval', 'split')}: `eval.split` validation is for ALFWorld only (ScienceWorld has no "
                           "validation games yet): set `scienceworld.enabled: false`")
+    tr = cfg.transfer
+    if tr.enabled and not (tr.math500 or tr.gpqa_diamond):
+        raise ConfigError(f"{at('transfer', 'enabled')}: `transfer.enabled` needs `transfer.math500` or "
+                          "`transfer.gpqa_diamond` (a JSONL/Parquet file or hf:<repo id>), got neither")
+    for key in ("math500", "gpqa_diamond"):
+        value = getattr(tr, key)
+        if value is not None and (not value.strip() or value.startswith("hf:") and value.count("/") != 1):
+            raise ConfigError(f"{at('transfer', key)}: `transfer.{key}` must be a JSONL/Parquet file or "
+                              f"hf:<owner>/<name>, got {_yaml(value)}")
     t = cfg.training
     if t.launcher == "accelerate" and not accelerate_config_path(t).is_file():
         raise ConfigError(f"{at('training', 'accelerate_config')}: `training.accelerate_config` must be an existing "

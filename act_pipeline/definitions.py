@@ -29,6 +29,10 @@ def make_definitions(profile_path: str | None = None, data_root: str | None = No
     """The graph for a profile (ALFWorld; plus ScienceWorld when the profile enables it)."""
     profile_path = str(profile_path or default_profile_path())
     cfg = load_config(profile_path)
+    if cfg.transfer.enabled:  # a transfer set the profile names must be there (ConfigError naming the setting)
+        from act_pipeline.evaluation.transfer import resolve_sets
+
+        resolve_sets(cfg.transfer, data_root or default_data_root(), cfg.source)
     # GPU profiles: runs carry the tag `act-pipeline/device: gpu` (deploy/dagster.yaml queues them one
     # at a time), and within a run the GPU steps (tagged act-pipeline/gpu) run one after another, since
     # each takes every GPU of the node. CPU profiles keep the default executor.
@@ -42,7 +46,7 @@ def make_definitions(profile_path: str | None = None, data_root: str | None = No
         description="Every ACT stage of every benchmark in the profile: games → expert trajectories → alternatives "
                     "→ pairs → ACT → IL / RL → evaluation → report.")
     # every benchmark's evaluation and the report (the checkpoints as they are)
-    evals = [a.key for a in assets if a.key.path[-1] in ("evaluation", "eval_report")]
+    evals = [a.key for a in assets if a.key.path[-1] in ("evaluation", "transfer_evaluation", "eval_report")]
     eval_job = dg.define_asset_job(
         "eval_job", selection=dg.AssetSelection.assets(*evals), tags=tags, executor_def=executor,
         description="Re-evaluate the current checkpoints (e.g. after an environment or evaluation change).")

@@ -43,6 +43,20 @@ def machine_info(threads: int | None = None, dirty_exclude: tuple[str, ...] = ()
     return info
 
 
+def machine_line(info: dict) -> str:
+    """The machine in one line, from :func:`machine_info`: CPU, cores, memory, vector extensions,
+    library versions.
+
+    >>> machine_line({"cpu_model": "EPYC", "logical_cpus": 2, "memory_gib": 24, "cpu_flags": {"avx2": True,
+    ...               "avx512f": False}, "torch": "2.13.0", "transformers": "5", "trl": "1"})
+    'EPYC, 2 logical CPUs, 24 GiB, avx2, no GPU used; torch 2.13.0, transformers 5, trl 1'
+    """
+    flags = [f for f, on in (info.get("cpu_flags") or {}).items() if on]
+    return (f"{info.get('cpu_model')}, {info.get('logical_cpus')} logical CPUs, {info.get('memory_gib')} GiB, "
+            f"{'/'.join(flags) or 'no AVX2'}, no GPU used; torch {info.get('torch')}, transformers "
+            f"{info.get('transformers')}, trl {info.get('trl')}")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

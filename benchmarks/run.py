@@ -27,6 +27,7 @@ BENCHMARKS = {  # name -> module (in the order they run)
     "pipeline": "benchmarks.bench_pipeline",
     "pairs": "benchmarks.bench_pairs",
     "tokens": "benchmarks.bench_tokens",
+    "data_scaling": "benchmarks.bench_scaling",
 }
 
 
@@ -50,6 +51,14 @@ def _extra(r: dict) -> str:
         return f"overhead {r['overhead_pct']:+.1f}%/step"
     if "fraction_resampled" in r:
         return f"{r['states_sampled']}/{r['states']} states re-sampled ({r['fraction_resampled']:.1%}); time {r['time_vs_full']:.2f}x full"
+    if r["name"] == "data_scaling":
+        m1, m2 = r["marginal_s_per_game"]
+        return (f"marginal {m1:.2f} then {m2:.2f} s/game; fixed {r['fixed_s']:.0f} s; "
+                + ", ".join(f"{s['scale']}x {s['games']} games {s['total_s']:.0f} s" for s in r["scales"]))
+    if r["name"] == "data_increment":
+        c = r["checks"]
+        return (f"+{r['share_of_rows']:.1%} rows: {r['b']['median_s']:.0f} s (allowed {r['allowed_s']:.0f} s); "
+                f"{c['games_replayed']} games replayed, {c['states_sampled']}/{c['states']} states sampled")
     if r["name"] == "noop_rerun":
         return f"no-op {r['b']['median_s']:.1f} s"
     if "checks" in r and "identical_success_counts" in r["checks"]:

@@ -33,7 +33,7 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert {r["benchmark"] for r in doc["results"]} == set(BENCHMARKS)
     names = {r["name"] for r in doc["results"]}
     assert {"sampling", "rollouts", "grpo_step", "noop_rerun", "incremental_games", "pairs_build",
-            "pairs_query", "tokens_b1", "tokens_b16"} <= names
+            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment"} <= names
     for r in doc["results"]:
         assert "error" not in r, r
         assert WAY_KEYS <= set(r["a"]) and WAY_KEYS <= set(r["b"]), r["name"]
@@ -45,6 +45,11 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert 0 < by["incremental_games"]["fraction_resampled"] < 1
     assert by["noop_rerun"]["b"]["median_s"] > 0
     assert by["grpo_step"]["a"]["median_step_s"] > 0 and by["grpo_step"]["b"]["median_step_s"] > 0
+    assert [s["scale"] for s in by["data_scaling"]["scales"]] == [1, 2, 4]  # --quick
+    assert all(s["games_replayed"] == s["games"] > 0 for s in by["data_scaling"]["scales"])  # cold roots
+    inc = by["data_increment"]["checks"]
+    assert inc["games_replayed"] == 0 and inc["played_rows_unchanged"] is True and inc["rows_added"] > 0
+    assert 0 < inc["states_sampled"] < inc["states"]  # only the imported states
     table = (tmp_path / "latest.md").read_text()
     assert "| benchmark | way A (baseline) | way B (pipeline) |" in table
     assert all(f"| {n} |" in table for n in names)

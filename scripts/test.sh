@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
-# tests use the real ALFWorld games beside the checkout unless ALFWORLD_DATA says otherwise
+# tests use the real ALFWorld games beside the checkout unless ALFWORLD_DATA says otherwise; without
+# either they play games generated offline (tests/alfworld_source.py)
 if [ -z "${ALFWORLD_DATA:-}" ] && [ -d ../shared/alfworld/json_2.1.1 ]; then
   export ALFWORLD_DATA="$(cd ../shared/alfworld && pwd)"
 fi

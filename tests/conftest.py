@@ -1,7 +1,8 @@
-import os
 from pathlib import Path
 
 import pytest
+
+from .alfworld_source import GamesSource, configure, decide
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -28,20 +29,21 @@ def asset(cfg, key: str):
     return found[0]
 
 
-def _shared_alfworld() -> Path | None:
-    env = os.environ.get("ALFWORLD_DATA")
-    if env and (Path(env) / "json_2.1.1").is_dir():
-        return Path(env)
-    beside = REPO.parent / "shared" / "alfworld"
-    return beside if (beside / "json_2.1.1").is_dir() else None
+def pytest_configure(config):
+    configure()  # ACT_TEST_NO_OFFICIAL_DATA=1: the official data out of sight
 
 
 @pytest.fixture(scope="session")
-def alfworld_data() -> Path:
-    path = _shared_alfworld()
-    if path is None:
-        pytest.fail("real ALFWorld games are needed: set ALFWORLD_DATA (CI: ../shared/alfworld)")
-    return path
+def alfworld_source(tmp_path_factory) -> GamesSource:
+    """The ALFWorld games the tests play: the official data when it is there (always under CI), else
+    games generated offline once per session (tests/alfworld_source.py decides)."""
+    return decide(REPO, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def alfworld_data(alfworld_source) -> Path:
+    """The folder holding json_2.1.1/ (what ALFWORLD_DATA names), official or generated."""
+    return alfworld_source.path
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def _load_error(tmp_path, text: str) -> str:
      "P:4: unknown key `sampling.kk` (known: backend, batch_size, constrained_temperature, gpu_memory_utilization, "
      "k, max_new_tokens, model_path, policy, states_per_game, temperature, tensor_parallel_size, top_p, workers)"),
     ("name: x\nbogus: 1\n", "P:2: unknown key `bogus` (known: act, alfworld, arms, envs, eval, il, model, name, pairs, "
-                            "rl, sampling, scienceworld, seed, seeds, threads, training)"),
+                            "rl, sampling, scienceworld, seed, seeds, threads, training, transfer)"),
     # training seeds and arms
     ("seeds: [0, 0]\n", "P:1: `seeds` must be distinct integers >= 0, got [0, 0]"),
     ("arms: [il_policy]\n", "P:1: `arms` must keep each stage-3 arm's baseline (il_baseline with il_policy, "
@@ -156,8 +156,9 @@ OLD_HASHES = {
 @pytest.mark.parametrize("name", PROFILES)
 def test_section_hashes_are_unchanged(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
-    # `seeds` and `arms` came later; no asset's code version reads them (a seed is a partition key)
-    assert list(cfg.to_dict()) == [*OLD_HASHES[name], "seeds", "arms"]
+    # `seeds` and `arms` came later; no asset's code version reads them (a seed is a partition key);
+    # `transfer` too: only the transfer asset, absent unless enabled, reads it
+    assert list(cfg.to_dict()) == [*OLD_HASHES[name], "seeds", "arms", "transfer"]
     assert {s: cfg.section_hash(s) for s in OLD_HASHES[name]} == OLD_HASHES[name]
 
 

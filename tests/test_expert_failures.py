@@ -13,6 +13,9 @@ def _game(tmp_path, spec, name, corrupt=None):
     shutil.copytree(spec.path, trial)
     if corrupt:
         corrupt(trial / "initial_state.pddl")
+        # a game file shipped beside it (generated games, a full alfworld-download) would be used as it
+        # is: build the game from the corrupted problem
+        (trial / "game.tw-pddl").unlink(missing_ok=True)
     gamefile = aw.build_game(trial, tmp_path / "games" / name)
     return {"game_id": name, "split": "train", "task_type": spec.task_type, "gamefile": str(gamefile)}
 

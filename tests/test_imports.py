@@ -158,3 +158,25 @@ def test_safe_join_refuses_escapes(tmp_path):
     (tmp_path / "out").symlink_to("/")
     with pytest.raises(PathEscapeError, match="resolves to .*outside"):
         safe_join(tmp_path, "out", "etc")
+
+
+def test_lineage_names_the_imported_files_by_digest(tmp_path, capsys):
+    """`act-pipeline lineage` on a checkpoint trained on imported steps prints each file's sha256."""
+    from act_pipeline.cli import main
+    from act_pipeline.files import sha256_file
+
+    f = _write(tmp_path / "batch.jsonl", _steps(2))
+    accept(f, tmp_path / "store")
+    _, files = load_store(tmp_path / "store")  # what imported_expert_steps records in its lineage.json
+    steps = tmp_path / "imported" / "steps.parquet"
+    steps.parent.mkdir()
+    steps.touch()
+    (steps.parent / "lineage.json").write_text(json.dumps(
+        {"asset": "alfworld/imported_expert_steps", "uri": str(steps), "hash": "h1", "parents": {}, "files": files}))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model_card.json").write_text(json.dumps(
+        {"asset": "alfworld/il_baseline", "parents": {"expert_trajectories": {"uri": str(steps), "hash": "h1"}}}))
+    assert main(["lineage", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert f"<- file sha256:{sha256_file(f)}  (2 rows; from {f.resolve()})" in out

@@ -10,39 +10,12 @@ from act_pipeline.data.trajectories import play_expert
 from act_pipeline.envs import alfworld as aw
 from act_pipeline.evaluation.metrics import (NOTHING_HAPPENS, Metric, judgement_accuracy, next_action_accuracy,
                                              rollout_success)
-from act_pipeline.sampling.base import Completion, Sampler
+from act_pipeline.sampling.base import Completion
+
+from .scripted import TOK, Scripted
 
 HL = 2  # history length, for the expert rows and the prompts alike
 FAST_TYPES = ("look_at_obj_in_light", "pick_and_place_simple")  # the planner solves these in seconds
-
-
-class PlainTemplate:
-    """A tokenizer's ``apply_chat_template`` and nothing else: the prompts are real, no model."""
-
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, enable_thinking=False):
-        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>\n" for m in messages) + "<assistant>"
-
-
-TOK = PlainTemplate()
-
-
-class Scripted(Sampler):
-    """Answers each prompt by rule: ``answer(prompt, k)`` for its k-th sample (a str or a
-    :class:`Completion`); records the sampling params it was called with."""
-
-    name = "scripted"
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls = []
-
-    def generate(self, prompts, params, progress=None):
-        self.calls.append(params)
-        out = []
-        for p in prompts:
-            cs = [self.answer(p, k) for k in range(params.n)]
-            out.append([c if isinstance(c, Completion) else Completion(c) for c in cs])
-        return out
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def run(tmp_path_factory, alfworld_data):
                   DAGSTER_HOME=str(dagster_home))
     assert rc == 0
     manifests = {a: _manifest(home, a) for a in ASSETS + [f"scienceworld/{a}" for a in SW_ASSETS]}
-    return {"home": home, "dagster_home": dagster_home, "m": manifests}
+    return {"home": home, "dagster_home": dagster_home, "m": manifests, "data": alfworld_data}
 
 
 def test_every_asset_materialized_in_the_instance(run):
@@ -243,7 +243,9 @@ def test_scienceworld_chain_and_its_grid(run):
 
 
 def _cli(run, *args, profile=SMOKE) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DAGSTER_HOME=str(run["dagster_home"]), ACT_HOME=str(run["home"]))
+    # the games of the first run (official or generated: the session's, not the environment's)
+    env = dict(os.environ, DAGSTER_HOME=str(run["dagster_home"]), ACT_HOME=str(run["home"]),
+               ALFWORLD_DATA=str(run["data"]))
     return subprocess.run([sys.executable, "-m", "act_pipeline.cli", "run", "--profile", str(profile), *args],
                           env=env, capture_output=True, text=True, timeout=900)
 

@@ -23,11 +23,20 @@ def _rollout_games(cfg: PipelineConfig, games: list[dict]) -> dict[str, list[dic
             for split, n in (("valid_seen", e.games_valid_seen), ("valid_unseen", e.games_valid_unseen))}
 
 
+def _game_hash(game: dict) -> str:
+    """What playing a game reads (its game file and traj_data.json), wherever the game was built."""
+    from act_pipeline.envs.alfworld import game_content_hash
+
+    return game_content_hash(game["gamefile"])
+
+
 ALFWORLD = Benchmark(
     name="alfworld", heldout_split="valid_unseen", env_factory="act_pipeline.envs.alfworld:AlfworldGame",
     env_modules=("act_pipeline.envs.alfworld",),
     env_kwargs=lambda cfg, expert: {"expert": cfg.alfworld.expert if expert else None},
     expert=lambda cfg: cfg.alfworld.expert, rollout_games=_rollout_games, imports=True,
+    # the PDDL planner (and the handcoded expert) play a game the same every time: played games are cached
+    game_hash=_game_hash, expert_packages=("alfworld", "textworld", "fast-downward-textworld"),
 )
 
 

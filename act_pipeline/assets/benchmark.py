@@ -27,6 +27,10 @@ class Benchmark:
     # split -> games the evaluation plays to completion for success rates (None: no roll-outs)
     rollout_games: Callable[[PipelineConfig, list[dict]], dict[str, list[dict]]] | None = None
     imports: bool = False  # users can import expert steps (`<name>/imported_expert_steps`)
+    # a game's content hash (of the files playing it reads) for the expert cache, from its games row;
+    # None: the expert plays every game every time (a stochastic expert: ScienceWorld's gold paths)
+    game_hash: Callable[[dict], str] | None = None
+    expert_packages: tuple[str, ...] = ()  # distributions that play the expert: their versions key the cache
 
     def key(self, asset: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, asset])

@@ -68,12 +68,14 @@ def _trajectories(context, profile: ProfileResource, warehouse: WarehouseResourc
     cfg = profile.config()
     s = b.settings(cfg)
     rows = [g for g in read_parquet(games["uri"]).to_pylist() if "train" in g["roles"] or "heldout_states" in g["roles"]]
+    cache = trajectory_cache(warehouse.get(), b, cfg, context.log.warning)
     # envs.expert_workers games at once, each thread with its own worker; the table is the same
+    # (workers start only if a game is played: with every game cached, none does)
     with game_env_set(cfg.envs, b.env_factory, b.env_kwargs(cfg, True), cfg.envs.expert_workers,
                       context.log.info) as make_games:
         table, stats = collect_expert_trajectories(rows, make_games, s.max_expert_steps, s.history_len,
                                                    log=context.log.info, retries=cfg.envs.retries,
-                                                   retry_unwon=getattr(s, "retry_unwon", 0))
+                                                   retry_unwon=getattr(s, "retry_unwon", 0), cache=cache)
     parents = {"games": games}
     if imported is not None:
         parents["imported_expert_steps"] = imported
@@ -88,12 +90,31 @@ def _trajectories(context, profile: ProfileResource, warehouse: WarehouseResourc
     warehouse.get().register(b.view("expert_trajectories"), path)
     h = table_hash(table)
     lineage(context, path, parents, hash=h, expert=b.expert(cfg))
-    return output({"uri": str(path), "hash": h, "rows": table.num_rows, "games_hash": games["hash"]}, h,
+    return output({"uri": str(path), "hash": h, "rows": table.num_rows, "games_hash": games["hash"],
+                   "games_replayed": stats["played"], "games_from_cache": stats["cached"]}, h,
                   games_played=stats["games"], games_won=stats["won"],
+                  games_replayed=stats["played"], games_from_cache=stats["cached"],
+                  expert_cache=cache.key if cache else "off (the expert is played through every game)",
+                  cache_entries_rejected=dg.MetadataValue.json(stats["cache_rejected"]),
                   games_failed=dg.MetadataValue.json(stats["failed"]),
                   env_faults=dg.MetadataValue.json(stats["env_faults"]),
                   rows_by_split=dg.MetadataValue.json(value_counts(table, "split")),
                   preview=preview(table.slice(0, 8).to_pylist(), ["game_id", "step", "expert_action"]))
+
+
+def trajectory_cache(wh, b: Benchmark, cfg: PipelineConfig, log):
+    """The played-games cache of ``b`` in the warehouse ``wh``, under what plays its games in the
+    profile ``cfg`` (None: its expert is not cached); ``log`` says which cached entries were ignored."""
+    from act_pipeline.data.trajectory_cache import TrajectoryCache, package_versions, trajectory_key
+
+    if b.game_hash is None:
+        return None
+    s = b.settings(cfg)
+    key = trajectory_key(env=b.env_kwargs(cfg, True), max_expert_steps=s.max_expert_steps, history_len=s.history_len,
+                         retry_unwon=getattr(s, "retry_unwon", 0),
+                         player=source_hash("act_pipeline.data.trajectories", *b.env_modules),
+                         packages=package_versions(b.expert_packages))
+    return TrajectoryCache(wh, key, b.game_hash, log=log)
 
 
 def _sample(context, profile: ProfileResource, warehouse: WarehouseResource, b: Benchmark, base_model: dict,

@@ -20,6 +20,14 @@ def seed_partitions(cfg: PipelineConfig) -> dg.StaticPartitionsDefinition | None
     return dg.StaticPartitionsDefinition([str(s) for s in cfg.seeds]) if cfg.seeds else None
 
 
+def latest_materialization(instance, key, partition: str | None = None):
+    """The latest materialization record of ``key`` (of one partition of it, given ``partition``),
+    or None."""
+    res = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None), limit=1)
+    return res.records[0] if res.records else None
+
+
 def partition_seed(context) -> int | None:
     """The training seed of a partitioned step (its partition key), else None."""
     return int(context.partition_key) if context.has_partition_key else None

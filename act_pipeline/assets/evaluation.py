@@ -7,8 +7,9 @@ import dagster as dg
 import pyarrow as pa
 
 from act_pipeline.assets.benchmark import Benchmark
-from act_pipeline.assets.common import GPU_STEP, output, partition_seed, png_md, preview, seed_partitions, setup_torch
+from act_pipeline.assets.common import GPU_STEP, latest_materialization, output, partition_seed, png_md, preview, seed_partitions, setup_torch
 from act_pipeline.assets.training import arms as arm_names
+from act_pipeline.assets.transfer import TRANSFER_KEY
 from act_pipeline.assets.versions import code_version
 from act_pipeline.config import PipelineConfig
 from act_pipeline.data.store import read_parquet, table_hash
@@ -50,6 +51,7 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
     # roll-outs play valid_seen / valid_unseen games: never while tuning on the validation split
     played = (b.rollout_games(cfg, read_parquet(games["uri"]).to_pylist())
               if b.rollout_games and split == b.heldout_split else {})
+    played = {s: gs for s, gs in played.items() if gs}  # a split with no games is not played (no N=0 metric)
     rollouts = None
     if played:
         rollouts = run.rollouts(
@@ -87,13 +89,17 @@ def report_asset(benchmarks: list[Benchmark], cfg: PipelineConfig) -> dg.AssetsD
     """The one report page over every benchmark's evaluation (rendering only: cheap to redo). The
     first benchmark's grid leads the page; the others follow."""
     ins = {f"{b.name}_evaluation": dg.AssetIn(key=b.key("evaluation")) for b in benchmarks}
+    if cfg.transfer.enabled:  # its table beside the paper's Table 2
+        ins["transfer_evaluation"] = dg.AssetIn(key=TRANSFER_KEY)
 
     @dg.asset(group_name="evaluation", kinds={"matplotlib"}, ins=ins,
               code_version=code_version(cfg, ["act_pipeline.evaluation.report", "act_pipeline.evaluation.science",
                                             "act_pipeline.evaluation.stats"], []),
               description="The report: the Table-1 grid of every benchmark and arm with 95% bootstrap intervals, "
                           "per-task-type tables, judgement accuracy over ACT steps, critiques and side-by-side "
-                          "episodes, the paper's numbers beside ours (markdown, HTML, PNG).")
+                          "episodes, the paper's numbers beside ours (markdown, HTML, PNG)"
+                          + ("; the reasoning-transfer table beside the paper's Table 2." if cfg.transfer.enabled
+                             else "."))
     def eval_report(context: dg.AssetExecutionContext, profile: ProfileResource, **evaluations: dict) -> dg.Output[dict]:
         return _report(context, profile, [b.name for b in benchmarks], evaluations, upstream_keys(benchmarks, cfg))
 
@@ -108,6 +114,12 @@ def _report(context, profile: ProfileResource, names: list[str], evaluations: di
     cfg = profile.config()
     out = profile.artifact_dir("eval_report", context.run_id)
     science = None
+    transfer = evaluations.pop("transfer_evaluation", None)
+    if transfer is not None and cfg.seeds:  # {seed: manifest}: the lowest seed, as the grid
+        if not transfer:
+            raise ValueError(f"no training seed of transfer_evaluation is materialized yet: materialize a partition "
+                             f"(seeds {cfg.seeds}) first")
+        transfer = transfer[min(transfer, key=int)]
     if cfg.seeds:  # partitioned by training seed: {seed: manifest} per benchmark
         missing = [n for n in names if not evaluations[f"{n}_evaluation"]]
         if missing:
@@ -124,10 +136,19 @@ def _report(context, profile: ProfileResource, names: list[str], evaluations: di
     curve = meta.pop("judgement_curve", None)
     extra = {n: {"results": results[n], "judgement_curve": docs[n]["meta"].get("judgement_curve"),
                  "meta": {k: v for k, v in docs[n]["meta"].items() if k != "judgement_curve"}} for n in rest}
-    paths = write_report(out, results[lead], meta, docs[lead].get("traces"), curve, benchmarks=extra)
+    transfer_doc = None
+    if transfer is not None:
+        doc = json.loads(Path(transfer["uri"]).read_text())
+        transfer_doc = {"meta": doc["meta"], "results": {a: [Metric.from_dict(d) for d in ms]
+                                                         for a, ms in doc["results"].items()}}
+        meta["evaluations"]["transfer_evaluation"] = transfer["uri"]
+    paths = write_report(out, results[lead], meta, docs[lead].get("traces"), curve, benchmarks=extra,
+                         transfer=transfer_doc)
     flat = {f"{n}/{k}": v for n in names for k, v in evaluations[f"{n}_evaluation"]["metrics"].items()}
     if science:  # the headline numbers over every seed replace the single seed's
         flat = {f"{names[0]}/{k}": v for k, v in science["flat"].items()}
+    if transfer is not None:
+        flat.update({f"transfer/{k}": v for k, v in transfer["metrics"].items()})
     h = table_hash(pa.Table.from_pylist([{"k": k, "v": v} for k, v in flat.items()]))
     extra_md = {}
     if science:
@@ -155,6 +176,8 @@ def upstream_keys(benchmarks: list[Benchmark], cfg: PipelineConfig) -> dict[dg.A
         keys.update({b.key(a): False for a in ("games", *(["imported_expert_steps"] if b.imports else []),
                                                "expert_trajectories", "sampled_alternatives", "contrast_pairs")})
         keys.update({b.key(a): bool(cfg.seeds) for a in (*arm_names(cfg), "evaluation")})
+    if cfg.transfer.enabled:
+        keys[TRANSFER_KEY] = bool(cfg.seeds)
     return keys
 
 
@@ -167,13 +190,10 @@ def _stage_minutes(context, keys: dict[dg.AssetKey, bool], seeds: list[str]) -> 
     stats: dict[str, dict] = {}
     for key, parted in keys.items():
         for part in seeds if parted else [None]:
-            if part is None:
-                ev = inst.get_latest_materialization_event(key)
-            else:
-                recs = inst.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[part]), limit=1)
-                ev = recs.records[0].event_log_entry if recs.records else None
-            if ev is None:
+            rec = latest_materialization(inst, key, part)
+            if rec is None:
                 continue
+            ev = rec.event_log_entry
             if ev.run_id not in stats:
                 stats[ev.run_id] = {s.step_key: s for s in inst.get_run_step_stats(ev.run_id)}
             step = stats[ev.run_id].get(ev.step_key)
@@ -186,14 +206,6 @@ def _stage_minutes(context, keys: dict[dg.AssetKey, bool], seeds: list[str]) -> 
     return out
 
 
-def _machine_line(info: dict) -> str:
-    """The machine in one line: CPU, cores, memory, vector extensions, torch."""
-    flags = [f for f, on in (info.get("cpu_flags") or {}).items() if on]
-    return (f"{info.get('cpu_model')}, {info.get('logical_cpus')} logical CPUs, {info.get('memory_gib')} GiB, "
-            f"{'/'.join(flags) or 'no AVX2'}, no GPU used; torch {info.get('torch')}, transformers "
-            f"{info.get('transformers')}, trl {info.get('trl')}")
-
-
 def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict[int, dict],
              keys: dict[dg.AssetKey, bool]) -> dict:
     """The result over every materialized training seed (paired differences, intervals over games
@@ -202,7 +214,7 @@ def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict
     that made the current materializations) and what was tried while tuning (the file
     ``<profile>.tuning.md`` beside the profile, one item a line)."""
     from act_pipeline.evaluation.science import science_result, write_science
-    from act_pipeline.machine import machine_info
+    from act_pipeline.machine import machine_info, machine_line
 
     docs = {s: json.loads(Path(m["uri"]).read_text()) for s, m in sorted(per_seed.items())}
     evals = [{"seed": s, "results": d["results"]} for s, d in docs.items()]
@@ -213,7 +225,7 @@ def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict
               if notes.is_file() else [f"not recorded ({notes.name} is not there)"])
     meta = {"profile": cfg.name, "profile_file": cfg.source, "benchmark": bench,
             "commit": info["git_commit"] + ("+dirty" if info["git_dirty"] else ""),
-            "machine": _machine_line(info),
+            "machine": machine_line(info),
             "machine_detail": {k: info.get(k) for k in ("cpu_model", "logical_cpus", "memory_gib", "cpu_flags",
                                                          "platform", "torch", "transformers", "trl", "dagster")},
             "load": f"load average {' / '.join(f'{x:.2f}' for x in info['load_avg_at_start'])} (1 / 5 / 15 min) when "

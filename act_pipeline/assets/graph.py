@@ -10,6 +10,7 @@ from act_pipeline.assets.evaluation import evaluation_asset, report_asset
 from act_pipeline.assets.model import base_model_asset
 from act_pipeline.assets.scienceworld import SCIENCEWORLD, scienceworld_assets
 from act_pipeline.assets.training import training_assets
+from act_pipeline.assets.transfer import transfer_asset
 from act_pipeline.config import PipelineConfig
 
 # benchmark -> the assets only it has (its games, ...); the rest of its chain is the same for all
@@ -28,7 +29,9 @@ def chain(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
 
 def build_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
     benches = benchmarks(cfg)
-    return [base_model_asset(cfg), *(a for b in benches for a in chain(b, cfg)), report_asset(benches, cfg)]
+    # reasoning transfer (``transfer.enabled``): the checkpoints trained on ALFWorld, as in the paper's Table 2
+    transfer = [transfer_asset(ALFWORLD, cfg)] if cfg.transfer.enabled else []
+    return [base_model_asset(cfg), *(a for b in benches for a in chain(b, cfg)), *transfer, report_asset(benches, cfg)]
 
 
 def build_checks(cfg: PipelineConfig) -> list[dg.AssetChecksDefinition]:

@@ -7,6 +7,8 @@ Pipes (``launch.py``). Same job, same registry of stages, so probe, resume and m
 the same either way.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from act_pipeline.assets.benchmark import Benchmark
@@ -95,10 +97,42 @@ def _work_dir(context, profile: ProfileResource, cfg: PipelineConfig, b: Benchma
               seed: int | None):
     """Where trainer checkpoints go: keyed by what the training *is* (inputs, config, seed, code),
     not by the run, so re-materializing after a crash finds them and resumes."""
-    key = sha256_bytes("|".join([init["hash"], data["hash"], cfg.section_hash(stage), cfg.section_hash(b.name),
-                                 str(context.assets_def.code_versions_by_key.get(context.asset_key))]
-                                + ([f"seed={seed}"] if seed is not None else [])))
-    return profile.root() / "trainer_state" / context.asset_key.to_user_string() / key[:16]
+    return work_dir(profile.root(), context.asset_key, cfg, b, stage, init["hash"], data["hash"],
+                    context.assets_def.code_versions_by_key.get(context.asset_key), seed)
+
+
+def work_dir(root, key: dg.AssetKey, cfg: PipelineConfig, b: Benchmark, stage: str, init_hash: str, data_hash: str,
+             version: str | None, seed: int | None):
+    """``<root>/trainer_state/<asset>/<key>``: the key hashes the inputs' content hashes, the stage's and
+    the benchmark's settings, the arm's code version and the training seed."""
+    key_ = sha256_bytes("|".join([init_hash, data_hash, cfg.section_hash(stage), cfg.section_hash(b.name), str(version)]
+                                 + ([f"seed={seed}"] if seed is not None else [])))
+    return Path(root) / "trainer_state" / key.to_user_string() / key_[:16]
+
+
+def resume_dirs(cfg: PipelineConfig, root) -> set[Path]:
+    """The trainer_state folders the profile's arms would resume from if run now: one per arm (and
+    training seed) whose inputs are materialized in ``root``, keyed from their current manifests as
+    the arm keys it (what ``act-pipeline gc --profile`` keeps)."""
+    import json
+
+    from act_pipeline.assets.graph import benchmarks
+    from act_pipeline.resources import manifest_path
+
+    out = set()
+    for b in benchmarks(cfg):
+        for name in arms(cfg):
+            stage, init_asset, data_asset, _ = _SPECS[name]
+            version = _version(cfg, b, stage)
+            for seed in cfg.seeds or [None]:
+                part = None if seed is None else str(seed)
+                init = (manifest_path(root, dg.AssetKey("base_model")) if init_asset == "base_model"
+                        else manifest_path(root, b.key(init_asset), part))  # act_checkpoint: the same seed's
+                data = manifest_path(root, b.key(data_asset))
+                if init.is_file() and data.is_file():
+                    out.add(work_dir(root, b.key(name), cfg, b, stage, json.loads(init.read_text())["hash"],
+                                     json.loads(data.read_text())["hash"], version, seed))
+    return out
 
 
 def _train(context, profile: ProfileResource, b: Benchmark, name: str, stage: str, init: dict, data: dict,

@@ -91,6 +91,16 @@ class Warehouse:
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {parquet_scan(parquet_path)}")
             con.execute("COMMIT")
 
+    def insert(self, ddl: str, table_name: str, rows: pa.Table, replace: bool = False) -> None:
+        """``rows`` into ``table_name`` (made by ``ddl`` if it is not there) in one transaction; a
+        row whose key is there already keeps the old row, or with ``replace`` the new one."""
+        with self.connect() as con:
+            con.execute(ddl)
+            con.register("new_rows", rows)
+            con.execute("BEGIN")
+            con.execute(f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO {table_name} SELECT * FROM new_rows")
+            con.execute("COMMIT")
+
     def query(self, sql: str, params: list | None = None) -> pa.Table:
         with self.connect() as con:
             rel = con.sql(sql, params=params or None)

@@ -7,10 +7,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from act_pipeline.files import sha256_bytes
+
+if TYPE_CHECKING:
+    from act_pipeline.data.trajectory_cache import TrajectoryCache
 
 Log = Callable[[str], None]
 
@@ -67,18 +71,21 @@ def play_expert(game, game_id: str, split: str, task_type: str, max_steps: int, 
 
 
 def _play_game(g: dict, make_game: Callable[[str], object], max_steps: int, history_len: int, log: Log,
-               retries: int, retry_unwon: int) -> tuple[list[dict], bool, str | None, list[dict]]:
-    """One game with its retries: (rows, won, why it failed or None, the env faults it hit)."""
+               retries: int, retry_unwon: int) -> tuple[list[dict], bool, str | None, list[dict], bool]:
+    """One game with its retries: (rows, won, why it failed or None, the env faults it hit, whether
+    the last attempt played the game to its end: no error, no env fault)."""
     from act_pipeline.envs.workers import EnvFault
 
     faults = replays = 0
     env_faults: list[dict] = []
     while True:
         game = None
+        ended = False
         try:
             game = make_game(g["gamefile"])
             r, won = play_expert(game, g["game_id"], g["split"], g["task_type"], max_steps, history_len)
             reason = None if won else f"the expert did not win within {max_steps} steps"
+            ended = True
         except EnvFault as e:
             r, won = [], False
             reason = f"{g['gamefile']}: {e}"
@@ -102,7 +109,7 @@ def _play_game(g: dict, make_game: Callable[[str], object], max_steps: int, hist
             log(f"{g['game_id']}: {reason}; playing it again ({replays}/{retry_unwon})")
             continue
         break
-    return r, won, reason, env_faults
+    return r, won, reason, env_faults, ended
 
 
 def collect_expert_trajectories(
@@ -113,6 +120,7 @@ def collect_expert_trajectories(
     log: Log = print,
     retries: int = 0,
     retry_unwon: int = 0,
+    cache: TrajectoryCache | None = None,
 ) -> tuple[pa.Table, dict]:
     """Play the expert through every game (rows: game_id, split, task_type, gamefile).
 
@@ -126,52 +134,49 @@ def collect_expert_trajectories(
     times (for stochastic experts such as ScienceWorld's gold paths). A game that still fails,
     fails to load, or that the expert does not win is recorded in ``stats["failed"]`` with its
     reason; its steps are kept with ``won = false`` and never train. If no game at all is won, that is an error.
+
+    With a ``cache`` (:class:`act_pipeline.data.trajectory_cache.TrajectoryCache`) only the games
+    not in it are played, and each game played to its end is stored (written every ``flush_s``
+    seconds and when playing ends, also by an error); the table
+    and ``stats`` are those of playing every game (``stats["played"]`` / ``["cached"]`` say which
+    way each came; a cached game hit no env fault this time).
     """
     factories = [make_game] if callable(make_game) else list(make_game)
     if not factories:
         raise ValueError("no game factory to play the expert with")
     t0 = time.time()
     results: list[tuple | None] = [None] * len(games)
+    keys = cache.keys(games) if cache else [None] * len(games)
+    for i, (r, won, reason) in (cache.lookup(keys, games) if cache else {}).items():
+        results[i] = (r, won, reason, [])
+    todo = [i for i in range(len(games)) if results[i] is None]
+    if cache:
+        log(f"expert: {len(games) - len(todo)} of {len(games)} games from the cache, {len(todo)} to play")
     lock = threading.Lock()
     finished = [0]
 
     def play(i: int, factory: Callable[[str], object]) -> None:
         g = games[i]
-        out = results[i] = _play_game(g, factory, max_steps, history_len, log, retries, retry_unwon)
-        r, won, reason, _ = out
+        r, won, reason, env_faults, ended = _play_game(g, factory, max_steps, history_len, log, retries, retry_unwon)
+        results[i] = (r, won, reason, env_faults)
+        if cache and keys[i] and ended:  # an error (a load failure, an env fault) is not an outcome: never stored
+            cache.store(keys[i], g, r, won, reason)
         with lock:  # one line per game, counted in the order they finish
             finished[0] += 1
             if not won:
                 log(f"expert failed on {g['game_id']}: {reason}")
-            log(f"expert {finished[0]}/{len(games)} {g['split']} {g['game_id']}: {len(r)} steps, won={won} "
+            log(f"expert {finished[0]}/{len(todo)} {g['split']} {g['game_id']}: {len(r)} steps, won={won} "
                 f"({time.time() - t0:.0f}s)")
 
-    if len(factories) == 1 or len(games) <= 1:
-        for i in range(len(games)):
-            play(i, factories[0])
-    else:
-        queue = iter(range(len(games)))
-        take = threading.Lock()
-        stop = threading.Event()  # an unexpected error in one thread: the others take no new game
-
-        def drive(factory: Callable[[str], object]) -> None:
-            try:
-                while not stop.is_set():
-                    with take:
-                        i = next(queue, None)
-                    if i is None:
-                        return
-                    play(i, factory)
-            except BaseException:
-                stop.set()
-                raise
-
-        with ThreadPoolExecutor(len(factories), thread_name_prefix="expert") as ex:
-            for f in [ex.submit(drive, factory) for factory in factories]:
-                f.result()
+    try:
+        _play_all(todo, factories, play)
+    finally:  # what was played is kept, also when something failed
+        if cache:
+            cache.flush()
 
     rows: list[dict] = []
-    stats = {"games": 0, "won": 0, "failed": [], "env_faults": []}
+    stats = {"games": 0, "won": 0, "failed": [], "env_faults": [], "played": len(todo),
+             "cached": len(games) - len(todo), "cache_rejected": list(cache.rejected) if cache else []}
     for g, (r, won, reason, env_faults) in zip(games, results):  # in the games' order
         rows.extend(r)
         stats["games"] += 1
@@ -183,3 +188,31 @@ def collect_expert_trajectories(
         raise RuntimeError("the expert won none of the games: " +
                            "; ".join(f"{f['game_id']}: {f['reason']}" for f in stats["failed"][:3]))
     return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA), stats
+
+
+def _play_all(todo: list[int], factories: list[Callable[[str], object]], play: Callable[[int, Callable], None]) -> None:
+    """``play(i, factory)`` for every game in ``todo``: one after another with one factory, else
+    one thread per factory taking the next game as it gets free."""
+    if len(factories) == 1 or len(todo) <= 1:
+        for i in todo:
+            play(i, factories[0])
+        return
+    queue = iter(todo)
+    take = threading.Lock()
+    stop = threading.Event()  # an unexpected error in one thread: the others take no new game
+
+    def drive(factory: Callable[[str], object]) -> None:
+        try:
+            while not stop.is_set():
+                with take:
+                    i = next(queue, None)
+                if i is None:
+                    return
+                play(i, factory)
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(len(factories), thread_name_prefix="expert") as ex:
+        for f in [ex.submit(drive, factory) for factory in factories]:
+            f.result()

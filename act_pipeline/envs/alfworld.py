@@ -202,6 +202,22 @@ def build_game(trial: Path, dst_dir: Path, logic: dict[str, str] | None = None) 
     return atomic_write(dst_dir / "game.tw-pddl", json.dumps(gamedata))
 
 
+# what a game reads when it is played: its game file, and the traj_data.json beside it (the handcoded expert)
+GAME_FILES = ("game.tw-pddl", "traj_data.json")
+
+
+def game_content_hash(gamefile: str | Path) -> str:
+    """Content hash of what playing ``gamefile`` reads (``GAME_FILES`` in its folder, by name and
+    bytes), wherever the game was built: the expert cache's key for the game. A missing game file
+    raises FileNotFoundError."""
+    folder = Path(gamefile).parent
+    parts = [Path(gamefile).name, sha256_file(gamefile)]
+    for name in GAME_FILES[1:]:
+        if (folder / name).is_file():
+            parts += [name, sha256_file(folder / name)]
+    return sha256_json(parts)
+
+
 class AlfworldGame:
     """One ALFWorld text game, played in this process.
 

@@ -53,6 +53,20 @@ PAPER_ROW = {"prompt_no_thinking": "Prompt w/o thinking", "prompt_thinking": "Pr
              "act_checkpoint": "ACT only", "il_baseline": "IL", "il_policy": "IL w/ ACT", "rl_baseline": "RL",
              "rl_policy": "RL w/ ACT"}
 PAPER_QWEN3_8B = {a: PAPER_TABLE1[r][:2] for a, r in PAPER_ROW.items()}  # ALFWorld ID / OOD
+# the paper's Table 2, reasoning transfer (%, models trained on ALFWorld only): MATH-500, GPQA-Diamond — its
+# numbers, not ours; and our arm -> its row (IL w/ ACT and RL w/ ACT are not in it)
+PAPER_TABLE2 = {
+    "Prompt w/o thinking": (78.6, 42.93),
+    "Prompt w/ thinking": (86.93, 51.52),
+    "IL": (87.0, 44.61),
+    "Early Experience": (86.86, 51.85),
+    "RL": (87.07, 52.36),
+    "ACT": (87.73, 53.37),
+}
+PAPER_TABLE2_ROW = {"prompt_no_thinking": "Prompt w/o thinking", "prompt_thinking": "Prompt w/ thinking",
+                    "il_baseline": "IL", "rl_baseline": "RL", "act_checkpoint": "ACT"}
+_BENCH_NAMES = {"alfworld": "ALFWorld", **BENCH_TITLES}
+TRANSFER_COLUMNS = [("math500_accuracy", "MATH-500"), ("gpqa_diamond_accuracy", "GPQA-Diamond")]
 
 
 def _ordered(results: Mapping[str, list[Metric]]) -> dict[str, list[Metric]]:
@@ -260,6 +274,60 @@ def _critiques(results: Mapping[str, list[Metric]]) -> list[str]:
             + lines) if lines else []
 
 
+def _mean_std(m: Metric | None) -> str:
+    """A transfer cell: mean ± std over runs (sample std), runs and N."""
+    if m is None:
+        return "—"
+    if not m.n or m.value is None:
+        return "— (N=0)"
+    std = m.detail.get("std")
+    runs = len(m.detail.get("runs") or [])
+    return f"{100 * m.value:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "") + f"% ({runs} runs, N={m.n})"
+
+
+def _transfer_section(doc: Mapping) -> list[str]:
+    """Reasoning transfer: every arm's MATH-500 and GPQA-Diamond accuracy (mean ± std over runs)
+    beside the paper's Table 2, which is labelled as the paper's."""
+    results, meta = _ordered(doc["results"]), doc.get("meta") or {}
+    idx = {arm: {m.name: m for m in ms} for arm, ms in results.items()}
+    columns = [(n, t) for n, t in TRANSFER_COLUMNS if any(n in v for v in idx.values())]
+    sets = meta.get("sets") or {}
+    lines = ["## Reasoning transfer (MATH-500, GPQA-Diamond)", "",
+             f"Models trained on {_BENCH_NAMES.get(meta.get('benchmark'), meta.get('benchmark'))} data only, scored on "
+             + ", ".join(f"`{k}` ({v.get('items')} items from `{v.get('source')}`)" for k, v in sets.items())
+             + f". Each cell: mean ± standard deviation over {meta.get('runs')} runs (run r: seed "
+             f"{meta.get('seed')} + r) at temperature {meta.get('temperature')}, at most {meta.get('max_new_tokens')} "
+             "new tokens, and N. MATH: the completion's `\\boxed{}` checked against the answer with math-verify; "
+             "GPQA: options shuffled per run and question (seeded), the answer's last line `Answer: <letter>`. "
+             "A completion cut by the token limit, or whose reasoning never closed, has no answer. The paper's "
+             "columns are its numbers (arXiv 2603.08706, Table 2), not ours: another model at another scale, so "
+             "compare the ordering of the arms, not the values.", "",
+             "| Arm | " + " | ".join(t for _, t in columns) + " | "
+             + " | ".join(f"{t}, paper (not ours)" for _, t in columns) + " |",
+             "|---|" + "---|" * (2 * len(columns))]
+    paper_cols = {"math500_accuracy": 0, "gpqa_diamond_accuracy": 1}
+    for arm in results:
+        paper = PAPER_TABLE2.get(PAPER_TABLE2_ROW.get(arm, ""))
+        lines.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(_mean_std(idx[arm].get(n)) for n, _ in columns)
+                     + " | " + " | ".join(f"{paper[paper_cols[n]]:.2f}%" if paper else "—" for n, _ in columns) + " |")
+    ran = {PAPER_TABLE2_ROW.get(a) for a in results}
+    missing = [r for r in PAPER_TABLE2 if r not in ran]
+    if missing:
+        lines += ["", "Paper rows we do not run: " + "; ".join(
+            f"{r} ({' / '.join(f'{v:.2f}%' for v in PAPER_TABLE2[r])})" for r in missing) + "."]
+    lines += ["", "Per run and per completion:", ""]
+    for arm, ms in results.items():
+        lines.append(f"- {ARM_TITLES.get(arm, arm)}{' (thinking)' if any(m.detail.get('thinking') for m in ms) else ''}: "
+                     + "; ".join(f"{m.split} runs " + ", ".join(f"{100 * v:.1f}%" for v in m.detail.get("runs") or [])
+                                 + f", {100 * (m.detail.get('truncation_rate') or 0):.0f}% truncated, "
+                                 f"{m.detail.get('parsed')}/{m.detail.get('completions')} answered"
+                                 + (", letters answered " + ", ".join(f"{k} {v}" for k, v in m.detail["picked"].items())
+                                    if m.detail.get("picked") else "")
+                                 for m in ms))
+    lines.append("")
+    return lines
+
+
 def _bench_section(out: Path, bench: str, results: Mapping[str, list[Metric]], meta: dict) -> tuple[list[str], Path]:
     """Another benchmark's grid (ScienceWorld): every arm, 95 % intervals, the paper's number beside
     ours, per-task-type table and a plot."""
@@ -289,13 +357,14 @@ def _bench_section(out: Path, bench: str, results: Mapping[str, list[Metric]], m
 def write_report(
     out_dir: str | Path, results: Mapping[str, list[Metric]], meta: dict,
     traces: Mapping[str, list[dict]] | None = None, judgement_curve: list[dict] | None = None,
-    benchmarks: Mapping[str, dict] | None = None,
+    benchmarks: Mapping[str, dict] | None = None, transfer: Mapping | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, report.html and report.png into ``out_dir``; return their paths.
 
     ``results`` are ALFWorld's; ``benchmarks`` maps another benchmark (``scienceworld``) to
     ``{"results": ..., "meta": ..., "judgement_curve": ...}`` and adds its grid (and its ACT
-    checkpoint's judgement curve) to the same page.
+    checkpoint's judgement curve) to the same page. ``transfer`` (``{"results": arm -> metrics,
+    "meta": ...}``, the reasoning-transfer evaluation) adds its table beside the paper's Table 2.
 
     Every cell: the value, its 95 % bootstrap interval over items, and N; the seed and splits are
     stated above the table. The paper's numbers appear in their own table, labelled as such."""
@@ -364,6 +433,8 @@ def write_report(
     for bench, doc in (benchmarks or {}).items():
         section, bench_png[bench] = _bench_section(out, bench, doc["results"], doc["meta"])
         lines += section
+    if transfer:
+        lines += _transfer_section(transfer)
     lines += _curve_section(out, judgement_curve)
     for bench, doc in (benchmarks or {}).items():
         lines += _curve_section(out, doc.get("judgement_curve"), bench)
@@ -381,6 +452,9 @@ def write_report(
                     **{bench: {"meta": doc["meta"], "results": {a: [m.to_dict() for m in ms]
                                                                 for a, ms in doc["results"].items()}}
                        for bench, doc in (benchmarks or {}).items()},
+                    **({"transfer": {"meta": transfer.get("meta"),
+                                     "results": {a: [m.to_dict() for m in ms] for a, ms in transfer["results"].items()}},
+                        "paper_table2": PAPER_TABLE2} if transfer else {}),
                     "paper_table1_qwen3_8b": PAPER_TABLE1})
     return {"json": js, "markdown": md, "png": png, "html": html, "bench_png": bench_png}
 

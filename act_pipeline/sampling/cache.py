@@ -45,14 +45,6 @@ class SampleCache:
             con.register("wanted", pa.table({"state_id": pa.array(list(state_ids), pa.string())}))
             return con.execute(sql, [key]).fetchall()
 
-    def _insert(self, ddl: str, table_name: str, table: pa.Table) -> None:
-        with self.warehouse.connect() as con:
-            con.execute(ddl)
-            con.register("new_rows", table)
-            con.execute("BEGIN")
-            con.execute(f"INSERT OR IGNORE INTO {table_name} SELECT * FROM new_rows")
-            con.execute("COMMIT")
-
     def lookup(self, state_ids: Sequence[str]) -> dict[str, list[Completion]]:
         """Cached free completions per state, each a :class:`Completion` with its ``truncated`` flag."""
         if not state_ids:
@@ -71,7 +63,7 @@ class SampleCache:
                                                   pa.list_(pa.string())),
                           "truncated": pa.array([[is_truncated(c) for c in cs] for cs in completions.values()],
                                                 pa.list_(pa.bool_()))})
-        self._insert(_DDL, "sampling_cache_v2", table)
+        self.warehouse.insert(_DDL, "sampling_cache_v2", table)
 
     def scoring_key(self, scorer: str) -> str:
         """The score cache's key: the sampling key and the scorer's definition."""
@@ -95,4 +87,4 @@ class SampleCache:
                           "actions": pa.array([list(a) for a, _ in scores.values()], pa.list_(pa.string())),
                           "scores": pa.array([[float(x) for x in s] for _, s in scores.values()],
                                              pa.list_(pa.float64()))})
-        self._insert(_SCORES_DDL, "constrained_score_cache", table)
+        self.warehouse.insert(_SCORES_DDL, "constrained_score_cache", table)
