@@ -49,7 +49,7 @@ from act_pipeline.act.prompts import render
 from act_pipeline.config import ConfigError, EvalConfig, ModelConfig, TransferConfig
 from act_pipeline.evaluation.metrics import Metric
 from act_pipeline.files import (MAX_LINE_BYTES, InputError, PathEscapeError, parse_json, read_lines, safe_join,
-                                shown, where)
+                                sha256_json, shown, where)
 from act_pipeline.sampling.base import Sampler, SamplingParams, is_truncated
 
 Log = Callable[[str], None]
@@ -449,11 +449,10 @@ def evaluate_sampler(sampler: Sampler, tokenizer, sets: Mapping[str, list], seed
 def cache_key(manifest: dict, thinking: bool, sets: Mapping[str, list], t: TransferConfig, e: EvalConfig,
               code: str) -> str:
     """What defines an arm's transfer scores: the checkpoint, thinking, the items, the settings, the code."""
-    h = hashlib.sha256(json.dumps({k: [vars(x) for x in v] for k, v in sets.items()}, sort_keys=True).encode())
-    return hashlib.sha256(json.dumps(
-        {"model": manifest["hash"], "thinking": thinking, "items": h.hexdigest(), "runs": t.runs,
-         "max_new_tokens": t.max_new_tokens, "temperature": e.temperature, "seed": e.seed, "code": code},
-        sort_keys=True).encode()).hexdigest()[:24]
+    items = sha256_json({k: [vars(x) for x in v] for k, v in sets.items()})
+    return sha256_json({"model": manifest["hash"], "thinking": thinking, "items": items, "runs": t.runs,
+                        "max_new_tokens": t.max_new_tokens, "temperature": e.temperature, "seed": e.seed,
+                        "code": code})[:24]
 
 
 def evaluate_arms(plan: list[tuple[str, dict, bool]], sets: Mapping[str, list], t: TransferConfig, e: EvalConfig,
