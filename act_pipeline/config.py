@@ -146,6 +146,12 @@ class ACTConfig(GRPOStageConfig):
     probe_every: NonNeg = 0
     probe_pairs: NonNeg = 16
     probe_max_new_tokens: Pos = 8  # the probe's token budget: give a thinking model room to finish
+    # how the critic answers while GRPO trains it: `free` (the paper's: the model writes its answer,
+    # parsed strictly; unparsable = the penalty) or `choice` (the answer is one token sampled from
+    # the model's own distribution restricted to "1" and "2": every completion is an answer, so every
+    # group with both answers has a learning signal; README: Critic answers). `choice` generates
+    # one token (max_completion_length is not used) and cannot think
+    answer: Literal["free", "choice"] = "free"
 
 
 class ILConfig(_Section):
@@ -209,6 +215,11 @@ class EvalConfig(_Section):
     # (what the paired comparisons read: judgement for the prompted base and ACT, next action for
     # the prompted base and the stage-3 arms; roll-outs for every arm as configured)
     metrics: Literal["all", "paired"] = "all"
+    # how judgement accuracy reads a critic's answer: `generate` (greedy generation, parsed strictly)
+    # or `choice` (the more likely of the answer tokens "1" and "2" right after the prompt, i.e.
+    # greedy decoding restricted to the answers: every pair gets an answer). Every arm is read the
+    # same way; `choice` needs non-thinking arms (eval.thinking_arm: false, model.thinking: false)
+    judgement: Literal["generate", "choice"] = "generate"
 
 
 class ScienceWorldConfig(_Section):
@@ -260,7 +271,8 @@ class TransferConfig(_Section):
 
 
 # section -> fields added after profiles were in use (see PipelineConfig.section_hash)
-ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics"), "sampling": ("states_per_game",)}
+ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics", "judgement"),
+                "sampling": ("states_per_game",), "act": ("answer",)}
 # section -> fields that only set how fast a stage runs (processes, threads), never what it makes:
 # never in the section hash, so changing them never makes an asset stale
 SPEED_FIELDS = {"envs": ("expert_workers",), "sampling": ("workers",)}
@@ -525,6 +537,13 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     if cfg.eval.split == "validation" and cfg.scienceworld.enabled:
         raise ConfigError(f"{at('eval', 'split')}: `eval.split` validation is for ALFWorld only (ScienceWorld has no "
                           "validation games yet): set `scienceworld.enabled: false`")
+    if cfg.act.answer == "choice" and cfg.model.thinking:
+        raise ConfigError(f"{at('act', 'answer')}: `act.answer` choice answers with one token and cannot think: "
+                          "set `model.thinking: false` or `act.answer: free`")
+    if cfg.eval.judgement == "choice" and (cfg.eval.thinking_arm or cfg.model.thinking):
+        raise ConfigError(f"{at('eval', 'judgement')}: `eval.judgement` choice reads the answer token right after "
+                          "the prompt, so no arm may think first: set `eval.thinking_arm: false` and "
+                          "`model.thinking: false`, or `eval.judgement: generate`")
     tr = cfg.transfer
     if tr.enabled and not (tr.math500 or tr.gpqa_diamond):
         raise ConfigError(f"{at('transfer', 'enabled')}: `transfer.enabled` needs `transfer.math500` or "

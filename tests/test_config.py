@@ -86,6 +86,11 @@ def _load_error(tmp_path, text: str) -> str:
     # across fields: the line where the key is in the file, none where it is not
     ("model:\n  source: hf\n", "P: `model.path` is required when `model.source` is hf, got null"),
     ("model:\n  source: hf\n  path: ''\n", 'P:3: `model.path` is required when `model.source` is hf, got ""'),
+    ("act:\n  answer: pick\n", 'P:2: `act.answer` must be free or choice, got "pick"'),
+    ("model:\n  thinking: true\nact:\n  answer: choice\n",
+     "P:4: `act.answer` choice answers with one token and cannot think: set `model.thinking: false` or ..."),
+    ("eval:\n  judgement: choice\n",
+     "P:2: `eval.judgement` choice reads the answer token right after the prompt, so no arm may think first: ..."),
 ])
 def test_errors_are_one_line_naming_file_line_and_key(tmp_path, text, expected):
     msg = _load_error(tmp_path, text)

@@ -94,6 +94,30 @@ def agent_prompt(tokenizer, state: State, history_len: int = 3, thinking: bool =
     return render(tokenizer, agent_messages(state, history_len, thinking), "<action>", thinking)
 
 
+CHOICES = ("1", "2")  # the critic's answers, slot 1 and slot 2
+
+
+def choice_token_ids(tokenizer, prefill: str = "<answer>") -> list[int]:
+    """The token id of each answer in :data:`CHOICES` as the tokenizer writes it right after the
+    pre-filled ``prefill`` (``act.answer`` / ``eval.judgement``: choice). An answer that is not one
+    token there is an error: a restricted one-token answer could not spell it.
+
+    >>> from transformers import AutoTokenizer  # doctest: +SKIP
+    """
+    base = tokenizer(prefill, add_special_tokens=False)["input_ids"]
+    ids = []
+    for c in CHOICES:
+        full = tokenizer(prefill + c, add_special_tokens=False)["input_ids"]
+        if full[:len(base)] != base or len(full) != len(base) + 1:
+            raise ValueError(f"answer {c!r} after {prefill!r} is {len(full) - len(base)} tokens for this tokenizer, "
+                             "not one: the restricted critic answer (act.answer / eval.judgement: choice) needs "
+                             "one token per answer; use free / generate")
+        ids.append(int(full[-1]))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the answers {CHOICES} share a token id ({ids})")
+    return ids
+
+
 def critic_prompt(
     tokenizer, state: State, action_1: str, action_2: str, history_len: int = 3,
     thinking: bool = False,

@@ -70,24 +70,30 @@ def _truncation(n: int, completion_ids: Sequence | None,
 
 
 def make_judgement_reward(penalty: float = UNPARSABLE, eos_token_ids: Sequence[int] | None = None,
-                          thinking: bool = False):
+                          thinking: bool = False, one_token_choice: bool = False):
     """A TRL reward function over a dataset with an ``expert_slot`` column (and optionally
     ``action_1``/``action_2``: a completion may then answer with a candidate's text).
 
     ``eos_token_ids`` (the trainer's EOS ids and pad id; see
     :func:`act_pipeline.training.act_grpo.stop_token_ids`) tell a completion that ended from one cut
     off at ``max_completion_length``; ``thinking`` when the prompts pre-fill ``<think>``.
+    ``one_token_choice`` (``act.answer: choice``): generation was restricted to one answer token,
+    so a completion is complete by construction (no EOS follows it) and parsed as it is.
 
     >>> fn = make_judgement_reward(eos_token_ids=[0])
     >>> fn(completions=["1</answer>", "1", "1", "Action 2"], completion_ids=[[7, 8], [7], [7, 0], [9, 0]],
     ...    expert_slot=[1, 1, 1, 1], action_1=["look"] * 4, action_2=["go to sink 1"] * 4)
     [1.0, -0.5, 1.0, 0.0]
+    >>> make_judgement_reward(eos_token_ids=[0], one_token_choice=True)(
+    ...    completions=["1", "2", ""], completion_ids=[[7], [8], [0]], expert_slot=[2, 2, 2])
+    [0.0, 1.0, -0.5]
     """
 
     def act_judgement_reward(completions: Sequence, expert_slot: Sequence[int], completion_ids=None,
                              action_1: Sequence[str] | None = None, action_2: Sequence[str] | None = None,
                              **_) -> list[float]:
-        cut = _truncation(len(completions), completion_ids, eos_token_ids)
+        cut = ([False] * len(completions) if one_token_choice
+               else _truncation(len(completions), completion_ids, eos_token_ids))
         cands = (list(zip(action_1, action_2)) if action_1 is not None and action_2 is not None
                  else [None] * len(completions))
         return [judgement_reward(c if isinstance(c, str) else _text(c), s, penalty, cd, t, thinking)

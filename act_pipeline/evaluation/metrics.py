@@ -6,14 +6,15 @@ never separated from what it means.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from act_pipeline.envs.actions import normalize_action
 from act_pipeline.act.parsing import parse_action, parse_choice
-from act_pipeline.act.prompts import State, agent_prompt, critic_prompt
-from act_pipeline.sampling.base import Sampler, SamplingParams, is_truncated
+from act_pipeline.act.prompts import State, agent_prompt, choice_token_ids, critic_prompt
+from act_pipeline.sampling.base import Completion, Sampler, SamplingParams, is_truncated
 
 Log = Callable[[str], None]
 
@@ -134,28 +135,131 @@ def _decoding_detail(params: SamplingParams, completions: Sequence[str], parsed:
 
 def judgement_accuracy(sampler: Sampler, tokenizer, pairs: Sequence[dict], split: str, seed: int,
                        history_len: int = 3, thinking: bool = False, max_new_tokens: int = 8,
-                       temperature: float = 0.0, samples: int = 1) -> Metric:
-    """Critic picks on held-out pairs, parsed strictly (:func:`parse_choice`, with the pair's two
-    actions as candidates): an unparsable or truncated answer counts as wrong.
+                       temperature: float = 0.0, samples: int = 1, judgement: str = "generate") -> Metric:
+    """Critic picks on held-out pairs.
 
-    Greedy by default (one sample per pair, outcome 1/0); with ``temperature > 0`` and
-    ``samples > 1`` a pair's outcome is the share of its samples that pick the expert's slot."""
-    params = _decoding(temperature, samples, max_new_tokens, seed)
+    ``judgement="generate"``: generated answers parsed strictly (:func:`parse_choice`, with the pair's
+    two actions as candidates): an unparsable or truncated answer counts as wrong. Greedy by default
+    (one sample per pair, outcome 1/0); with ``temperature > 0`` and ``samples > 1`` a pair's outcome
+    is the share of its samples that pick the expert's slot.
+
+    ``judgement="choice"``: the critic's pick is the more likely of the answer tokens "1" and "2"
+    right after the prompt (:func:`choice_picks`: greedy decoding restricted to the answers), so
+    every pair gets an answer; ``detail["expert_prob"]`` is the mean probability, renormalised over
+    the two answers, of the expert's slot."""
+    if judgement not in ("generate", "choice"):
+        raise ValueError(f"judgement must be generate or choice, got {judgement!r}")
     prompts = [critic_prompt(tokenizer, State.from_row(r), r["action_1"], r["action_2"], history_len, thinking)
                for r in pairs]
-    outs = sampler.generate(prompts, params)
-    choices = [[parse_choice(c, (r["action_1"], r["action_2"]), thinking=thinking) for c in o]
-               for o, r in zip(outs, pairs)]
-    outcomes = [_outcome([c == int(r["expert_slot"]) for c in cs]) for cs, r in zip(choices, pairs)]
-    flat = [c for cs in choices for c in cs]
     n = len(pairs)
-    detail = _decoding_detail(params, [c for o in outs for c in o], sum(c is not None for c in flat))
-    detail.update(picked_slot_1=sum(c == 1 for c in flat), examples=[
+    if judgement == "choice":
+        if thinking:
+            raise ValueError("judgement choice reads the answer token right after the prompt: no thinking")
+        from act_pipeline.sampling.constrained import model_of
+
+        picks = choice_picks(model_of(sampler), tokenizer, prompts)
+        choices = [[c] for c, _ in picks]
+        outs = [[Completion(str(c))] for c, _ in picks]
+        expert_p = [p1 if int(r["expert_slot"]) == 1 else 1.0 - p1 for (_, p1), r in zip(picks, pairs)]
+        detail = {"completions": n, "parsed": n, "truncated": 0, "truncation_rate": 0.0, "samples": 1,
+                  "temperature": 0.0, "max_new_tokens": 1, "judgement": "choice",
+                  "expert_prob": round(sum(expert_p) / n, 4) if n else None}
+    else:
+        params = _decoding(temperature, samples, max_new_tokens, seed)
+        outs = sampler.generate(prompts, params)
+        choices = [[parse_choice(c, (r["action_1"], r["action_2"]), thinking=thinking) for c in o]
+                   for o, r in zip(outs, pairs)]
+        flat = [c for cs in choices for c in cs]
+        detail = _decoding_detail(params, [c for o in outs for c in o], sum(c is not None for c in flat))
+        detail["judgement"] = "generate"
+    outcomes = [_outcome([c == int(r["expert_slot"]) for c in cs]) for cs, r in zip(choices, pairs)]
+    detail.update(picked_slot_1=sum(c == 1 for cs in choices for c in cs), examples=[
         {"candidates": f"Action 1: {r['action_1']}\nAction 2: {r['action_2']}", "completion": str(o[0]),
          "truncated": is_truncated(o[0]), "expert_slot": int(r["expert_slot"]), "choice": cs[0]}
         for r, o, cs in list(zip(pairs, outs, choices))[:2]])
     return Metric("judgement_accuracy", sum(outcomes) / n if n else float("nan"), split, n, seed, detail,
                   outcomes, [r.get("task_type", "") for r in pairs], *item_ids(pairs, "pair_id"))
+
+
+def choice_picks(model, tokenizer, prompts: Sequence[str], batch_size: int = 16) -> list[tuple[int, float]]:
+    """Per critic prompt (ending in the pre-filled ``<answer>``): the slot (1 or 2) whose answer token
+    is the more likely right after it (slot 1 on a tie), and slot 1's probability renormalised over
+    the two answers; log-probabilities in float32.
+
+    Prompts that share a beginning (the pairs of one state: the same state block, other candidates)
+    are encoded once up to the longest prefix they all share (token by token, ``use_cache=True``);
+    each prompt's rest is then one row of a batched forward over copies of that cache. The
+    result is the same as one forward per prompt (``tests/test_choice_critic.py`` compares them)."""
+    import torch
+    from transformers import DynamicCache
+
+    from act_pipeline.sampling.constrained import _cache_kwarg
+
+    ids = choice_token_ids(tokenizer)
+    enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if any(not e for e in enc):
+        raise ValueError("empty critic prompt")
+    # group prompts by their state block: the text before the candidates
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p.rsplit("Action 1:", 1)[0], []).append(i)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    key = _cache_kwarg(model)
+    out: list[tuple[int, float] | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for members in groups.values():
+                first = enc[members[0]]
+                shared = min(min(_common_prefix(first, enc[i]) for i in members), min(len(enc[i]) for i in members) - 1)
+                prefix = None
+                if shared > 0:
+                    prefix = DynamicCache(config=model.config)
+                    model(input_ids=torch.tensor([first[:shared]], device=model.device), use_cache=True,
+                          logits_to_keep=1, **{key: prefix})
+                for start in range(0, len(members), max(1, batch_size)):
+                    chunk = members[start:start + max(1, batch_size)]
+                    rests = [enc[i][shared:] for i in chunk]
+                    n, width = len(chunk), max(len(r) for r in rests)
+                    inp = torch.full((n, width), pad, dtype=torch.long)
+                    mask = torch.zeros((n, shared + width), dtype=torch.long)
+                    mask[:, :shared] = 1
+                    for r, rest in enumerate(rests):
+                        inp[r, :len(rest)] = torch.tensor(rest)
+                        mask[r, shared:shared + len(rest)] = 1
+                    kwargs = {}
+                    if prefix is not None:
+                        cache = copy.deepcopy(prefix)
+                        cache.batch_repeat_interleave(n)
+                        kwargs[key] = cache
+                    pos = torch.arange(shared, shared + width).unsqueeze(0).expand(n, -1)
+                    logits = model(input_ids=inp.to(model.device), attention_mask=mask.to(model.device),
+                                   position_ids=pos.to(model.device), use_cache=prefix is not None, **kwargs).logits
+                    last = torch.tensor([len(r) - 1 for r in rests])
+                    rows = logits[torch.arange(n), last.to(logits.device)].float()
+                    two = torch.log_softmax(rows, dim=-1)[:, ids]
+                    p1 = torch.softmax(two, dim=-1)[:, 0]
+                    for r, i in enumerate(chunk):
+                        out[i] = (1 if two[r, 0] >= two[r, 1] else 2, float(p1[r]))
+    finally:
+        if was_training:
+            model.train()
+    return out  # type: ignore[return-value]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share.
+
+    >>> _common_prefix([1, 2, 3], [1, 2, 4]), _common_prefix([1], [2])
+    (2, 0)
+    """
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], split: str, seed: int,

@@ -176,7 +176,7 @@ def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model
                         ("judgement_accuracy_random_fill", pairs["random_fill"])):
         if "judgement" in what and (group or name == "judgement_accuracy"):
             m = judgement_accuracy(stops, tok, group, heldout_split, e.seed, history_len, thinks, judge_tokens,
-                                   **decoding)
+                                   **decoding, judgement=e.judgement)
             m.name = name
             m.detail["by_origin"] = split_by_origin(m, group)
             ms.append(m)
@@ -196,6 +196,7 @@ def method_meta(cfg, origins: dict | None, arms: Mapping[str, dict]) -> dict:
     """What the report's footnotes say about the method: pair origins, decoding, learning signal."""
     e = cfg.eval
     return {"pair_origins": origins, "sampling_policy": cfg.sampling.policy,
+            "judgement": e.judgement, "act_answer": cfg.act.answer,
             "decoding": {"temperature": e.temperature, "samples": e.samples, "max_new_tokens": e.max_new_tokens,
                          "thinking_max_new_tokens": e.thinking_max_new_tokens},
             "thinking": cfg.model.thinking,

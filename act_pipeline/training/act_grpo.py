@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from act_pipeline.act.prompts import State, critic_prompt
+from act_pipeline.act.prompts import State, choice_token_ids, critic_prompt
 from act_pipeline.act.rewards import make_judgement_reward
 from act_pipeline.config import ACTConfig, TrainingConfig
 from act_pipeline.training.common import Log, checkpoint_args, progress_callback, run_info, train_and_save, trainer_extras, use_cpu
@@ -51,31 +51,62 @@ def train_act(
     generation (GPU only); None or its defaults leave the CPU run as it was."""
     if not pairs:
         raise ValueError("ACT needs at least one contrast pair")
+    choice = cfg.answer == "choice"
+    if choice and thinking:
+        raise ValueError("act.answer: choice answers with one token and cannot think (model.thinking: false)")
     probes: list = []
 
     def callbacks(tok) -> list:
         if heldout and cfg.probe_every > 0:
             probes.append(judgement_probe(tok, heldout[: cfg.probe_pairs], history_len, thinking, cfg.probe_every,
-                                          cfg.max_steps, cfg.seed, log, cfg.probe_max_new_tokens))
+                                          cfg.max_steps, cfg.seed, log, cfg.probe_max_new_tokens,
+                                          "choice" if choice else "generate"))
         return probes
 
     res = train_grpo(base_model, lambda tok: critic_dataset(pairs, tok, history_len, thinking),
                      make_judgement_reward(cfg.unparsable_penalty, stop_token_ids(base_model, trust_remote_code),
-                                           thinking), out_dir, cfg, trust_remote_code, log, card,
-                     work_dir, training, "ACT GRPO", "pairs", callbacks)
-    return {**res, "judgement_curve": probes[0].curve if probes else []}
+                                           thinking, one_token_choice=choice), out_dir, cfg, trust_remote_code, log,
+                     card, work_dir, training, "ACT GRPO", "pairs", callbacks,
+                     restrict=choice_token_ids if choice else None)
+    return {**res, "answer": cfg.answer, "judgement_curve": probes[0].curve if probes else []}
+
+
+def restricted_generation(allowed: list[int], vocab_size: int, vllm: bool) -> dict:
+    """TRL ``GRPOConfig.generation_kwargs`` that let a completion's tokens be only ``allowed``: vLLM's
+    ``SamplingParams(allowed_token_ids=...)``, or transformers' ``GenerationConfig(suppress_tokens=...)``
+    over the rest of the vocabulary (the logits' width). Sampling then draws from the model's own
+    distribution renormalised over ``allowed``; the trainer's log-probabilities stay the full softmax's.
+
+    >>> restricted_generation([1, 3], 5, vllm=False)
+    {'suppress_tokens': [0, 2, 4]}
+    >>> restricted_generation([1, 3], 5, vllm=True)
+    {'allowed_token_ids': [1, 3]}
+    """
+    if vllm:
+        return {"allowed_token_ids": list(allowed)}
+    keep = set(allowed)
+    return {"suppress_tokens": [i for i in range(vocab_size) if i not in keep]}
 
 
 def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, cfg, trust_remote_code: bool,
                log: Log, card: dict | None, work_dir: str | Path | None, training: TrainingConfig | None,
-               what: str, unit: str, callbacks=lambda tok: []) -> dict:
+               what: str, unit: str, callbacks=lambda tok: [], restrict=None) -> dict:
     """TRL ``GRPOTrainer`` from ``init_model`` on ``make_dataset(tokenizer)`` (a ``prompt`` column plus
     the reward's columns) with ``reward_func``; ``cfg`` is a stage section (ACT or RL) with the GRPO
-    fields. Resumes from ``work_dir``; writes the HF folder (safetensors) to ``out_dir`` atomically."""
+    fields. Resumes from ``work_dir``; writes the HF folder (safetensors) to ``out_dir`` atomically.
+
+    ``restrict(tokenizer)`` (optional) gives the token ids a completion may be: each completion is
+    then one token drawn from the model's distribution restricted to them (:func:`restricted_generation`)."""
     from trl import GRPOConfig, GRPOTrainer
 
     model, tok = load_model(init_model, trust_remote_code)
     ds = make_dataset(tok)
+    generation: dict = {}
+    completion_length = cfg.max_completion_length
+    if restrict is not None:
+        vocab = int(model.get_output_embeddings().weight.shape[0])
+        generation = {"generation_kwargs": restricted_generation(restrict(tok), vocab, bool(vllm_args(training)))}
+        completion_length = 1
     out_dir = Path(out_dir)
     # trainer checkpoints live in work_dir; pass the same one again to resume an interrupted run
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
@@ -88,7 +119,8 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
+        max_completion_length=completion_length,
+        **generation,
         temperature=cfg.temperature,
         beta=cfg.beta,
         seed=cfg.seed,
@@ -184,10 +216,11 @@ def vllm_args(training: TrainingConfig | None) -> dict:
 
 
 def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bool, every: int, total: int,
-                    seed: int, log: Log, max_new_tokens: int = 8):
+                    seed: int, log: Log, max_new_tokens: int = 8, judgement: str = "generate"):
     """A TrainerCallback that measures judgement accuracy on held-out pairs (greedy, at most
-    ``max_new_tokens``: room for a thinking model's reasoning) before training and every ``every``
-    steps: the curve of what ACT learns, kept in ``.curve``.
+    ``max_new_tokens``: room for a thinking model's reasoning; or, with ``judgement="choice"``, the
+    more likely answer token) before training and every ``every`` steps: the curve of what ACT
+    learns, kept in ``.curve``.
 
     It runs in every process of a distributed run (under ZeRO-3 generation needs all ranks; with
     plain data parallelism each rank holds the whole model) and the main process logs and keeps it."""
@@ -208,7 +241,8 @@ def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bo
             model.eval()
             sampler = TransformersSampler(model, tokenizer, 16, stop_strings=["</answer>"])
             split = pairs[0]["split"] if pairs else "held-out"  # the held-out split they come from (valid_unseen, ScienceWorld's test)
-            m = judgement_accuracy(sampler, tokenizer, pairs, split, seed, history_len, thinking, max_new_tokens)
+            m = judgement_accuracy(sampler, tokenizer, pairs, split, seed, history_len, thinking, max_new_tokens,
+                                   judgement=judgement)
             if was_training:
                 model.train()
             if not self.main:
@@ -216,7 +250,8 @@ def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bo
             origins = sorted({r.get("origin", "model") for r in pairs})
             self.curve.append({"step": step, "judgement_accuracy": m.value, "n": m.n, "split": m.split,
                                "seed": seed, "parsed": m.detail["parsed"], "origins": origins,
-                               "truncation_rate": m.detail.get("truncation_rate")})
+                               "truncation_rate": m.detail.get("truncation_rate"),
+                               "expert_prob": m.detail.get("expert_prob")})
             log(f"probe at step {step}: judgement accuracy {m.value:.3f} on {m.n} held-out {split} pairs "
                 f"({'/'.join(origins)})")
 
