@@ -1,3 +1,5 @@
+import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -64,8 +66,6 @@ def dagster_home(tmp_path_factory) -> Path:
 
 def run_main(argv: list[str], **env: str) -> int:
     """``act-pipeline <argv>`` in this process with ``env`` set for the call (restored after)."""
-    import os
-
     old = dict(os.environ)
     os.environ.update(env)
     try:
@@ -75,3 +75,29 @@ def run_main(argv: list[str], **env: str) -> int:
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+@contextlib.contextmanager
+def restored(*paths: Path):
+    """Whatever the body does to the folders ``paths``, they are as before afterwards (files, links,
+    mtimes): a test that changes the state a module fixture built works on its own copy of it, so
+    the tests that share the fixture pass alone, together and in any order. The folders stay where
+    they are (data roots name their artifacts by absolute path; a copy elsewhere would not be one)."""
+    import shutil
+    import tempfile
+
+    saved = []
+    try:
+        for p in paths:
+            keep = Path(tempfile.mkdtemp(prefix=f".{p.name}-", dir=p.parent)) / p.name
+            shutil.copytree(p, keep, symlinks=True)  # copy2: mtimes kept (gc's min-age reads them)
+            saved.append((p, keep))
+        yield
+    finally:
+        for p, keep in saved:
+            if p.is_symlink() or p.is_file():
+                p.unlink()
+            elif p.exists():
+                shutil.rmtree(p)
+            os.rename(keep, p)
+            keep.parent.rmdir()

@@ -1,5 +1,5 @@
-"""Training out of process, for real: `accelerate launch` with 2 CPU processes (gloo) and with
-DeepSpeed ZeRO-3 on CPU, started by the real training assets through Dagster Pipes; the checkpoint
+"""Training out of process, for real: `accelerate launch` with 2 CPU processes (gloo) for each
+stage (ACT and RL in the default suite, IL under `-m slow`) and with DeepSpeed ZeRO-3 on CPU, started by the real training assets through Dagster Pipes; the checkpoint
 comes back as materialization metadata and loads."""
 
 import importlib.util
@@ -25,6 +25,7 @@ def _profile(tmp_path: Path, accelerate_config: str, num_processes: int) -> Path
     data = yaml.safe_load(SMOKE.read_text())
     data["act"].update(max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=4)
     data["il"].update(max_steps=2, per_device_train_batch_size=2)
+    data["rl"].update(max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=4)
     data["training"] = {"launcher": "accelerate", "accelerate_config": accelerate_config,
                         "num_processes": num_processes}
     path = tmp_path / "profile.yaml"
@@ -134,6 +135,15 @@ def test_act_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
                                                                                        (2, 1, "valid_unseen")]
     assert any("probe at step 2" in m for m in res.log_messages)
     assert "frac_groups_equal_reward" in manifest["learning_signal"]
+
+
+def test_rl_through_pipes_with_two_cpu_processes(tmp_path, tiny_model):
+    """In the default suite: stage-3 RL (GRPO on next-action generation), 2 steps, 2 CPU processes."""
+    res = _materialize(tmp_path, tiny_model, "configs/accelerate/cpu.yaml",
+                       [asset(graph_config(), "alfworld/rl_baseline")])
+    _check_checkpoint(res, "alfworld/rl_baseline", None, "MULTI_CPU", tmp_path / "home")
+    assert any("RL GRPO: 8 states, 2 steps" in m for m in res.log_messages)  # the won train rows only
+    assert any("step 2/2" in m for m in res.log_messages)
 
 
 @pytest.mark.slow

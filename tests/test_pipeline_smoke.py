@@ -16,7 +16,7 @@ import pytest
 
 from act_pipeline.envs.actions import normalize_action
 
-from .conftest import SMOKE, run_main
+from .conftest import SMOKE, restored, run_main
 from .conftest import dagster_home as make_dagster_home
 
 # ALFWorld's chain (keys alfworld/<asset>, manifests alfworld__<asset>.json), by key as a user string
@@ -260,6 +260,12 @@ def test_rerun_with_nothing_changed_recomputes_nothing(run):
 
 
 def test_changing_eval_config_reruns_only_evaluation(run, tmp_path):
+    # its own copy of the run: the other tests see the first run's data root and instance, in any order
+    with restored(run["home"], run["dagster_home"]):
+        _eval_change_reruns_only_evaluation(run, tmp_path)
+
+
+def _eval_change_reruns_only_evaluation(run, tmp_path):
     profile = tmp_path / "smoke-eval-changed.yaml"
     profile.write_text(SMOKE.read_text().replace("  max_steps: 3\n", "  max_steps: 2\n"))
     assert profile.read_text() != SMOKE.read_text()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -134,21 +135,69 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--hide-scrollbars", "--window-size=1600,1000", "--virtual-time-budget=20000"]
 
 
-def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
-    """A headless Chromium (Debian's `chromium`) screenshot of a page of the UI."""
+def _chromium() -> str:
+    """Debian's `chromium`; without it the test skips, or fails under CI."""
     import shutil
-    import tempfile
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         if os.environ.get("CI", "").lower() not in ("", "0", "false"):  # .ci/run exports CI=1
             pytest.fail("chromium is not installed (scripts/setup.sh installs Debian's chromium when run as root)")
         pytest.skip("chromium is not installed")
+    return browser
+
+
+def _headless(port: int, path: str, *args: str, stdout=subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    import tempfile
+
+    browser = _chromium()
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}",
-                        f"http://127.0.0.1:{port}{path}"], check=True, timeout=120,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args,
+                               f"http://127.0.0.1:{port}{path}"], check=True, timeout=180,
+                              stdout=stdout, stderr=subprocess.DEVNULL)
+
+
+def screenshot(port: int, out: Path, path: str = "/asset-groups") -> Path:
+    """A headless Chromium (Debian's `chromium`) screenshot of a page of the UI."""
+    _headless(port, path, f"--screenshot={out}")
     return out
+
+
+def page_dom(port: int, path: str) -> str:
+    """The page's DOM after its scripts ran (the same browser, flags and window as the screenshot)."""
+    return _headless(port, path, "--dump-dom", stdout=subprocess.PIPE).stdout.decode()
+
+
+class _Text(HTMLParser):
+    """The page's text, one string per text node (scripts and styles left out), and the names its
+    asset-graph nodes show (the elements of class AssetNode_assetName*)."""
+
+    def __init__(self, dom: str):
+        super().__init__()
+        self.text, self.names, self._skip, self._name = [], [], 0, 0
+        self.feed(dom)
+
+    def handle_starttag(self, tag, attrs):
+        self._skip += tag in ("script", "style")
+        cls = dict(attrs).get("class") or ""
+        if self._name or any(c.startswith("AssetNode_assetName") for c in cls.split()):
+            self._name += 1
+
+    def handle_endtag(self, tag):
+        self._skip -= tag in ("script", "style") and self._skip > 0
+        self._name -= self._name > 0
+
+    def handle_data(self, data):
+        if not self._skip and data.strip():
+            self.text.append(data.strip())
+            if self._name:
+                self.names.append(data.strip())
+
+
+def _shows(shown: str, name: str) -> bool:
+    """``shown`` is ``name`` or the UI's middle-truncation of it (``expe…_trajectories``)."""
+    head, sep, tail = shown.partition("…")
+    return shown == name or bool(sep) and name.startswith(head) and name.endswith(tail) and len(name) > len(shown)
 
 
 def test_without_chromium_screenshots_fail_under_ci_and_skip_elsewhere(tmp_path, monkeypatch):
@@ -160,15 +209,70 @@ def test_without_chromium_screenshots_fail_under_ci_and_skip_elsewhere(tmp_path,
         assert e.type is outcome and "chromium is not installed" in str(e.value), (ci, e.type)
 
 
+def _groups(nodes) -> dict[str, list[str]]:
+    """{group: [asset keys]} of the graph the webserver serves (over GraphQL)."""
+    out: dict[str, list[str]] = {}
+    for n in nodes:
+        out.setdefault(n["groupName"], []).append("/".join(n["assetKey"]["path"]))
+    return out
+
+
+def _check_lineage_page(text: list[str], names: list[str], groups: dict[str, list[str]]) -> None:
+    """The global lineage shows every group, collapsed, with the number of its assets."""
+    for g, keys in groups.items():
+        count = f"{len(keys)} asset{'s' if len(keys) > 1 else ''}"
+        assert any(a == g and b.startswith(count) for a, b in zip(text, text[1:])), (g, count, text)
+
+
+def _check_group_page(text: list[str], names: list[str], groups: dict[str, list[str]], group: str) -> None:
+    """A group's page draws its assets (and their neighbours in other groups) by name. The graph view
+    renders the nodes inside its window only (9 of alfworld's 11 at 1600x1000), so: every name drawn
+    is an asset of the graph, and most of the group is drawn."""
+    every = {k.rsplit("/", 1)[-1] for keys in groups.values() for k in keys}
+    mine = {k.rsplit("/", 1)[-1] for k in groups[group]}
+    assert names and all(any(_shows(s, n) for n in every) for s in names), names
+    drawn = {n for n in mine if any(_shows(s, n) for s in names)}
+    assert len(drawn) >= len(mine) - 3, (sorted(mine - drawn), names)
+    assert group in text
+
+
 @pytest.mark.parametrize("page,name", [("/asset-groups", "ui-lineage.png"),
                                        # README.md shows it as docs/ui-data-group.png (the group was `data`)
                                        ("/locations/act_pipeline/asset-groups/alfworld", "ui-data-group.png")])
 def test_asset_graph_screenshot(webserver, tmp_path, page, name):
-    port, _ = webserver
+    port, nodes = webserver
     # dismiss the first-visit "join the community" dialog, as a person would click Skip
     assert _graphql(port, "mutation { setNuxSeen }")["data"]["setNuxSeen"] is True
     data = screenshot(port, tmp_path / name, page).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a rendered page, not a blank one
+    # what the page shows, read from its DOM: the assets the webserver serves (a blank page, an error
+    # page or an empty graph renders a PNG too)
+    dom = _Text(page_dom(port, page))
+    groups = _groups(nodes)
+    if page == "/asset-groups":
+        _check_lineage_page(dom.text, dom.names, groups)
+    else:
+        _check_group_page(dom.text, dom.names, groups, page.rsplit("/", 1)[-1])
     if os.environ.get("ACT_SCREENSHOT_DIR"):  # keep them, e.g. for the README (docs/)
         Path(os.environ["ACT_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
         (Path(os.environ["ACT_SCREENSHOT_DIR"]) / name).write_bytes(data)
+
+
+def test_the_page_checks_tell_a_drawn_graph_from_one_without_its_assets():
+    """The DOM checks against what the pages showed (text as chromium's DOM gives it), and against
+    the same pages with an asset or a group missing."""
+    groups = {"model": ["base_model"], "alfworld": [f"alfworld/{a}" for a in (*CHAIN, "imported_expert_steps")],
+              "evaluation": ["eval_report"]}
+    lineage = ["Global asset lineage", "alfworld", "evaluation", "model", "model", "1 asset (fetching statuses)",
+               "alfworld", "11 assets (fetching statuses)", "evaluation", "1 asset (fetching statuses)"]
+    _check_lineage_page(lineage, [], groups)
+    for broken in (lineage[:-2], [t.replace("11 assets", "10 assets") for t in lineage]):
+        with pytest.raises(AssertionError):
+            _check_lineage_page(broken, [], groups)
+    drawn = ["act_checkpoint", "contrast_pairs", "evaluation", "expe…_trajectories", "il_baseline", "il_policy",
+             "imported_ex…_steps", "rl_baseline", "samp…_alternatives", "base_model", "eval_report"]
+    text = ["alfworld", "Asset Group in", *drawn]
+    _check_group_page(text, drawn, groups, "alfworld")
+    for broken in ([], drawn[:6], [*drawn, "somethi…_else"], ["exp…_tra"]):
+        with pytest.raises(AssertionError):
+            _check_group_page(text, broken, groups, "alfworld")
