@@ -270,6 +270,21 @@ class TransferConfig(_Section):
     limit: NonNeg = 0                # the first N items of each set (0 = all: 500 and 198)
 
 
+class EarlyExperienceConfig(_Section):
+    """The Early Experience (self-reflection) arm, trained when ``arms`` lists ``early_experience``
+    (README: Early Experience): at each training expert state up to ``alternatives`` of the sampled
+    alternatives are executed in the environment (env workers), the base model writes a reflection on
+    why the expert action is better given what each action led to (at most ``max_new_tokens``,
+    ``temperature``; 0 = greedy), and SFT trains state → reflection + expert action with the ``il``
+    section's settings (the same budget as IL). The arm reasons before acting: its evaluation budget
+    is ``max_new_tokens`` + ``eval.max_new_tokens``. A section of its own, added later: no other
+    section's hash depends on it."""
+    alternatives: NonNeg = 3         # per state; Early Experience: 3 for self-reflection
+    max_new_tokens: Pos = 48
+    temperature: NonNegFloat = 0.0
+    batch_size: Pos = 8              # prompts per generation batch (transformers)
+
+
 # section -> fields added after profiles were in use (see PipelineConfig.section_hash)
 ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics", "judgement"),
                 "sampling": ("states_per_game",), "act": ("answer",)}
@@ -297,11 +312,14 @@ class PipelineConfig(_Section):
     # aggregates every materialized seed); empty: unpartitioned, each stage with its own `seed`
     seeds: list[int] = []
     # the stage-3 arms trained and evaluated (ACT's checkpoint is always trained)
-    arms: list[Literal["il_baseline", "il_policy", "rl_baseline", "rl_policy"]] = [
+    # (early_experience: Early Experience's self-reflection arm, from the base model; not in the default list)
+    arms: list[Literal["il_baseline", "il_policy", "rl_baseline", "rl_policy", "early_experience"]] = [
         "il_baseline", "il_policy", "rl_baseline", "rl_policy"]
     # the reasoning-transfer evaluation (MATH-500, GPQA-Diamond); a section of its own, added later:
     # no other section's hash depends on it
     transfer: TransferConfig = Field(default_factory=TransferConfig)
+    # the Early Experience arm's settings; a section of its own, added later
+    early_experience: EarlyExperienceConfig = Field(default_factory=EarlyExperienceConfig)
     _source: str = PrivateAttr("")
 
     @property

@@ -30,14 +30,14 @@ def _load_error(tmp_path, text: str) -> str:
     ("seed: 1\nsampling:\n  k: 2\n  kk: 3\n",
      "P:4: unknown key `sampling.kk` (known: backend, batch_size, constrained_temperature, gpu_memory_utilization, "
      "k, max_new_tokens, model_path, policy, states_per_game, temperature, tensor_parallel_size, top_p, workers)"),
-    ("name: x\nbogus: 1\n", "P:2: unknown key `bogus` (known: act, alfworld, arms, envs, eval, il, model, name, pairs, "
-                            "rl, sampling, scienceworld, seed, seeds, threads, training, transfer)"),
+    ("name: x\nbogus: 1\n", "P:2: unknown key `bogus` (known: act, alfworld, arms, early_experience, envs, eval, il, "
+                            "model, name, pairs, rl, sampling, scienceworld, seed, seeds, threads, training, transfer)"),
     # training seeds and arms
     ("seeds: [0, 0]\n", "P:1: `seeds` must be distinct integers >= 0, got [0, 0]"),
     ("arms: [il_policy]\n", "P:1: `arms` must keep each stage-3 arm's baseline (il_baseline with il_policy, "
                             "rl_baseline with rl_policy), got [\"il_policy\"]"),
-    ("arms: [il_baseline, sft]\n", "P:1: `arms[1]` must be one of 'il_baseline', 'il_policy', 'rl_baseline' or "
-                                   "'rl_policy', got \"sft\""),
+    ("arms: [il_baseline, sft]\n", "P:1: `arms[1]` must be one of 'il_baseline', 'il_policy', 'rl_baseline', "
+                                   "'rl_policy' or 'early_experience', got \"sft\""),
     ("eval:\n  split: validation\n", "P:2: `eval.split` validation needs `alfworld.validation_games` > 0, got 0"),
     ("training:\n  vllm:\n    zz: 1\n", "P:3: unknown key `training.vllm.zz` (known: gpu_memory_utilization, mode, "
                                           "server_base_url, tensor_parallel_size, use_vllm)"),
@@ -162,8 +162,9 @@ OLD_HASHES = {
 def test_section_hashes_are_unchanged(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     # `seeds` and `arms` came later; no asset's code version reads them (a seed is a partition key);
-    # `transfer` too: only the transfer asset, absent unless enabled, reads it
-    assert list(cfg.to_dict()) == [*OLD_HASHES[name], "seeds", "arms", "transfer"]
+    # `transfer` too: only the transfer asset, absent unless enabled, reads it; and `early_experience`:
+    # only the Early Experience assets, absent unless `arms` lists the arm, read it
+    assert list(cfg.to_dict()) == [*OLD_HASHES[name], "seeds", "arms", "transfer", "early_experience"]
     assert {s: cfg.section_hash(s) for s in OLD_HASHES[name]} == OLD_HASHES[name]
 
 

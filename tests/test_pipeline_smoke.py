@@ -22,10 +22,12 @@ from .conftest import dagster_home as make_dagster_home
 # ALFWorld's chain (keys alfworld/<asset>, manifests alfworld__<asset>.json), by key as a user string
 ASSETS = ["base_model", *(f"alfworld/{a}" for a in (
     "games", "imported_expert_steps", "expert_trajectories", "sampled_alternatives", "contrast_pairs", "act_checkpoint",
-    "il_policy", "il_baseline", "rl_policy", "rl_baseline", "evaluation")), "eval_report"]
+    "il_policy", "il_baseline", "rl_policy", "rl_baseline", "alternative_outcomes", "reflections", "early_experience",
+    "evaluation")), "eval_report"]
 # the smoke profile enables ScienceWorld: its chain (manifests scienceworld__<asset>.json)
 SW_ASSETS = ["games", "expert_trajectories", "sampled_alternatives", "contrast_pairs", "act_checkpoint", "il_policy",
-             "il_baseline", "rl_policy", "rl_baseline", "evaluation"]
+             "il_baseline", "rl_policy", "rl_baseline", "alternative_outcomes", "reflections", "early_experience",
+             "evaluation"]
 
 
 def _manifest(home: Path, key: str) -> dict:
@@ -127,7 +129,8 @@ def _changed_tensors(before: str | Path, after: str | Path) -> list[str]:
     return sorted(k for k in a if not torch.equal(a[k], b[k]))
 
 
-@pytest.mark.parametrize("asset", ["act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline"])
+@pytest.mark.parametrize("asset", ["act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline",
+                                   "early_experience"])
 def test_checkpoints_load_and_generate(run, asset):
     import torch
 
@@ -143,20 +146,21 @@ def test_checkpoints_load_and_generate(run, asset):
     assert out.shape[1] == enc["input_ids"].shape[1] + 4 or out[0, -1] == tok.eos_token_id
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert m["global_step"] == 4  # the smoke profile's max_steps
-    init = "base_model" if asset in ("act_checkpoint", "il_baseline", "rl_baseline") else "alfworld/act_checkpoint"
+    init = ("base_model" if asset in ("act_checkpoint", "il_baseline", "rl_baseline", "early_experience")
+            else "alfworld/act_checkpoint")
     # training changed the weights (the tensors, not a folder hash that config files change too) where it
     # had something to learn from: SFT always; GRPO unless every group's rewards were equal (zero advantages:
     # no update, and the manifest's learning_signal says so; the tiny random model's usual case)
     changed = _changed_tensors(run["m"][init]["uri"], path)
     signal = m.get("learning_signal", {}).get("frac_groups_equal_reward", 0.0) < 1.0
-    if asset.startswith("il_") or signal:
+    if asset.startswith("il_") or asset == "early_experience" or signal:
         assert changed, f"{asset}: no tensor differs from its initial weights ({init})"
     else:
         assert not changed, f"{asset}: weights changed without a learning signal: {changed[:5]}"
     card = json.loads((path / "model_card.json").read_text())  # lineage travels with the folder
     assert card["asset"] == f"alfworld/{asset}"
     assert card["parents"]["init"]["hash"] == run["m"][init]["hash"]
-    data = "contrast_pairs" if asset == "act_checkpoint" else "expert_trajectories"
+    data = {"act_checkpoint": "contrast_pairs", "early_experience": "reflections"}.get(asset, "expert_trajectories")
     assert card["parents"][data]["hash"] == run["m"][f"alfworld/{data}"]["hash"]
     assert set(m["parents"]) == {"init", data} and m["parents"]["init"]["hash"] == run["m"][init]["hash"]
     assert card["packages"]["alfworld"] and card["code_version"] and card["global_step"] == 4
@@ -164,9 +168,9 @@ def test_checkpoints_load_and_generate(run, asset):
 
 def test_report_has_every_metric_with_split_n_seed(run):
     rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
-    # every arm of the paper's Table 1 but EE, the prompt arms named by the thinking setting they ran with
+    # every arm of the paper's Table 1, the prompt arms named by the thinking setting they ran with
     assert set(rep["results"]) == {"prompt_no_thinking", "prompt_thinking", "act_checkpoint", "il_baseline",
-                                   "il_policy", "rl_baseline", "rl_policy"}
+                                   "early_experience", "il_policy", "rl_baseline", "rl_policy"}
     for arm, metrics in rep["results"].items():
         got = {(m["name"], m["split"]) for m in metrics}
         assert got == {("judgement_accuracy", "valid_unseen"), ("next_action_accuracy", "valid_unseen"),
@@ -219,7 +223,7 @@ def test_scienceworld_chain_and_its_grid(run):
     assert all(p["alternative"] in p["admissible"] for p in pairs)
     for asset in ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline"):
         card = json.loads((Path(m[asset]["uri"]) / "model_card.json").read_text())
-        data = "contrast_pairs" if asset == "act_checkpoint" else "expert_trajectories"
+        data = {"act_checkpoint": "contrast_pairs", "early_experience": "reflections"}.get(asset, "expert_trajectories")
         assert card["parents"][data]["hash"] == m[data]["hash"], asset  # trained on ScienceWorld's own data
         init = m["act_checkpoint"] if asset in ("il_policy", "rl_policy") else run["m"]["base_model"]
         assert card["parents"]["init"]["hash"] == init["hash"], asset
@@ -324,3 +328,31 @@ def test_bad_import_leaves_every_table_and_checkpoint_as_it_was(run, tmp_path, b
     assert _tree(run["home"]) == before  # nothing written, nothing replaced
     with duckdb.connect(str(run["home"] / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM alfworld_contrast_pairs").fetchall() == counts
+
+
+def test_early_experience_data_and_arm(run):
+    """The alternatives were executed in the games (every branch with a status), the base model reflected
+    at every state IL trains on (the same data budget), and the arm reasons before its actions."""
+    from act_pipeline.training.card import stage_of
+
+    for bench in ("alfworld", "scienceworld"):
+        outcomes = pq.read_table(run["m"][f"{bench}/alternative_outcomes"]["uri"]).to_pylist()
+        assert outcomes and {o["status"] for o in outcomes} <= {"ok", "desync", "fault", "error", "no_game"}
+        assert all((o["next_observation"] is not None) == (o["status"] == "ok") for o in outcomes)
+        refl = pq.read_table(run["m"][f"{bench}/reflections"]["uri"]).to_pylist()
+        steps = pq.read_table(run["m"][f"{bench}/expert_trajectories"]["uri"]).to_pylist()
+        assert sorted(r["state_id"] for r in refl) == sorted(s["state_id"] for s in steps
+                                                            if s["split"] == "train" and s["won"])
+        ok = {o["state_id"] for o in outcomes if o["status"] == "ok" and o["is_expert"]}
+        assert {r["state_id"] for r in refl if r["grounded"]} == ok
+        assert all(len(r["alternatives"]) <= 1 for r in refl)  # early_experience.alternatives
+    alf = pq.read_table(run["m"]["alfworld/alternative_outcomes"]["uri"]).to_pylist()
+    assert any(o["status"] == "ok" and not o["is_expert"] for o in alf)  # ALFWorld replays are deterministic
+    ee = run["m"]["alfworld/early_experience"]
+    card = json.loads((Path(ee["uri"]) / "model_card.json").read_text())
+    assert stage_of(card) == "ee" and set(card["config"]) >= {"il", "early_experience"}
+    assert card["parents"]["reflections"]["grounded"] == run["m"]["alfworld/reflections"]["grounded"]
+    rep = json.loads(Path(run["m"]["eval_report"]["report_json"]).read_text())
+    assert all(m["detail"]["thinking"] for m in rep["results"]["early_experience"] if m["name"] != "judgement_accuracy")
+    md = Path(run["m"]["eval_report"]["report_md"]).read_text()
+    assert "| Early Experience (self-reflection) | " in md.split("## The paper's numbers")[0]

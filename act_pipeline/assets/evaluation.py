@@ -25,9 +25,11 @@ def evaluation_asset(b: Benchmark, cfg: PipelineConfig) -> dg.AssetsDefinition:
         **GPU_STEP, key=b.key("evaluation"), group_name=b.name, kinds={b.name}, partitions_def=seed_partitions(cfg),
         ins={"base_model": dg.AssetIn("base_model"),
              **b.ins("games", "expert_trajectories", "contrast_pairs", *arm_names(cfg))},
-        code_version=code_version(cfg, EVAL_MODULES, ["eval", b.name]),
-        description=f"{b.name}: every arm of the paper's Table 1 (prompt w/o and w/ thinking, ACT only, IL, IL w/ ACT, "
-                    f"RL, RL w/ ACT) on the same held-out items: judgement accuracy on held-out {b.heldout_split} "
+        # (the Early Experience arm's budget reads its section)
+        code_version=code_version(cfg, EVAL_MODULES, ["eval", b.name, *(["early_experience"] if "early_experience"
+                                                                        in cfg.arms else [])]),
+        description=f"{b.name}: every arm of the paper's Table 1 (prompt w/o and w/ thinking, ACT only, IL, Early "
+                    f"Experience when `arms` lists it, IL w/ ACT, RL, RL w/ ACT) on the same held-out items: judgement accuracy on held-out {b.heldout_split} "
                     "pairs, next-action accuracy on held-out expert states"
                     + (", success rates of played games." if b.rollout_games is not None else "."),
     )
@@ -63,8 +65,10 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
     # seed's evaluation) is read back, not scored again
     cache = run.EvalCache(profile.root() / "eval_cache", context.assets_def.code_versions_by_key.get(context.asset_key),
                           {"played": {s: [g["game_hash"] for g in gs] for s, gs in played.items()}})
+    # Early Experience reasons before its action: room for its reflection, then the action
+    budgets = {a: cfg.early_experience.max_new_tokens + e.max_new_tokens for a in arms if a in run.REASONS_FIRST}
     results, traces = run.evaluate_arms(plan, pairs, states, split, hl, cfg.model, e, b.name, rollouts,
-                                        log=context.log.info, cache=cache)
+                                        log=context.log.info, cache=cache, new_tokens=budgets)
     # the benchmark's settings first (the report names ScienceWorld's tasks and max_admissible)
     meta = {**cfg.to_dict()[b.name], "profile": cfg.name, "profile_file": cfg.source, "seed": e.seed, "max_steps": e.max_steps,
             "split": split, "training_seed": partition_seed(context),

@@ -6,6 +6,7 @@ from act_pipeline.assets.alfworld import ALFWORLD, alfworld_assets
 from act_pipeline.assets.benchmark import Benchmark
 from act_pipeline.assets.chain import data_assets
 from act_pipeline.assets.checks import checks_for
+from act_pipeline.assets.early_experience import early_experience_assets
 from act_pipeline.assets.evaluation import evaluation_asset, report_asset
 from act_pipeline.assets.model import base_model_asset
 from act_pipeline.assets.scienceworld import SCIENCEWORLD, scienceworld_assets
@@ -23,8 +24,10 @@ def benchmarks(cfg: PipelineConfig) -> list[Benchmark]:
 
 
 def chain(b: Benchmark, cfg: PipelineConfig) -> list[dg.AssetsDefinition]:
-    """One benchmark's assets: its games → trajectories → alternatives → pairs → arms → evaluation."""
-    return [*_OWN[b.name](cfg), *data_assets(b, cfg), *training_assets(b, cfg), evaluation_asset(b, cfg)]
+    """One benchmark's assets: its games → trajectories → alternatives → pairs → arms → evaluation (and,
+    with the Early Experience arm, alternatives → their outcomes → reflections → that arm)."""
+    return [*_OWN[b.name](cfg), *data_assets(b, cfg), *early_experience_assets(b, cfg), *training_assets(b, cfg),
+            evaluation_asset(b, cfg)]
 
 
 def build_assets(cfg: PipelineConfig) -> list[dg.AssetsDefinition]:

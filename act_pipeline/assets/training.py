@@ -1,5 +1,5 @@
 """One benchmark's training arms: stage 2 (ACT) and stage 3 (IL, RL; each from the ACT checkpoint
-and from the base model).
+and from the base model), and Early Experience (self-reflection) from the base model.
 
 Every arm builds one job (``act_pipeline.training.launch.make_job``) and runs it with the
 profile's launcher: in this process (``run_job``) or under ``accelerate launch`` through Dagster
@@ -19,7 +19,7 @@ from act_pipeline.config import PipelineConfig
 from act_pipeline.files import sha256_bytes
 from act_pipeline.resources import ProfileResource
 
-ARMS = ("act_checkpoint", "il_baseline", "il_policy", "rl_baseline", "rl_policy")
+ARMS = ("act_checkpoint", "il_baseline", "il_policy", "rl_baseline", "rl_policy", "early_experience")
 
 
 def arms(cfg: PipelineConfig) -> list[str]:
@@ -31,7 +31,10 @@ STAGE_MODULES = {
     "act": ["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
     "il": ["act_pipeline.training.sft", *_RUNNER],
     "rl": ["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
+    "ee": ["act_pipeline.training.sft", *_RUNNER],
 }
+# the profile sections that set a stage (Early Experience trains with IL's settings: the same budget)
+STAGE_SETTINGS = {"act": ["act"], "il": ["il"], "rl": ["rl"], "ee": ["il", "early_experience"]}
 # asset -> (stage, what it starts from, what it trains on, description)
 _SPECS = {
     "act_checkpoint": ("act", "base_model", "contrast_pairs",
@@ -45,6 +48,10 @@ _SPECS = {
                   "checkpoint; reward 1.0 expert action, 0.1 other admissible, -0.5 malformed."),
     "rl_baseline": ("rl", "base_model", "expert_trajectories",
                     "Baseline RL: the same GRPO on the same expert states, starting from the base model."),
+    "early_experience": ("ee", "base_model", "reflections",
+                         "Early Experience (self-reflection): SFT (TRL) on the same expert steps as IL, with IL's "
+                         "settings, each target the base model's reflection on what the expert action and the "
+                         "executed alternatives led to, then the expert action; from the base model."),
 }
 
 
@@ -71,7 +78,7 @@ def _version(cfg: PipelineConfig, b: Benchmark, stage: str) -> str:
     """The arm's code version: its stage's modules and settings; for ACT also the split its judgement
     probe reads when that is not the held-out one (a checkpoint probed on validation pairs while
     tuning is not the one probed on held-out pairs)."""
-    v = code_version(cfg, STAGE_MODULES[stage], [stage, b.name, "training"])
+    v = code_version(cfg, STAGE_MODULES[stage], [*STAGE_SETTINGS[stage], b.name, "training"])
     if stage == "act" and b.eval_split(cfg) != b.heldout_split:
         v = sha256_bytes(f"{v}|probe:{b.eval_split(cfg)}")[:16]
     return v
@@ -80,14 +87,15 @@ def _version(cfg: PipelineConfig, b: Benchmark, stage: str) -> str:
 def _card(context, cfg: PipelineConfig, b: Benchmark, asset: str, parents: dict, stage: str, seed: int | None) -> dict:
     """Lineage for the model card: parents' URIs and versions, config, code version, run."""
     d = cfg.to_dict()
+    section = STAGE_SETTINGS[stage][0]
     if seed is not None:  # the partition's training seed
-        d[stage]["seed"] = seed
+        d[section]["seed"] = seed
     fields = ("uri", "hash", "rows", "name", "games_hash", "trajectories_hash", "alternatives_hash", "sampler_model",
-              "sampler_model_hash")
+              "sampler_model_hash", "grounded", "reflecting_model", "reflecting_model_hash", "outcomes_hash")
     return {
         "asset": b.label(asset), "description": context.assets_def.descriptions_by_key.get(context.asset_key, ""),
         "parents": {k: {f: v.get(f) for f in fields if f in v} for k, v in parents.items()},
-        "config": {stage: d[stage], b.name: d[b.name], "model": d["model"]},
+        "config": {**{k: d[k] for k in STAGE_SETTINGS[stage]}, b.name: d[b.name], "model": d["model"]},
         "profile": cfg.source, "code_version": context.assets_def.code_versions_by_key.get(context.asset_key),
         "dagster_run_id": context.run_id, **({"partition": context.partition_key} if seed is not None else {}),
     }
@@ -105,7 +113,8 @@ def work_dir(root, key: dg.AssetKey, cfg: PipelineConfig, b: Benchmark, stage: s
              version: str | None, seed: int | None):
     """``<root>/trainer_state/<asset>/<key>``: the key hashes the inputs' content hashes, the stage's and
     the benchmark's settings, the arm's code version and the training seed."""
-    key_ = sha256_bytes("|".join([init_hash, data_hash, cfg.section_hash(stage), cfg.section_hash(b.name), str(version)]
+    key_ = sha256_bytes("|".join([init_hash, data_hash, *map(cfg.section_hash, STAGE_SETTINGS[stage]),
+                                  cfg.section_hash(b.name), str(version)]
                                  + ([f"seed={seed}"] if seed is not None else [])))
     return Path(root) / "trainer_state" / key.to_user_string() / key_[:16]
 

@@ -33,6 +33,7 @@ ARM_TITLES = {
     "prompt_thinking": "Prompt w/ thinking (base model)",
     "act_checkpoint": "ACT only",
     "il_baseline": "IL (SFT from base)",
+    "early_experience": "Early Experience (self-reflection)",
     "il_policy": "IL w/ ACT",
     "rl_baseline": "RL (GRPO from base)",
     "rl_policy": "RL w/ ACT",
@@ -50,8 +51,8 @@ PAPER_TABLE1 = {
 }
 # our arm -> the paper's row
 PAPER_ROW = {"prompt_no_thinking": "Prompt w/o thinking", "prompt_thinking": "Prompt w/ thinking",
-             "act_checkpoint": "ACT only", "il_baseline": "IL", "il_policy": "IL w/ ACT", "rl_baseline": "RL",
-             "rl_policy": "RL w/ ACT"}
+             "act_checkpoint": "ACT only", "il_baseline": "IL", "early_experience": "Early Experience (self-reflection)",
+             "il_policy": "IL w/ ACT", "rl_baseline": "RL", "rl_policy": "RL w/ ACT"}
 PAPER_QWEN3_8B = {a: PAPER_TABLE1[r][:2] for a, r in PAPER_ROW.items()}  # ALFWorld ID / OOD
 # the paper's Table 2, reasoning transfer (%, models trained on ALFWorld only): MATH-500, GPQA-Diamond — its
 # numbers, not ours; and our arm -> its row (IL w/ ACT and RL w/ ACT are not in it)
@@ -64,7 +65,8 @@ PAPER_TABLE2 = {
     "ACT": (87.73, 53.37),
 }
 PAPER_TABLE2_ROW = {"prompt_no_thinking": "Prompt w/o thinking", "prompt_thinking": "Prompt w/ thinking",
-                    "il_baseline": "IL", "rl_baseline": "RL", "act_checkpoint": "ACT"}
+                    "il_baseline": "IL", "early_experience": "Early Experience", "rl_baseline": "RL",
+                    "act_checkpoint": "ACT"}
 _BENCH_NAMES = {"alfworld": "ALFWorld", **BENCH_TITLES}
 TRANSFER_COLUMNS = [("math500_accuracy", "MATH-500"), ("gpqa_diamond_accuracy", "GPQA-Diamond")]
 
@@ -354,6 +356,32 @@ def _bench_section(out: Path, bench: str, results: Mapping[str, list[Metric]], m
     return lines, png
 
 
+def _grid_rows(results: Mapping[str, list[Metric]], idx, columns) -> list[str]:
+    """The grid's rows: every row of the paper's Table 1 in its order, an arm the profile did not run
+    said so (its ``arms``), then any other arm we ran.
+
+    >>> m = Metric("next_action_accuracy", 0.5, "valid_unseen", 2, 0, {}, [1, 0])
+    >>> rows = _grid_rows({"il_baseline": [m]}, _index({"il_baseline": [m]}), [COLUMNS[2]])
+    >>> len(rows), rows[3]
+    (8, '| IL (SFT from base) | 50.0% [0–100] (N=2) |')
+    >>> rows[4]
+    "| Early Experience (self-reflection) | not run (the profile's `arms`) |"
+    """
+    rows = []
+    for arm in _ordered({a: [] for a in {*PAPER_ROW, *results}}):
+        if arm in results:
+            rows.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(_cell(idx[arm].get((n, s))) for n, s, _ in columns)
+                        + " |")
+        else:
+            rows.append(f"| {ARM_TITLES.get(arm, arm)} | " + " | ".join(
+                ["not run (the profile's `arms`)" if arm not in PROMPT_ARMS else "not run (`eval.thinking_arm`)"]
+                + ["—"] * (len(columns) - 1)) + " |")
+    return rows
+
+
+PROMPT_ARMS = ("prompt_no_thinking", "prompt_thinking")
+
+
 def write_report(
     out_dir: str | Path, results: Mapping[str, list[Metric]], meta: dict,
     traces: Mapping[str, list[dict]] | None = None, judgement_curve: list[dict] | None = None,
@@ -389,9 +417,7 @@ def write_report(
         "| Arm | " + " | ".join(c[2] for c in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
-    for arm in results:
-        lines.append(f"| {ARM_TITLES.get(arm, arm)} | "
-                     + " | ".join(_cell(idx[arm].get((n, s))) for n, s, _ in columns) + " |")
+    lines += _grid_rows(results, idx, columns)
     lines += [
         "",
         "Splits: held-out pairs and held-out expert states come from `valid_unseen` games, which "

@@ -25,21 +25,26 @@ from act_pipeline.evaluation.metrics import (Metric, judgement_accuracy, next_ac
 Log = Callable[[str], None]
 # rollouts(arm, sampler, tokenizer, thinking, new_tokens) -> (metrics, trace)
 Rollouts = Callable[..., tuple[list[Metric], list[dict]]]
+# arms trained to reason before their action whatever the profile's thinking setting (Early Experience's
+# reflection): their actions are asked for with the thinking prompt; as critics they answer as the profile says
+REASONS_FIRST = ("early_experience",)
 
 
 def eval_plan(model: ModelConfig, e: EvalConfig, base_model: dict, arms: Mapping[str, dict]) -> list[tuple[str, dict, bool]]:
     """(arm, checkpoint manifest, thinking) for every Table-1 arm: the base model prompted (the
     paper's "prompt w/o thinking" and, with ``eval.thinking_arm``, "prompt w/ thinking"), named by
-    the thinking setting it really runs with, then each trained checkpoint with the profile's setting.
+    the thinking setting it really runs with, then each trained checkpoint with the profile's setting
+    (an arm in :data:`REASONS_FIRST` always thinks).
 
     >>> from act_pipeline.config import EvalConfig, ModelConfig
-    >>> [(a, t) for a, _, t in eval_plan(ModelConfig(), EvalConfig(), {"uri": "b"}, {"act_checkpoint": {"uri": "c"}})]
-    [('prompt_no_thinking', False), ('prompt_thinking', True), ('act_checkpoint', False)]
+    >>> [(a, t) for a, _, t in eval_plan(ModelConfig(), EvalConfig(), {"uri": "b"}, {"act_checkpoint": {"uri": "c"},
+    ...                                                                              "early_experience": {"uri": "d"}})]
+    [('prompt_no_thinking', False), ('prompt_thinking', True), ('act_checkpoint', False), ('early_experience', True)]
     """
     th = model.thinking
     settings = [th, not th] if e.thinking_arm else [th]
     plan = [("prompt_thinking" if t else "prompt_no_thinking", base_model, t) for t in sorted(settings)]
-    return plan + [(a, m, th) for a, m in arms.items()]
+    return plan + [(a, m, th or a in REASONS_FIRST) for a, m in arms.items()]
 
 
 def heldout_items(pair_rows: list[dict], state_rows: list[dict], heldout_split: str,
@@ -88,7 +93,7 @@ class EvalCache:
         self.root, self.code_version, self.extra = Path(root), code_version, extra or {}
 
     def key(self, manifest: dict, thinking: bool, pairs: Mapping[str, list[dict]], states: list[dict],
-            e: EvalConfig, metrics: tuple[str, ...] = ()) -> str:
+            e: EvalConfig, metrics: tuple[str, ...] = (), new_tokens: int | None = None) -> str:
         import hashlib
 
         h = hashlib.sha256()  # the items as they are scored (a pair's slot order included)
@@ -96,7 +101,7 @@ class EvalCache:
             h.update(json.dumps(rows, sort_keys=True, default=str).encode())
         return hashlib.sha256(json.dumps(
             {"model": manifest["hash"], "thinking": thinking, "items": h.hexdigest(), "eval": e.model_dump(),
-             "metrics": list(metrics),
+             "metrics": list(metrics), **({"new_tokens": new_tokens} if new_tokens is not None else {}),
              "code": self.code_version, **self.extra}, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     @contextlib.contextmanager
@@ -115,25 +120,29 @@ class EvalCache:
 def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[dict]], states: list[dict],
                   heldout_split: str, history_len: int, model: ModelConfig, e: EvalConfig, benchmark: str,
                   rollouts: Rollouts | None = None, log: Log = print,
-                  cache: EvalCache | None = None) -> tuple[dict[str, list[Metric]], dict]:
+                  cache: EvalCache | None = None,
+                  new_tokens: Mapping[str, int] | None = None) -> tuple[dict[str, list[Metric]], dict]:
     """Every arm of ``plan`` on the same items, decoded as ``eval.temperature`` / ``eval.samples``
     say. Returns (arm → metrics, arm → roll-out trace). With ``cache``, an arm scored before on
-    the same items with the same settings and code is read back."""
+    the same items with the same settings and code is read back. ``new_tokens``: arm → its token
+    budget for an action (its reasoning included), where it is not the eval section's."""
+    budgets = dict(new_tokens or {})
     from act_pipeline.files import write_json
 
     results, traces = {}, {}
     for i, (arm, manifest, thinks) in enumerate(plan, 1):
         if cache is None or "hash" not in manifest:
             results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
-                                                benchmark, rollouts, log)
+                                                benchmark, rollouts, log, budgets.get(arm))
         else:
-            with cache.entry(cache.key(manifest, thinks, pairs, states, e, arm_metrics(arm, e))) as (path, doc):
+            key = cache.key(manifest, thinks, pairs, states, e, arm_metrics(arm, e), budgets.get(arm))
+            with cache.entry(key) as (path, doc):
                 if doc is not None:
                     log(f"{benchmark}: arm {i}/{len(plan)} {arm}: scored before on the same items ({path.name})")
                     results[arm], trace = [Metric.from_dict(m) for m in doc["metrics"]], doc["trace"]
                 else:
                     results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
-                                                        benchmark, rollouts, log)
+                                                        benchmark, rollouts, log, budgets.get(arm))
                     write_json(path, {"metrics": [m.to_dict() for m in results[arm]], "trace": trace})
         if trace is not None:
             traces[arm] = trace
@@ -157,7 +166,8 @@ def arm_metrics(arm: str, e: EvalConfig) -> tuple[str, ...]:
     return ("judgement",) if arm == "act_checkpoint" else ("next_action",)
 
 
-def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model, e, benchmark, rollouts, log):
+def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model, e, benchmark, rollouts, log,
+                  budget: int | None = None):
     from act_pipeline.models import inference_device, load_model
     from act_pipeline.sampling.hf import TransformersSampler
 
@@ -168,16 +178,19 @@ def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model
     mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device())
     stops = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</answer>"])
     sampler = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</action>"])
-    new_tokens = e.thinking_max_new_tokens if thinks else e.max_new_tokens
-    judge_tokens = new_tokens if thinks else 8
+    new_tokens = budget or (e.thinking_max_new_tokens if thinks else e.max_new_tokens)
+    # an arm that reasons first only for its actions judges as the profile says
+    judge_thinks = model.thinking if arm in REASONS_FIRST else thinks
+    judge_tokens = e.thinking_max_new_tokens if judge_thinks else 8
     what = arm_metrics(arm, e)
     ms = []
     for name, group in (("judgement_accuracy", pairs["model_driven"]),
                         ("judgement_accuracy_random_fill", pairs["random_fill"])):
         if "judgement" in what and (group or name == "judgement_accuracy"):
-            m = judgement_accuracy(stops, tok, group, heldout_split, e.seed, history_len, thinks, judge_tokens,
+            m = judgement_accuracy(stops, tok, group, heldout_split, e.seed, history_len, judge_thinks, judge_tokens,
                                    **decoding, judgement=e.judgement)
             m.name = name
+            m.detail["thinking"] = judge_thinks
             m.detail["by_origin"] = split_by_origin(m, group)
             ms.append(m)
     if "next_action" in what:
@@ -187,7 +200,7 @@ def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model
         more, trace = rollouts(arm, sampler, tok, thinks, new_tokens)
         ms += more
     for m in ms:
-        m.detail["thinking"] = thinks
+        m.detail.setdefault("thinking", thinks)
     log(f"{benchmark} {arm}: " + ", ".join(f"{m.name}[{m.split}]={m.value:.3f} (N={m.n})" for m in ms))
     return ms, trace
 

@@ -25,7 +25,11 @@ STAGES = {
            "actions is the better one",
     "il": "imitation learning: SFT on the won expert steps",
     "rl": "reinforcement learning: GRPO on next-action generation over the expert states",
+    "ee": "Early Experience (self-reflection): SFT on the won expert steps, each target the model's own "
+          "reflection on what the expert action and the alternatives led to when executed, then the expert action",
 }
+# assets whose stage is not their name's first word
+ASSET_STAGES = {"early_experience": "ee"}
 BENCHMARKS = ("alfworld", "scienceworld")
 # `model.source` values whose base model is a known Hugging Face Hub model
 SOURCE_HUB_IDS = {"smollm2-gguf": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -102,11 +106,15 @@ def card_data(card: dict):
 
 
 def stage_of(card: dict) -> str | None:
-    """``act`` / ``il`` / ``rl``: from the asset name, else from the stage config section present.
+    """``act`` / ``il`` / ``rl`` / ``ee``: from the asset name, else from the stage config section present.
 
     >>> stage_of({"asset": "scienceworld/rl_baseline"}), stage_of({"asset": "x", "config": {"il": {}}})
     ('rl', 'il')
+    >>> stage_of({"asset": "alfworld/early_experience", "config": {"il": {}, "early_experience": {}}})
+    'ee'
     """
+    if _asset_name(card) in ASSET_STAGES:
+        return ASSET_STAGES[_asset_name(card)]
     word = _asset_name(card).split("_")[0]
     if word in STAGES:
         return word

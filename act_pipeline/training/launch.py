@@ -9,7 +9,7 @@ part lives in ``act_pipeline/assets/pipes_entry.py``: the core never imports dag
 
 The job (plain JSON, no pickles)::
 
-    {"stage": "act" | "il" | <a registered stage>,
+    {"stage": "act" | "il" | "rl" | "ee" | <a registered stage>,
      "init_model": "<HF folder>", "data_uri": "<Parquet file>",
      "filters": {"split": "train", "won": true},        # column == value, applied to the rows
      "out_dir": "<final checkpoint folder>", "work_dir": "<trainer checkpoints, for resuming>",
@@ -91,8 +91,32 @@ def _rl(job: dict, rows: list[dict], log: Log) -> dict:
                     work_dir=job.get("work_dir"), training=_training_cfg(job))
 
 
-# what each stage trains on: rows of its data file (ACT: pairs; IL and RL: expert steps)
-STAGE_FILTERS = {"act": {"split": "train"}, "il": {"split": "train", "won": True}, "rl": {"split": "train", "won": True}}
+@register_stage("ee")
+def _ee(job: dict, rows: list[dict], log: Log) -> dict:
+    """Early Experience (self-reflection): IL's SFT, with IL's settings (the same budget), on the
+    expert steps with the model's reflections before each expert action."""
+    from act_pipeline.config import ILConfig
+    from act_pipeline.training.sft import reflection_dataset, train_sft
+
+    return train_sft(job["init_model"], rows, job["out_dir"], ILConfig(**job["config"]), job.get("history_len", 3),
+                     job.get("thinking", False), job.get("trust_remote_code", False), log=log, card=job.get("card"),
+                     work_dir=job.get("work_dir"), training=_training_cfg(job), dataset=reflection_dataset)
+
+
+# what each stage trains on: rows of its data file (ACT: pairs; IL and RL: expert steps; Early
+# Experience: expert steps with reflections)
+STAGE_FILTERS = {"act": {"split": "train"}, "il": {"split": "train", "won": True}, "rl": {"split": "train", "won": True},
+                 "ee": {"split": "train", "won": True}}
+# the profile section holding a stage's training settings, where it is not the stage's own name
+STAGE_SECTIONS = {"ee": "il"}
+
+
+def stage_section(stage: str) -> str:
+    """
+    >>> stage_section("ee"), stage_section("act")
+    ('il', 'act')
+    """
+    return STAGE_SECTIONS.get(stage, stage)
 
 
 def make_job(cfg, stage: str, history_len: int, init: dict, data: dict, out: Path, work: Path, card: dict,
@@ -102,10 +126,11 @@ def make_job(cfg, stage: str, history_len: int, init: dict, data: dict, out: Pat
     resume, model card) behaves the same either way. ``init``/``data`` are manifests (``uri``);
     ``seed`` (a training-seed partition) replaces the stage's own ``seed``."""
     d = cfg.to_dict()
+    section = stage_section(stage)
     if seed is not None:
-        d[stage]["seed"] = seed
+        d[section]["seed"] = seed
     job = {"stage": stage, "init_model": init["uri"], "data_uri": data["uri"], "filters": STAGE_FILTERS[stage],
-           "out_dir": str(out), "work_dir": str(work), "config": d[stage], "training": d["training"],
+           "out_dir": str(out), "work_dir": str(work), "config": d[section], "training": d["training"],
            "history_len": history_len, "thinking": cfg.model.thinking,
            "trust_remote_code": cfg.model.trust_remote_code, "threads": cfg.threads, "card": card}
     if stage == "act" and probe_split:  # the held-out pairs of the same file, selected as the evaluation does

@@ -41,6 +41,29 @@ def action_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool
     ])
 
 
+def reflection_target(reflection: str, expert_action: str) -> str:
+    """Early Experience's SFT target after the thinking pre-fill (``<think>``): the model's own
+    reflection, then the expert action, a well-formed answer the strict parser accepts.
+
+    >>> reflection_target("The key is in the drawer.", "open drawer 1")
+    'The key is in the drawer.</think>\\n<action>open drawer 1</action>'
+    """
+    return f"{reflection}{action_target(expert_action, thinking=True)}"
+
+
+def reflection_dataset(rows: list[dict], tokenizer, history_len: int, thinking: bool = False):
+    """Early Experience (self-reflection): prompt = the agent prompt asking to think first (whatever
+    ``thinking`` says: this arm always reasons before its action), completion = the reflection and
+    the expert action. Rows: expert steps with a ``reflection`` column."""
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"prompt": agent_prompt(tokenizer, State.from_row(r), history_len, thinking=True),
+         "completion": reflection_target(r["reflection"], r["expert_action"])}
+        for r in rows
+    ])
+
+
 def example_lengths(ds, tokenizer) -> list[int]:
     """Tokens of each example as TRL's SFTTrainer builds it: prompt + completion + EOS (appended
     when missing), tokenized as text with the tokenizer's own special tokens."""
@@ -61,13 +84,17 @@ def train_sft(
     card: dict | None = None,
     work_dir: str | Path | None = None,
     training: TrainingConfig | None = None,
+    dataset=action_dataset,
 ) -> dict:
+    """SFT from ``init_model`` on ``steps``; ``dataset(steps, tokenizer, history_len, thinking)``
+    makes the prompt/completion examples (IL: :func:`action_dataset`; Early Experience:
+    :func:`reflection_dataset`)."""
     from trl import SFTConfig, SFTTrainer
 
     if not steps:
         raise ValueError("IL needs at least one expert step")
     model, tok = load_model(init_model, trust_remote_code)
-    ds = action_dataset(steps, tok, history_len, thinking)
+    ds = dataset(steps, tok, history_len, thinking)
     # TRL cuts every example to max_length, target included; 0 means the model's context window.
     # Nothing is cut silently: an example that does not fit stops here (and in the blocking
     # check `training_examples_fit_context` before the run gets this far)
