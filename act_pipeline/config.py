@@ -135,6 +135,10 @@ class GRPOStageConfig(_Section):
     seed: int = 0
     bf16: bool = False  # bf16 autocast where bf16 is native (CUDA, AVX512-BF16/AMX); else float32
     save_steps: NonNeg = 0  # keep a trainer checkpoint every N steps (resume after a crash); 0 = off
+    # keep a trainer checkpoint when this many seconds of training have passed since the last one
+    # (resume after a crash; only the last is kept); > 0 takes over from save_steps. When the
+    # checkpoints are written never changes the trained model (not in the section hash: SPEED_FIELDS)
+    save_every_s: NonNegFloat = 0.0
 
 
 class ACTConfig(GRPOStageConfig):
@@ -161,6 +165,7 @@ class ILConfig(_Section):
     seed: int = 0
     bf16: bool = False
     save_steps: NonNeg = 0
+    save_every_s: NonNegFloat = 0.0  # as in the GRPO stages: time-based resume checkpoints
     # tokens of prompt + target; 0 = the model's context window. A blocking check stops the run
     # when an example does not fit (never a silent cut of the target)
     max_length: NonNeg = 0
@@ -288,9 +293,11 @@ class EarlyExperienceConfig(_Section):
 # section -> fields added after profiles were in use (see PipelineConfig.section_hash)
 ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics", "judgement"),
                 "sampling": ("states_per_game",), "act": ("answer",)}
-# section -> fields that only set how fast a stage runs (processes, threads), never what it makes:
-# never in the section hash, so changing them never makes an asset stale
-SPEED_FIELDS = {"envs": ("expert_workers",), "sampling": ("workers",)}
+# section -> fields that only set how a stage runs (processes, threads, when it keeps resume state),
+# never what it makes: never in the section hash, so changing them never makes an asset stale (nor
+# moves a training's trainer_state folder, which is keyed by the hash)
+SPEED_FIELDS = {"envs": ("expert_workers",), "sampling": ("workers",),
+                "act": ("save_every_s",), "il": ("save_every_s",), "rl": ("save_every_s",)}
 
 
 class PipelineConfig(_Section):
@@ -335,7 +342,7 @@ class PipelineConfig(_Section):
         """A section's hash (asset code versions depend on it). Fields added to a section later
         (``ADDED_FIELDS``) count only when set to something other than their default, so adding
         one leaves every existing profile's hashes, and so its materializations, as they were.
-        Speed knobs (``SPEED_FIELDS``: how many processes) never count: the data do not depend on them."""
+        Speed knobs (``SPEED_FIELDS``: how many processes, how often resume state is kept) never count: the data do not depend on them."""
         value = getattr(self, name)
         if isinstance(value, BaseModel):
             d = value.model_dump()

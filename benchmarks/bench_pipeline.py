@@ -1,5 +1,7 @@
 """4. The whole graph through ``act-pipeline run``: a no-op rerun (everything fresh), and +10%
-expert games (how many states are sampled again, and the time against the full first run)."""
+expert games (how many states are sampled again, and the time against the full first run).
+Each run also reports the bytes its process tree wrote and the bytes left in the data root and the
+Dagster home (``disk`` in each way: :func:`benchmarks.common.disk_use`)."""
 
 from __future__ import annotations
 
@@ -13,22 +15,24 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import REPO, Ctx, entry, python
+from benchmarks.common import REPO, Ctx, disk_use, entry, fmt_bytes, python
 
 GOAL_NOOP_S = 10.0
 GOAL_RESAMPLED = 0.15
 
 
-def _cli(ctx: Ctx, profile: Path, home: Path, dagster_home: Path) -> tuple[float, str]:
+def _cli(ctx: Ctx, profile: Path, home: Path, dagster_home: Path) -> tuple[float, str, dict]:
+    """``act-pipeline run --profile``: wall seconds, its output, and what it wrote (:func:`disk_use`)."""
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home), ACT_HOME=str(home), ALFWORLD_DATA=str(ctx.alfworld),
                HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
-    res = subprocess.run([python(), "-m", "act_pipeline.cli", "run", "--profile", str(profile)], env=env,
-                         capture_output=True, text=True, timeout=1800, cwd=str(REPO))
+    res, disk = disk_use(lambda: subprocess.run([python(), "-m", "act_pipeline.cli", "run", "--profile", str(profile)],
+                                                env=env, capture_output=True, text=True, timeout=1800, cwd=str(REPO)),
+                         [home, dagster_home])
     dt = time.perf_counter() - t0
     if res.returncode != 0:
         raise RuntimeError(f"act-pipeline run failed ({res.returncode}): {res.stderr[-3000:]}")
-    return dt, res.stdout
+    return dt, res.stdout, disk
 
 
 def run(ctx: Ctx) -> list[dict]:
@@ -55,11 +59,13 @@ def run(ctx: Ctx) -> list[dict]:
     profile_more.write_text(yaml.safe_dump(more))
 
     ctx.log("  full run (smoke profile, 10 train games)")
-    full_s, _ = _cli(ctx, profile, home, dagster_home)
-    ctx.log(f"  full run: {full_s:.1f} s")
-    noop, inproc = [], []
+    full_s, _, full_disk = _cli(ctx, profile, home, dagster_home)
+    ctx.log(f"  full run: {full_s:.1f} s; wrote {fmt_bytes(full_disk['written_bytes'])}, "
+            f"left {fmt_bytes(full_disk['left_bytes'])}")
+    noop, inproc, noop_disk = [], [], []
     for i in range(3):
-        dt, out = _cli(ctx, profile, home, dagster_home)
+        dt, out, disk = _cli(ctx, profile, home, dagster_home)
+        noop_disk.append(disk)
         if "every asset is fresh, nothing to do" not in out:
             raise RuntimeError(f"the rerun recomputed something:\n{out[-2000:]}")
         noop.append(round(dt, 3))
@@ -68,12 +74,12 @@ def run(ctx: Ctx) -> list[dict]:
     noop_s = statistics.median(noop)
 
     ctx.log("  +10% expert games")
-    more_s, _ = _cli(ctx, profile_more, home, dagster_home)
+    more_s, _, more_disk = _cli(ctx, profile_more, home, dagster_home)
     m = json.loads((home / "manifests" / "alfworld__sampled_alternatives.json").read_text())
     frac = m["sampled"] / m["states"]
     ctx.log(f"  incremental run: {more_s:.1f} s; states sampled {m['sampled']}/{m['states']}")
     full = {"label": "full first run (every asset)", "seconds": [round(full_s, 3)], "median_s": round(full_s, 3),
-            "rate": None, "unit": "s"}
+            "rate": None, "unit": "s", "disk": full_disk}
     common = dict(seed=base["seed"], profile="configs/smoke.yaml with alfworld.train_games=10, act/il/rl max_steps=2, "
                   "eval: 1+1 games, 2 steps, no thinking arm, 8 held-out pairs/states",
                   model="tiny random Llama (smoke profile)")
@@ -81,11 +87,12 @@ def run(ctx: Ctx) -> list[dict]:
         entry("noop_rerun", "`act-pipeline run` with every asset fresh (wall time of the command, "
               "Python and Dagster import included)",
               full, {"label": "no-op rerun (nothing to do)", "seconds": noop, "median_s": noop_s, "rate": None,
-                     "unit": "s", "after_imports_s": inproc},
+                     "unit": "s", "after_imports_s": inproc, "disk": noop_disk[-1]},
               full_s / noop_s, f"<= {GOAL_NOOP_S:g} s", noop_s <= GOAL_NOOP_S, repeats=len(noop), **common),
         entry("incremental_games", "+10% expert games (10 -> 11 train games): states sampled again, time",
               full, {"label": "rerun after +1 train game (stale assets only; sample cache)",
-                     "seconds": [round(more_s, 3)], "median_s": round(more_s, 3), "rate": None, "unit": "s"},
+                     "seconds": [round(more_s, 3)], "median_s": round(more_s, 3), "rate": None, "unit": "s",
+                     "disk": more_disk},
               full_s / more_s, f"<= {GOAL_RESAMPLED:.0%} of states re-sampled", frac <= GOAL_RESAMPLED,
               states=m["states"], states_sampled=m["sampled"], states_from_cache=m["cached"],
               fraction_resampled=round(frac, 4), time_vs_full=round(more_s / full_s, 3),

@@ -69,6 +69,20 @@ def _extra(r: dict) -> str:
     return ""
 
 
+def _disk(r: dict) -> str:
+    """What each way wrote and left on disk, where it was measured (``disk``: benchmarks.common.disk_use).
+
+    >>> _disk({"a": {}, "b": {"disk": {"written_bytes": 45_000_000_000, "left_bytes": 5_100_000_000}}})
+    'B wrote 45 GB, left 5.1 GB'
+    >>> _disk({"a": {}, "b": {}})
+    ''
+    """
+    from benchmarks.common import fmt_bytes
+
+    return "; ".join(f"{k.upper()} wrote {fmt_bytes(r[k]['disk']['written_bytes'])}, left {fmt_bytes(r[k]['disk']['left_bytes'])}"
+                     for k in ("a", "b") if isinstance(r.get(k), dict) and r[k].get("disk"))
+
+
 def _runs(doc: dict) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for r in doc["results"]:
@@ -98,7 +112,7 @@ def markdown(doc: dict) -> str:
             continue
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         lines.append(f"| {r['name']} | {r['a']['label']}: {_fmt_rate(r['a'])} | {r['b']['label']}: {_fmt_rate(r['b'])} "
-                     f"| {ratio} | {r['goal']} | {_goal_cell(r)} | {_extra(r)} |")
+                     f"| {ratio} | {r['goal']} | {_goal_cell(r)} | {'; '.join(x for x in (_extra(r), _disk(r)) if x)} |")
     lines += ["", "Ratios: B's rate / A's rate (for times: A's seconds / B's seconds; for tokens: measured / "
               "roofline). Medians of interleaved repeats; every line's N, seed and parameters are in latest.json."]
     levers = [(r["name"], x) for r in doc["results"] for x in r.get("before_after", [])]

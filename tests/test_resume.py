@@ -1,4 +1,5 @@
-"""Killing training mid-run (SIGKILL) and starting it again resumes from the last trainer checkpoint."""
+"""Killing training mid-run (SIGKILL) and starting it again resumes from the last trainer checkpoint,
+written every N steps (``save_steps``) or every N seconds (``save_every_s``)."""
 
 import json
 import os
@@ -19,24 +20,28 @@ import json, sys
 from act_pipeline.config import ACTConfig, ILConfig
 from act_pipeline.training.act_grpo import train_act
 from act_pipeline.training.sft import train_sft
-kind, model, out, work, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+kind, model, out, work, rows, save = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), json.loads(sys.argv[6])
 if kind == "sft":
-    train_sft(model, rows, out, ILConfig(max_steps=30, save_steps=2, per_device_train_batch_size=2), work_dir=work)
+    train_sft(model, rows, out, ILConfig(max_steps=30, per_device_train_batch_size=2, **save), work_dir=work)
 else:
-    train_act(model, rows, out, ACTConfig(max_steps=16, save_steps=2, per_device_train_batch_size=4,
-                                          num_generations=4, max_completion_length=4), work_dir=work)
+    train_act(model, rows, out, ACTConfig(max_steps=16, per_device_train_batch_size=4,
+                                          num_generations=4, max_completion_length=4, **save), work_dir=work)
 """
+# every 2 steps, or every 0.3 s of training (a few steps of the tiny model)
+SAVES = {"steps": {"save_steps": 2}, "seconds": {"save_every_s": 0.3}}
 
 
+@pytest.mark.parametrize("every", list(SAVES))
 @pytest.mark.parametrize("kind", ["sft", "act"])
-def test_killed_training_resumes_to_the_same_final_step(tmp_path, tiny_model, kind):
+def test_killed_training_resumes_to_the_same_final_step(tmp_path, tiny_model, kind, every):
     from act_pipeline.config import ACTConfig, ILConfig
     from act_pipeline.training.act_grpo import train_act
     from act_pipeline.training.sft import train_sft
 
     rows = [ROW, dict(ROW, action_1="look", action_2="go to sink 1", expert_slot=2)] * 4
     out, work = tmp_path / "model", tmp_path / "work"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, kind, tiny_model, str(out), str(work), json.dumps(rows)],
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, kind, tiny_model, str(out), str(work), json.dumps(rows),
+                             json.dumps(SAVES[every])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not list(work.glob("checkpoint-*/trainer_state.json")):
@@ -49,12 +54,12 @@ def test_killed_training_resumes_to_the_same_final_step(tmp_path, tiny_model, ki
     killed_at = int(sorted(work.glob("checkpoint-*"))[-1].name.split("-")[1])
 
     if kind == "sft":
-        res = train_sft(tiny_model, rows, out, ILConfig(max_steps=30, save_steps=2, per_device_train_batch_size=2),
+        res = train_sft(tiny_model, rows, out, ILConfig(max_steps=30, per_device_train_batch_size=2, **SAVES[every]),
                         work_dir=work, log=lambda m: None)
         total = 30
     else:
-        res = train_act(tiny_model, rows, out, ACTConfig(max_steps=16, save_steps=2, per_device_train_batch_size=4,
-                                                         num_generations=4, max_completion_length=4),
+        res = train_act(tiny_model, rows, out, ACTConfig(max_steps=16, per_device_train_batch_size=4, num_generations=4,
+                                                         max_completion_length=4, **SAVES[every]),
                         work_dir=work, log=lambda m: None)
         total = 16
     assert res["resumed_from"] is not None and Path(res["resumed_from"]).name.startswith("checkpoint-")

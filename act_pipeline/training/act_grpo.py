@@ -12,7 +12,8 @@ from pathlib import Path
 from act_pipeline.act.prompts import State, choice_token_ids, critic_prompt
 from act_pipeline.act.rewards import make_judgement_reward
 from act_pipeline.config import ACTConfig, TrainingConfig
-from act_pipeline.training.common import Log, checkpoint_args, progress_callback, run_info, train_and_save, trainer_extras, use_cpu
+from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, resume_saves, run_info, saved_dtype,
+                                          train_and_save, trainer_extras, use_cpu)
 from act_pipeline.models import effective_bf16, load_model
 
 
@@ -111,7 +112,7 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
     # trainer checkpoints live in work_dir; pass the same one again to resume an interrupted run
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
     args = GRPOConfig(
-        **checkpoint_args(work, cfg.save_steps),
+        **checkpoint_args(work, cfg.save_steps, cfg.save_every_s),
         **trainer_extras(training),
         **vllm_args(training),
         use_cpu=use_cpu(),
@@ -137,10 +138,11 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
         args=args,
         train_dataset=ds,
         processing_class=tok,
-        callbacks=[progress, *callbacks(tok)],
+        callbacks=[progress, resume_saves(cfg.save_every_s), *callbacks(tok)],
     )
     log(f"{what}: {len(ds)} {unit}, {cfg.max_steps} steps, {cfg.num_generations} generations/prompt from {init_model}")
-    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, what)
+    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, what,
+                                     saved_dtype(init_model, trust_remote_code))
     rewards = [h["reward"] for h in progress.history if "reward" in h]
     return {
         "global_step": result.global_step,

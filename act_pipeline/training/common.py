@@ -55,11 +55,68 @@ def weights_finite(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def checkpoint_args(work: Path, save_steps: int) -> dict:
-    """Trainer arguments for resumable runs: keep the last trainer checkpoint in ``work``."""
+def checkpoint_args(work: Path, save_steps: int, save_every_s: float = 0.0) -> dict:
+    """Trainer arguments for resumable runs: trainer checkpoints (weights, optimizer, RNG: what a
+    resume needs) in ``work``, only the last one kept (``save_total_limit=1``).
+
+    ``save_every_s > 0``: a checkpoint when that many seconds have passed since the last one
+    (:func:`resume_saves` decides; ``save_steps`` is then not used); else every ``save_steps`` steps;
+    both 0: none. Either way no checkpoint is written at the last step (:func:`resume_saves`).
+
+    >>> checkpoint_args(Path("w"), 4)["save_strategy"], checkpoint_args(Path("w"), 4, 600.0)["save_strategy"]
+    ('steps', 'no')
+    >>> checkpoint_args(Path("w"), 0)
+    {'output_dir': 'w', 'save_strategy': 'no'}
+    """
+    if save_every_s > 0:  # TrainerControl.should_save from resume_saves; the trainer rotates all the same
+        return {"output_dir": str(work), "save_strategy": "no", "save_total_limit": 1}
     if save_steps > 0:
         return {"output_dir": str(work), "save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
     return {"output_dir": str(work), "save_strategy": "no"}
+
+
+def resume_saves(save_every_s: float = 0.0, clock: Callable[[], float] = time.monotonic):
+    """A transformers TrainerCallback that decides when a resume checkpoint is written: every
+    ``save_every_s`` seconds of training (when > 0; the clock starts when training starts or
+    resumes), and never at the last step, where the trainer's step strategy would write one:
+    the final model is saved right after (:func:`train_and_save`) and ``work`` removed, so that
+    checkpoint (weights plus optimizer state, three times the model in float32 with Adam) would
+    be written only to be deleted. It must come after transformers' DefaultFlowCallback (the
+    trainer adds its own callbacks first)."""
+    from transformers import TrainerCallback
+
+    class _ResumeSaves(TrainerCallback):
+        def __init__(self):
+            self.last = clock()
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.last = clock()
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                control.should_save = False
+            elif save_every_s > 0 and clock() - self.last >= save_every_s:
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kw):
+            self.last = clock()
+
+    return _ResumeSaves()
+
+
+def saved_dtype(model_dir: str, trust_remote_code: bool = False) -> str:
+    """The dtype a model trained from ``model_dir`` is saved in: the one its config names (the HF
+    convention: ``dtype``, formerly ``torch_dtype``; e.g. bfloat16 for Qwen3, float32 for the
+    SmolLM2 folder converted from GGUF), so a checkpoint is no larger than the model it came
+    from. Training itself runs in float32. A config that names none, or no float type: float32."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    d = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if d is None and hasattr(config, "get_text_config"):
+        d = getattr(config.get_text_config(), "dtype", None)
+    name = str(d).removeprefix("torch.") if d is not None else "float32"
+    return name if name in ("float32", "bfloat16", "float16") else "float32"
 
 
 def use_cpu() -> bool:
@@ -95,35 +152,50 @@ def run_info(trainer) -> dict:
             "device": str(trainer.accelerator.device)}
 
 
-def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card: dict | None, log: Log, what: str):
+def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card: dict | None, log: Log, what: str,
+                   dtype: str = "float32"):
     """Train (resuming from the last checkpoint in ``work`` if a previous attempt left one),
-    check the weights, and write the final folder atomically; ``work`` is removed on success.
+    check the weights, and write the final folder atomically, in ``dtype`` (:func:`saved_dtype`:
+    the source model's own); ``work`` is removed on success.
 
-    With several processes (``accelerate launch``) every process takes part in the save (ZeRO-3
-    gathers the sharded weights), only the main process writes, and the folder appears by rename
-    once complete."""
+    The folder is written once: into a temporary sibling of ``out_dir``, renamed into place when
+    complete. With several processes (``accelerate launch``) every process takes part in the save
+    (ZeRO-3 gathers the sharded weights), only the main process writes, and the folder appears by
+    rename once complete."""
     import shutil
 
-    from transformers.trainer_utils import get_last_checkpoint
-
-
     from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
 
     trainer.remove_callback(PrinterCallback)  # progress goes to the log (Dagster's), not stdout
     last = get_last_checkpoint(str(work)) if Path(work).is_dir() else None
     if last:
         log(f"{what}: resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
+    _cast_for_saving(trainer, dtype)
     if trainer.accelerator.num_processes > 1:
         _save_distributed(trainer, tokenizer, Path(out_dir), progress, card, last, result, what)
     else:
         if not weights_finite(trainer.model):
-            raise FloatingPointError(f"{what} produced non-finite weights; checkpoint not saved")
+            raise FloatingPointError(f"{what} produced non-finite weights (in {dtype}); checkpoint not saved")
         with atomic_dir(out_dir) as tmp:
             _save_folder(trainer, tokenizer, tmp, progress, card, last, result)
     if trainer.accelerator.is_main_process:
         shutil.rmtree(work, ignore_errors=True)
     return result, last
+
+
+def _cast_for_saving(trainer, dtype: str) -> None:
+    """Cast the trained model to ``dtype`` in place (training is over; ``save_pretrained`` then
+    writes that dtype into the weights and the config). Not under DeepSpeed or FSDP: their
+    weights are sharded, and ZeRO-3 saves 16-bit weights itself (``zero3_save_16bit_model``)."""
+    import torch
+
+    if getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False):
+        return
+    want = getattr(torch, dtype)
+    if trainer.model.dtype != want:
+        trainer.model.to(want)
 
 
 def _save_folder(trainer, tokenizer, tmp: Path, progress, card, last, result) -> None:
@@ -140,7 +212,6 @@ def _save_folder(trainer, tokenizer, tmp: Path, progress, card, last, result) ->
 
 def _save_distributed(trainer, tokenizer, out_dir: Path, progress, card, last, result, what: str) -> None:
     import shutil
-
 
     acc = trainer.accelerator
     tmp = out_dir.with_name(f".{out_dir.name}.partial")  # the same path in every process

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from act_pipeline.act.prompts import State, agent_prompt
 from act_pipeline.config import ILConfig, ModelConfig, TrainingConfig
-from act_pipeline.training.common import Log, checkpoint_args, progress_callback, run_info, train_and_save, trainer_extras, use_cpu
+from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, resume_saves, run_info, saved_dtype,
+                                          train_and_save, trainer_extras, use_cpu)
 from act_pipeline.models import context_window, effective_bf16, load_model
 
 
@@ -109,7 +110,7 @@ def train_sft(
     # trainer checkpoints live in work_dir; pass the same one again to resume an interrupted run
     work = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".trainer")
     args = SFTConfig(
-        **checkpoint_args(work, cfg.save_steps),
+        **checkpoint_args(work, cfg.save_steps, cfg.save_every_s),
         **trainer_extras(training),
         use_cpu=use_cpu(),
         max_steps=cfg.max_steps,
@@ -126,9 +127,10 @@ def train_sft(
     )
     progress = progress_callback(log, cfg.max_steps)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                         callbacks=[progress])
+                         callbacks=[progress, resume_saves(cfg.save_every_s)])
     log(f"SFT: {len(ds)} expert steps, {cfg.max_steps} steps from {init_model}")
-    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "SFT")
+    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "SFT",
+                                     saved_dtype(init_model, trust_remote_code))
     losses = [h["loss"] for h in progress.history if "loss" in h]
     return {
         "global_step": result.global_step,
