@@ -100,10 +100,7 @@ CHOICES = ("1", "2")  # the critic's answers, slot 1 and slot 2
 def choice_token_ids(tokenizer, prefill: str = "<answer>") -> list[int]:
     """The token id of each answer in :data:`CHOICES` as the tokenizer writes it right after the
     pre-filled ``prefill`` (``act.answer`` / ``eval.judgement``: choice). An answer that is not one
-    token there is an error: a restricted one-token answer could not spell it.
-
-    >>> from transformers import AutoTokenizer  # doctest: +SKIP
-    """
+    token there is an error: a restricted one-token answer could not spell it."""
     base = tokenizer(prefill, add_special_tokens=False)["input_ids"]
     ids = []
     for c in CHOICES:

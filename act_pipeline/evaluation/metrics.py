@@ -7,6 +7,7 @@ never separated from what it means.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -211,12 +212,12 @@ def choice_picks(model, tokenizer, prompts: Sequence[str], batch_size: int = 16)
     try:
         with torch.inference_mode():
             for members in groups.values():
-                first = enc[members[0]]
-                shared = min(min(_common_prefix(first, enc[i]) for i in members), min(len(enc[i]) for i in members) - 1)
+                # the tokens all members share, leaving each at least one of its own (its last position's logits)
+                shared = min(len(os.path.commonprefix([enc[i] for i in members])), min(len(enc[i]) for i in members) - 1)
                 prefix = None
                 if shared > 0:
                     prefix = DynamicCache(config=model.config)
-                    model(input_ids=torch.tensor([first[:shared]], device=model.device), use_cache=True,
+                    model(input_ids=torch.tensor([enc[members[0]][:shared]], device=model.device), use_cache=True,
                           logits_to_keep=1, **{key: prefix})
                 for start in range(0, len(members), max(1, batch_size)):
                     chunk = members[start:start + max(1, batch_size)]
@@ -246,20 +247,6 @@ def choice_picks(model, tokenizer, prompts: Sequence[str], batch_size: int = 16)
         if was_training:
             model.train()
     return out  # type: ignore[return-value]
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share.
-
-    >>> _common_prefix([1, 2, 3], [1, 2, 4]), _common_prefix([1], [2])
-    (2, 0)
-    """
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def next_action_accuracy(sampler: Sampler, tokenizer, states: Sequence[dict], split: str, seed: int,
