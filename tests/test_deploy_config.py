@@ -4,12 +4,12 @@ storage class lives in dagster-postgres, installed where the instance is deploye
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from act_pipeline.assets.common import GPU_TAG
-from act_pipeline.assets.training import ARMS
 
-from .conftest import DEFAULT
+from .conftest import DEFAULT, SMOKE
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml"
 
@@ -32,11 +32,20 @@ def test_production_instance_config_is_valid(monkeypatch):
     assert cfg["concurrency"]["pools"]["default_limit"] == 1
 
 
-def test_gpu_steps_carry_the_tag_and_pool():
+@pytest.mark.parametrize("profile", [DEFAULT, SMOKE], ids=["default", "smoke"])
+def test_gpu_steps_carry_the_tag_and_pool(profile):
+    from act_pipeline.assets.training import arms
+    from act_pipeline.config import load_config
     from act_pipeline.definitions import make_definitions
 
-    graph = make_definitions(str(DEFAULT), "/nonexistent-data-root").resolve_asset_graph()
-    gpu = {f"{b}/{a}" for b in ("alfworld", "scienceworld") for a in ("sampled_alternatives", *ARMS, "evaluation")}
+    graph = make_definitions(str(profile), "/nonexistent-data-root").resolve_asset_graph()
+    trained = arms(load_config(profile))
+    # the model's steps: sampling, every arm the profile trains, Early Experience's reflections (the base
+    # model writes them), the evaluation; the smoke profile has every arm, the default one no Early Experience
+    steps = ("sampled_alternatives", *trained, *(["reflections"] if "early_experience" in trained else []),
+             "evaluation")
+    gpu = {f"{b}/{a}" for b in ("alfworld", "scienceworld") for a in steps}
+    assert {"il_policy", "rl_policy"} <= set(trained)
     nodes = {k.to_user_string(): graph.get(k) for k in graph.materializable_asset_keys}
     # exactly these steps, each found in the graph: none missing (the default profile has both
     # benchmarks), none extra (a CPU step queued behind the GPU)

@@ -16,8 +16,10 @@ import pytest
 
 from .conftest import REPO, SMOKE
 
-ARMS = ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline")
-CHAIN = ("games", "expert_trajectories", "sampled_alternatives", "contrast_pairs", *ARMS, "evaluation")
+ARMS = ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline", "early_experience")
+# the smoke profile trains every arm of Table 1: Early Experience brings its two data assets
+CHAIN = ("games", "expert_trajectories", "sampled_alternatives", "contrast_pairs", "alternative_outcomes",
+         "reflections", *ARMS, "evaluation")
 ALFWORLD = {"alfworld/" + a for a in (*CHAIN, "imported_expert_steps")}
 EXPECTED = {"base_model", *ALFWORLD, "eval_report"}
 SCIENCEWORLD = {"scienceworld/" + a for a in CHAIN}
@@ -81,6 +83,11 @@ def test_graph_has_every_asset_dependency_and_check(webserver):
     assert deps["alfworld/rl_policy"] == {"alfworld/act_checkpoint", "alfworld/expert_trajectories"}
     assert deps["alfworld/rl_baseline"] == {"base_model", "alfworld/expert_trajectories"}
     assert deps["alfworld/expert_trajectories"] == {"alfworld/games", "alfworld/imported_expert_steps"}
+    # Early Experience: alternatives executed in the games, the base model's reflections, SFT from the base
+    assert deps["alfworld/alternative_outcomes"] == {"alfworld/games", "alfworld/expert_trajectories",
+                                                     "alfworld/sampled_alternatives"}
+    assert deps["alfworld/reflections"] == {"base_model", "alfworld/expert_trajectories", "alfworld/alternative_outcomes"}
+    assert deps["alfworld/early_experience"] == {"base_model", "alfworld/reflections"}
     # each benchmark's evaluation: the base model, its games, held-out steps and pairs, every arm
     for b in ("alfworld", "scienceworld"):
         assert deps[f"{b}/evaluation"] == {"base_model", *(f"{b}/{a}" for a in (
