@@ -11,5 +11,6 @@ if [ -z "${ALFWORLD_DATA:-}" ] && [ -d ../shared/alfworld/json_2.1.1 ]; then
   export ALFWORLD_DATA="$(cd ../shared/alfworld && pwd)"
 fi
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" TOKENIZERS_PARALLELISM=false
-if [ $# -eq 0 ]; then set -- -m "not slow"; fi
+# the default run prints its 30 slowest tests (where the time goes, in the CI log too)
+if [ $# -eq 0 ]; then set -- -m "not slow" --durations=30; fi
 exec python -m pytest "$@"
