@@ -5,16 +5,19 @@
 #   scripts/science.sh --tune LR[,LR...] [--home DIR]   configs/science-tune.yaml (the validation
 #                                                   split, one seed) for each ACT learning rate
 #                                                   → results/science/tuning.json
+#   scripts/science.sh --tune-set 'act.learning_rate=3e-6 act.num_generations=2' [--tune-set ...] [--home DIR]
+#                                                   the same, one run per candidate's profile fields
 # ALFWORLD_DATA: the official ALFWorld data (default ../shared/alfworld when it is there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-home=".act_home_science" tune="" jobs=2  # 2 seeds at once: 3 IL trainings at once were OOM-killed in 24 GiB (2026-12-01)
+home=".act_home_science" tune="" sets=() jobs=2  # 2 seeds at once: 3 IL trainings at once were OOM-killed in 24 GiB (2026-12-01)
 while [ $# -gt 0 ]; do
   case "$1" in
     --home) home="$2"; shift 2 ;;
     --tune) tune="$2"; shift 2 ;;
+    --tune-set) sets+=(--set "$2"); shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    *) echo "usage: scripts/science.sh [--home DIR] [--jobs N] [--tune LR,LR,...]" >&2; exit 2 ;;
+    *) echo "usage: scripts/science.sh [--home DIR] [--jobs N] [--tune LR,LR,... | --tune-set SETTINGS ...]" >&2; exit 2 ;;
   esac
 done
 if [ -z "${ALFWORLD_DATA:-}" ] && [ -d ../shared/alfworld ]; then export ALFWORLD_DATA="$PWD/../shared/alfworld"; fi
@@ -25,6 +28,9 @@ scripts/setup.sh
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false DAGSTER_HOME="${DAGSTER_HOME:-$PWD}"
 if [ -n "$tune" ]; then
   exec python -m act_pipeline.science tune --home "${home}_tune" --rates "$tune"
+fi
+if [ ${#sets[@]} -gt 0 ]; then
+  exec python -m act_pipeline.science tune --home "${home}_tune" "${sets[@]}"
 fi
 if [ -e "$home" ]; then
   echo "error: $home exists: the science run starts from a fresh data root (remove it, or pass --home)" >&2
