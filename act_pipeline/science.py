@@ -98,10 +98,10 @@ def tune_profile(base: Path, settings: dict | float, out_dir: Path) -> Path:
     for key, value in settings.items():
         *parents, leaf = key.split(".")
         node = doc
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise SystemExit(f"error: {base}: --set {key}: the profile has no section {part!r}")
-            node = node[part]
+        for part in parents:  # a section the profile leaves at its defaults is added (load_config checks it)
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SystemExit(f"error: {base}: --set {key}: {part!r} is not a section of the profile")
         node[leaf] = value
     doc["name"] = f"{doc['name']}-{settings_slug(settings)}"
     out_dir.mkdir(parents=True, exist_ok=True)
