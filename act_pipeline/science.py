@@ -120,17 +120,26 @@ def _merge_runs(path: Path, base: Path, new: dict) -> dict:
     """Add ``new`` to the runs in ``path`` (under a lock: tunings in other data roots write it too);
     an earlier run with the same settings is replaced."""
     import fcntl
+    import hashlib
+    import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
+    # the lock lives in the temp folder, not beside the results (nothing to commit or clean up)
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"act-pipeline-tuning-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         runs = json.loads(path.read_text())["runs"] if path.is_file() else []
         for r in runs:  # entries written before settings were recorded: a learning rate alone
             r.setdefault("settings", {"act.learning_rate": r.get("act_learning_rate")})
         runs = [r for r in runs if r["settings"] != new["settings"]] + [new]
-        best = max(runs, key=lambda r: (r.get("act") or {}).get("mean", -1))
-        doc = {"base_profile": str(base), "metric": "ACT's judgement accuracy on validation model-driven pairs",
-               "runs": runs, "best_settings": best["settings"]}
+        best = max(runs, key=lambda r: (r.get("act") or {}).get("mean", -1))  # the first of a tie
+        ci = (best.get("act") or {}).get("ci") or [0.0, 0.0]
+        shown = base.resolve()
+        doc = {"base_profile": str(shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else shown),
+               "metric": "ACT's judgement accuracy on validation model-driven pairs",
+               "runs": runs, "best_settings": best["settings"],
+               # a choice among runs that are all at chance is no choice: say so
+               "best_above_chance": bool(ci[0] > 0.5)}
         write_json(path, doc)
     return doc
 

@@ -41,7 +41,10 @@ def test_runs_are_merged_and_a_rerun_replaces_its_entry(tmp_path):
     _merge_runs(out, TUNE, a)
     doc = _merge_runs(out, TUNE, b)
     assert [r["settings"] for r in doc["runs"]] == [{"act.learning_rate": 1e-5}, a["settings"], b["settings"]]
-    assert doc["best_settings"] == a["settings"]
+    assert doc["best_settings"] == a["settings"] and doc["best_above_chance"] is False  # no interval given
     doc = _merge_runs(out, TUNE, {**a, "act": {"mean": 0.4}})  # the same settings again: replaced, not added
     assert len(doc["runs"]) == 3 and doc["best_settings"] == b["settings"]
     assert json.loads(out.read_text()) == doc
+    doc = _merge_runs(out, TUNE, {**a, "act": {"mean": 0.7, "ci": [0.6, 0.8]}})
+    assert doc["best_settings"] == a["settings"] and doc["best_above_chance"] is True
+    assert [p.name for p in tmp_path.iterdir()] == ["tuning.json"]  # no lock file beside it
