@@ -91,14 +91,18 @@ def restricted_generation(allowed: list[int], vocab_size: int, vllm: bool) -> di
 
 def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, cfg, trust_remote_code: bool,
                log: Log, card: dict | None, work_dir: str | Path | None, training: TrainingConfig | None,
-               what: str, unit: str, callbacks=lambda tok: [], restrict=None) -> dict:
+               what: str, unit: str, callbacks=lambda tok: [], restrict=None, shared_prompts: bool = True) -> dict:
     """TRL ``GRPOTrainer`` from ``init_model`` on ``make_dataset(tokenizer)`` (a ``prompt`` column plus
     the reward's columns) with ``reward_func``; ``cfg`` is a stage section (ACT or RL) with the GRPO
     fields. Resumes from ``work_dir``; writes the HF folder (safetensors) to ``out_dir`` atomically.
 
     ``restrict(tokenizer)`` (optional) gives the token ids a completion may be: each completion is
-    then one token drawn from the model's distribution restricted to them (:func:`restricted_generation`)."""
+    then one token drawn from the model's distribution restricted to them (:func:`restricted_generation`),
+    and the trainer runs each distinct prompt of a batch once (:class:`SharedPromptGRPOTrainer`;
+    ``shared_prompts=False``: TRL's one forward per completion, for comparison)."""
     from trl import GRPOConfig, GRPOTrainer
+
+    from act_pipeline.training.grpo_shared import SharedPromptGRPOTrainer
 
     model, tok = load_model(init_model, trust_remote_code)
     ds = make_dataset(tok)
@@ -132,7 +136,8 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
         dataloader_num_workers=0,
     )
     progress = progress_callback(log, cfg.max_steps)
-    trainer = GRPOTrainer(
+    trainer_cls = SharedPromptGRPOTrainer if restrict is not None and shared_prompts else GRPOTrainer
+    trainer = trainer_cls(
         model=model,
         reward_funcs=reward_func,
         args=args,

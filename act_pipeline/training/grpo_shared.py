@@ -1,0 +1,96 @@
+"""TRL's ``GRPOTrainer`` with one model forward per distinct prompt when every completion is one token.
+
+With ``act.answer: choice`` each GRPO completion is a single token right after the prompt, so the
+``num_generations`` rows of one prompt differ only in their last token, and that token's
+log-probability (and the entropy there) depends only on the hidden state at the last prompt
+position, the same for all of them. TRL runs the whole row through the model once per row; here
+the model's backbone runs once per distinct prompt in a chunk, its last hidden state is handed to
+every row of that prompt (``index_select``: the gradients of the rows add up on it, as they would
+over separate copies), and TRL's own fused LM head (temperature, soft-capping, entropy) scores
+each row's own completion token. Anything else (longer completions, multimodal inputs, MoE
+auxiliary losses, a chunk without duplicates) goes to TRL's method unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import GRPOTrainer
+
+
+class SharedPromptGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` for one-token completions: each distinct prompt of a chunk is run once
+    (tests/test_grpo_dedup.py: the same log-probabilities, entropies and gradients as TRL's)."""
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **extra):
+        def trl(ids, mask, size=batch_size):
+            return super(SharedPromptGRPOTrainer, self)._get_per_token_logps_and_entropies(
+                model, ids, mask, logits_to_keep, batch_size=size, compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss, **extra)
+
+        backbone = _backbone(self.accelerator.unwrap_model(model))
+        if logits_to_keep != 1 or compute_aux_loss or backbone is None or any(v is not None for v in extra.values()):
+            return trl(input_ids, attention_mask)
+        size = batch_size or input_ids.size(0)  # TRL's chunks, each with its own duplicates
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), size):
+            ids, mask = input_ids[start:start + size], attention_mask[start:start + size]
+            first, inverse = distinct_rows(torch.cat([ids[:, :-1], mask[:, :-1]], dim=1))
+            if len(first) == ids.size(0):
+                lp, ent, _ = trl(ids, mask, ids.size(0))
+            else:
+                lp, ent = self._shared_prompt_logps(model, backbone, ids, mask, first, inverse, compute_entropy)
+            logps.append(lp)
+            entropies.append(ent)
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    def _shared_prompt_logps(self, model, backbone, ids, mask, first, inverse, compute_entropy):
+        """Per-row log-probabilities (and entropies) of the last token of ``ids``, the backbone run on
+        the prompts ``ids[first, :-1]`` only. Shapes and masking as TRL's with ``logits_to_keep=1``."""
+        # TRL's labels: the completion token, -100 where the completion is masked out
+        labels = ids[:, -1:].masked_fill(mask[:, -1:] == 0, -100)
+        rows = torch.tensor(inverse, device=ids.device)
+
+        def widen(module, args, output):  # the last prompt position of each distinct prompt, one per row
+            output.last_hidden_state = output.last_hidden_state[:, -1:].index_select(0, rows)
+            return output
+
+        pick = torch.tensor(first, device=ids.device)
+        handle = backbone.register_forward_hook(widen)
+        try:
+            with self.accelerator.autocast():
+                # the fused head scores hidden state t against shift_labels[t]: no shift
+                out = model(input_ids=ids[pick, :-1], attention_mask=mask[pick, :-1], shift_labels=labels,
+                            fused_lm_head=True)
+        finally:
+            handle.remove()
+        return out.log_probs, out.entropy if compute_entropy else None
+
+
+def distinct_rows(keys: torch.Tensor) -> tuple[list[int], list[int]]:
+    """The first row of each distinct row of ``keys`` (in order) and, for every row, the index of its
+    distinct row among them.
+
+    >>> distinct_rows(torch.tensor([[1, 2], [3, 4], [1, 2], [3, 4], [5, 6]]))
+    ([0, 1, 4], [0, 1, 0, 1, 2])
+    """
+    seen: dict[tuple, int] = {}
+    first, inverse = [], []
+    for i, row in enumerate(keys.tolist()):
+        j = seen.setdefault(tuple(row), len(first))
+        if j == len(first):
+            first.append(i)
+        inverse.append(j)
+    return first, inverse
+
+
+def _backbone(model):
+    """The module whose output TRL's fused LM head reads (``add_fused_lm_head``: the model's
+    ``base_model`` under transformers 5), or None where that is not a separate text backbone."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    config = getattr(base, "config", None)
+    if config is None or not hasattr(config, "get_text_config") or config.get_text_config() is not config:
+        return None  # vision-language models: TRL's path
+    backbone = getattr(base, "base_model", None)
+    return backbone if isinstance(backbone, torch.nn.Module) and backbone is not base else None
