@@ -28,9 +28,12 @@ def arms(cfg: PipelineConfig) -> list[str]:
 
 _RUNNER = ["act_pipeline.act.prompts", "act_pipeline.training.common", "act_pipeline.training.launch"]
 STAGE_MODULES = {
-    "act": ["act_pipeline.training.act_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
+    "act": ["act_pipeline.training.act_grpo", "act_pipeline.training.grpo_shared", "act_pipeline.act.rewards",
+            "act_pipeline.act.parsing", *_RUNNER],
     "il": ["act_pipeline.training.sft", *_RUNNER],
-    "rl": ["act_pipeline.training.rl_grpo", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
+    # RL trains through act_grpo's train_grpo (TRL's own trainer: its completions are many tokens)
+    "rl": ["act_pipeline.training.rl_grpo", "act_pipeline.training.act_grpo", "act_pipeline.act.rewards",
+           "act_pipeline.act.parsing", *_RUNNER],
     "ee": ["act_pipeline.training.sft", *_RUNNER],
 }
 # the profile sections that set a stage (Early Experience trains with IL's settings: the same budget)
