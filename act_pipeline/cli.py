@@ -5,11 +5,12 @@
     act-pipeline lineage CHECKPOINT          # the chain from a checkpoint back to the games
     act-pipeline gc [--home DIR] [--delete]  # the folders nothing current refers to (dry run by default)
 
-Runs ``act_pipeline_job`` in-process against the Dagster instance in
-``$DAGSTER_HOME`` (the repo root's dagster.yaml by default), so the run shows up in
-``dagster dev`` exactly as one launched from the UI. Only assets Dagster reports as stale or
-missing are materialized (``--all`` for every asset): a second run with nothing changed
-recomputes nothing.
+Runs ``act_pipeline_job`` against the Dagster instance in ``$DAGSTER_HOME`` (the repo root's
+dagster.yaml by default), so the run shows up in ``dagster dev`` exactly as one launched from the
+UI: with Dagster's multiprocess executor, each step in its own process and independent steps side
+by side, ``--jobs`` at a time (default: as many as CPU cores; ``--jobs 1``: every step one after
+another in this process). Only assets Dagster reports as stale or missing are materialized
+(``--all`` for every asset): a second run with nothing changed recomputes nothing.
 
 The console shows one line per stage as it starts and ends, the stages' own progress lines and
 a summary; the full event stream (Dagster's DEBUG events, warnings, library logs) goes to
@@ -46,6 +47,13 @@ INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"  # + the input's key, e.g
 _DEFAULT_DATA_VERSION, _NULL_DATA_VERSION = "INITIAL", "NULL"
 
 FRESH, STALE, MISSING = "FRESH", "STALE", "MISSING"
+
+# The memory one model step may take (a step tagged act-pipeline/gpu: sampling, ACT / IL / RL training,
+# reflections, evaluation; on CPU profiles too): one IL SFT process of the science profile reached 11 GB
+# resident (SmolLM2-135M, float32, batch 4; README, Science result, "Memory"), and three seeds' IL SFT
+# side by side were OOM-killed in 24 GiB. `--model-steps 0` (the default) lets as many model steps run
+# at once as fit in the machine's memory at this size (2 in 24 GiB), and never more than `--jobs`.
+MODEL_STEP_BYTES = 11 * 2**30
 
 
 def _deps(defs, specs=None) -> dict:
@@ -200,6 +208,14 @@ def _run(args) -> int:
         t0 = time.time()
         job = defs.resolve_job_def(JOB)
         seeds = _seeds(defs)
+        jobs, model_steps = concurrency(args.jobs, args.model_steps)
+        if not seeds and args.jobs == 0:
+            # an unpartitioned run stays one step at a time unless --jobs asks for more: steps side by
+            # side have run the smoke profile and tests/test_cli_jobs.py, not yet the whole test suite,
+            # and the default profile's `threads: 0` gives each step every core (README: Steps side by side)
+            jobs = 1
+        if job.executor_def is not dg.multi_or_in_process_executor:
+            model_steps = 1  # a GPU profile's executor: one GPU step at a time (definitions.gpu_executor)
         with dg.DagsterInstance.get() as instance:
             selection, result = None, None
             if seeds:  # training seeds as partitions: shared data, then the seeds (concurrently), then the report
@@ -215,12 +231,17 @@ def _run(args) -> int:
                       "--all recomputes)")
             else:
                 what = "every asset" if selection is None else f"{len(selection)} asset(s)"
-                print(f"act-pipeline: run {run_id} materializes {what}\nact-pipeline: full log: {log_file}",
+                how = ("one step at a time, in this process" if jobs == 1 else
+                       f"up to {jobs} steps at a time ({model_steps} loading a model), each in its own process")
+                print(f"act-pipeline: run {run_id} materializes {what}, {how}\nact-pipeline: full log: {log_file}",
                       flush=True)
                 run_log.libraries()
                 config = console.run_config(log_file, checks=console.check_steps(defs))
-                result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection,
-                                                run_id=run_id, run_config=config)
+                recon = dg.build_reconstructable_job("act_pipeline.cli", "step_job",
+                                                     reconstructable_kwargs={"profile": str(profile), "root": root,
+                                                                             "log_file": str(log_file)})
+                result = run_job(job, recon, instance, selection=selection, run_id=run_id, run_config=config,
+                                 jobs=jobs, model_steps=model_steps)
     if selection == []:
         log_file.unlink(missing_ok=True)  # no run: nothing worth keeping
     else:
@@ -238,6 +259,77 @@ def _run(args) -> int:
     for k, v in manifest["metrics"].items():
         print(f"  {k:{width}s} " + ("    — (N=0)" if v is None else f"{100 * v:5.1f}%"))
     return 0
+
+
+def concurrency(jobs: int, model_steps: int) -> tuple[int, int]:
+    """(steps at once, model steps at once) of ``--jobs`` and ``--model-steps``; 0: as many steps as
+    CPU cores, as many model steps as fit in memory at ``MODEL_STEP_BYTES`` each (at least 1, at
+    most the steps)."""
+    jobs = jobs if jobs > 0 else os.cpu_count() or 1
+    if model_steps <= 0:
+        model_steps = memory_bytes() // MODEL_STEP_BYTES
+    return jobs, max(1, min(model_steps, jobs))
+
+
+def memory_bytes() -> int:
+    """This machine's memory, or its cgroup's limit where that is lower (a container)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()  # cgroup v2; "max": no limit
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def step_job(profile: str, root: str, log_file: str) -> dg.JobDefinition:
+    """``act_pipeline_job`` of a profile and data root, as Dagster's multiprocess executor rebuilds it
+    in each step's process (``dg.build_reconstructable_job`` names this function): the same profile,
+    data root and loggers as the run's, and that process's warnings and library logs into the run's
+    log file (``console.step_process``)."""
+    os.environ["ACT_PROFILE"], os.environ["ACT_HOME"] = profile, root
+    from act_pipeline import console
+    from act_pipeline.definitions import make_definitions
+
+    console.step_process(log_file)
+    return console.with_loggers(make_definitions(profile, root)).resolve_job_def(JOB)
+
+
+def executor_config(executor_def: dg.ExecutorDefinition, jobs: int, model_steps: int) -> dict:
+    """The run config of a job's executor for ``jobs`` steps at once, ``model_steps`` of them steps
+    tagged act-pipeline/gpu: Dagster's default executor in multiprocess mode (CPU profiles); the GPU
+    profiles' executor (``definitions.gpu_executor``) keeps its GPU steps one at a time."""
+    from act_pipeline.assets.common import GPU_TAG
+
+    if executor_def is dg.multi_or_in_process_executor:
+        return {"multiprocess": {"max_concurrent": jobs,
+                                 "tag_concurrency_limits": [{"key": GPU_TAG, "limit": model_steps}]}}
+    return {"max_concurrent": jobs}
+
+
+def run_job(job: dg.JobDefinition, recon, instance, *, selection, run_id: str, run_config: dict, jobs: int,
+            model_steps: int):
+    """One run of ``job`` (``recon``: the same job, reconstructable) with the run id ``run_id``; its
+    result (``.success``). ``jobs`` 1: every step one after another in this process
+    (``execute_in_process``). Otherwise Dagster's multiprocess executor: each step in its own process,
+    as many at once as ``jobs`` (and ``model_steps`` of them loading a model), the others as soon as
+    their inputs are there; blocking asset checks block what reads their asset, as in process.
+
+    ``dg.execute_job`` is the public entry point of that executor but picks its own run id, and this
+    run's log file is named after ``run_id`` before it starts; so this does what ``execute_job`` does
+    (dagster/_core/execution/api.py): create the run in the instance, then execute it (``execute_run``,
+    the same function ``execute_job`` ends in)."""
+    if jobs == 1:
+        return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection,
+                                      run_id=run_id, run_config=run_config)
+    from dagster._core.execution.api import execute_run
+
+    config = {**run_config, "execution": {"config": executor_config(job.executor_def, jobs, model_steps)}}
+    load_data = recon.repository.get_definition().repository_load_data
+    recon = recon.with_repository_load_data(load_data)
+    run = instance.create_run_for_job(job_def=recon.get_definition(), run_id=run_id, run_config=config,
+                                      tags=job.run_tags, asset_selection=frozenset(selection) if selection else None,
+                                      job_code_origin=recon.get_python_origin(), repository_load_data=load_data)
+    return execute_run(recon, run, instance, raise_on_error=False)
 
 
 def _seeds(defs) -> list[str]:
@@ -284,9 +376,10 @@ def _run_partitioned(args, defs, instance, root: str, seeds: list[str], run_id: 
             print(f"act-pipeline: run {run_id} (shared assets) FAILED; the full log: {log_file}", file=sys.stderr)
             return False
     work = [(s, [k.to_user_string() for k in todo[s]]) for s in seeds if todo[s]]
-    # 0: as many seeds at once as the machine has cores (3 seeds' IL trainings on 2 cores and 24 GiB
-    # were OOM-killed; more processes than cores only share the cores)
-    jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(work)))
+    # 0: as many seeds at once as the machine has cores (more processes than cores only share the
+    # cores), and no more than model steps fit in memory: each seed's run trains models (3 seeds' IL
+    # trainings on 2 cores and 24 GiB were OOM-killed)
+    jobs = max(1, min(*concurrency(args.jobs, args.model_steps), len(work)))
     if work:
         print(f"act-pipeline: {len(work)} seed run(s), {jobs} at a time", flush=True)
     failed = []
@@ -506,8 +599,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--all", action="store_true",
                    help="recompute every asset (default: only stale and missing ones, as Dagster sees them)")
     r.add_argument("--jobs", type=int, default=0,
-                   help="training seeds run at the same time, each in its own process with the profile's torch "
-                        "threads (a profile with `seeds`); 0: as many as CPU cores (at most the seeds)")
+                   help="steps run at the same time, each in its own process with the profile's torch threads "
+                        "(Dagster's multiprocess executor; a profile with `seeds`: training seeds at the same time, "
+                        "each a run in its own process); 0: a profile with `seeds`: as many as CPU cores, "
+                        "otherwise 1; 1: one step after another in this process")
+    r.add_argument("--model-steps", type=int, default=0,
+                   help="of those, steps that load a model (sampling, training, evaluation) at the same time; "
+                        "0: as many as fit in memory at 11 GiB each (at least 1, at most --jobs)")
     r.set_defaults(func=_run)
     im = sub.add_parser("import-expert", help="validate expert JSONL files, import them and retrain downstream")
     im.add_argument("files", nargs="+")
@@ -516,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     im.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
     im.add_argument("--no-run", action="store_true", help="only import; do not materialize")
     im.add_argument("--jobs", type=int, default=0, help=argparse.SUPPRESS)
+    im.add_argument("--model-steps", type=int, default=0, help=argparse.SUPPRESS)
     im.set_defaults(func=_import)
     pr = sub.add_parser("prepare", help="convert the bundled model once (or build the tiny test model)")
     pr.add_argument("--profile", default=str(REPO_ROOT / "configs" / "default.yaml"))

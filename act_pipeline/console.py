@@ -46,6 +46,7 @@ _STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS
 
 _files: dict[str, logging.FileHandler] = {}
 _starts: dict[tuple, float] = {}  # (run id, step key) -> when the step started (this process)
+_open_logs: list[RunLog] = []  # the RunLogs open in this process (entered, not yet exited)
 
 
 def file_handler(path: str | os.PathLike) -> logging.FileHandler:
@@ -268,6 +269,8 @@ class RunLog:
                 pass
 
     def __enter__(self) -> RunLog:
+        _open_logs.append(self)
+        self._undo.append(lambda: _open_logs.remove(self))
         self.handler = file_handler(self.path)
         self.log.addHandler(self.handler)
         orig = warnings.showwarning
@@ -310,3 +313,13 @@ class RunLog:
         self._undo.clear()
         self.log.removeHandler(self.handler)
         close_file(self.path)
+
+
+def step_process(log_file: str | os.PathLike) -> None:
+    """The set-up of ``RunLog`` (warnings and the transformers logger into the run's log file,
+    progress bars off) for the rest of this process, when it is a step's process of a multiprocess
+    run (Dagster's multiprocess executor starts one per step); nothing where a ``RunLog`` is open
+    already (the process that runs ``act-pipeline run``)."""
+    if _open_logs:
+        return
+    RunLog(log_file).__enter__().libraries()  # never exited: the process ends with its step

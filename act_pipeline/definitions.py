@@ -25,6 +25,16 @@ def build_resources(profile_path: str | None = None, data_root: str | None = Non
     }
 
 
+def gpu_executor() -> dg.ExecutorDefinition:
+    """Dagster's multiprocess executor with the GPU steps (tag act-pipeline/gpu) one at a time; its run
+    config sets only ``max_concurrent``, the steps at once (default: as many as CPU cores;
+    ``act-pipeline run --jobs``)."""
+    return dg.multiprocess_executor.configured(
+        lambda c: {"max_concurrent": c.get("max_concurrent"), "tag_concurrency_limits": [{"key": GPU_TAG, "limit": 1}]},
+        config_schema={"max_concurrent": dg.Field(dg.Noneable(int), default_value=None,
+                                                  description="Steps at once (default: as many as CPU cores).")})
+
+
 def make_definitions(profile_path: str | None = None, data_root: str | None = None) -> dg.Definitions:
     """The graph for a profile (ALFWorld; plus ScienceWorld when the profile enables it)."""
     profile_path = str(profile_path or default_profile_path())
@@ -38,8 +48,7 @@ def make_definitions(profile_path: str | None = None, data_root: str | None = No
     # each takes every GPU of the node. CPU profiles keep the default executor.
     gpu = uses_gpu(cfg)
     tags = {"act-pipeline/device": "gpu" if gpu else "cpu"}
-    executor = (dg.multiprocess_executor.configured({"tag_concurrency_limits": [{"key": GPU_TAG, "limit": 1}]})
-                if gpu else None)
+    executor = gpu_executor() if gpu else None
     assets = build_assets(cfg)
     everything = dg.define_asset_job(
         "act_pipeline_job", selection=dg.AssetSelection.all(), tags=tags, executor_def=executor,

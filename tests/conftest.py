@@ -64,6 +64,33 @@ def dagster_home(tmp_path_factory) -> Path:
     return path
 
 
+def step_spans(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """{step key: (start, end)} of a run's steps that succeeded, from the Dagster instance's event log
+    (the times of its STEP_START and STEP_SUCCESS events)."""
+    import dagster as dg
+
+    times: dict[str, dict] = {}
+    for rec in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}):
+        times.setdefault(rec.step_key, {})[rec.dagster_event.event_type] = rec.timestamp
+    return {k: (t[dg.DagsterEventType.STEP_START], t[dg.DagsterEventType.STEP_SUCCESS])
+            for k, t in times.items() if len(t) == 2}
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two (start, end) intervals overlap in time."""
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def most_at_once(spans) -> int:
+    """The most intervals (start, end) that were open at the same moment."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])  # an end before a start at a tie
+    most = now = 0
+    for _, d in edges:
+        now += d
+        most = max(most, now)
+    return most
+
+
 def run_main(argv: list[str], **env: str) -> int:
     """``act-pipeline <argv>`` in this process with ``env`` set for the call (restored after)."""
     old = dict(os.environ)

@@ -16,7 +16,7 @@ import pytest
 
 from act_pipeline.envs.actions import normalize_action
 
-from .conftest import SMOKE, restored, run_main
+from .conftest import SMOKE, most_at_once, overlap, restored, run_main, step_spans
 from .conftest import dagster_home as make_dagster_home
 
 # ALFWorld's chain (keys alfworld/<asset>, manifests alfworld__<asset>.json), by key as a user string
@@ -37,13 +37,43 @@ def _manifest(home: Path, key: str) -> dict:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, alfworld_data):
+    import dagster as dg
+
     home = tmp_path_factory.mktemp("act_home")
     dagster_home = make_dagster_home(tmp_path_factory)
-    rc = run_main(["run", "--profile", str(SMOKE), "--home", str(home)], ALFWORLD_DATA=str(alfworld_data),
-                  DAGSTER_HOME=str(dagster_home))
+    # two steps at a time, each in its own process (Dagster's multiprocess executor), on any machine
+    rc = run_main(["run", "--profile", str(SMOKE), "--home", str(home), "--jobs", "2"],
+                  ALFWORLD_DATA=str(alfworld_data), DAGSTER_HOME=str(dagster_home))
     assert rc == 0
     manifests = {a: _manifest(home, a) for a in ASSETS + [f"scienceworld/{a}" for a in SW_ASSETS]}
-    return {"home": home, "dagster_home": dagster_home, "m": manifests, "data": alfworld_data}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        (run_id,) = [r.run_id for r in instance.get_runs()]
+    return {"home": home, "dagster_home": dagster_home, "m": manifests, "data": alfworld_data, "run_id": run_id}
+
+
+def test_independent_steps_ran_side_by_side(run):
+    """--jobs 2: steps with no path between them in the graph ran at the same time, each in its own
+    process; never more than 2 at once, nor more model steps (tagged act-pipeline/gpu) than --model-steps."""
+    import dagster as dg
+
+    from act_pipeline.assets.common import GPU_TAG
+    from act_pipeline.cli import concurrency, downstream
+
+    with dg.DagsterInstance.from_config(str(run["dagster_home"])) as instance:
+        spans = step_spans(instance, run["run_id"])
+        started = instance.all_logs(run["run_id"], of_type=dg.DagsterEventType.STEP_WORKER_STARTED)
+        workers = {r.step_key for r in started}
+        plan = instance.get_execution_plan_snapshot(instance.get_run_by_id(run["run_id"]).execution_plan_snapshot_id)
+    assert len(spans) >= len(ASSETS) + len(SW_ASSETS) and workers == set(spans)  # every step its own process
+    upstream = {s.key: {h.step_key for i in s.inputs for h in i.upstream_output_handles} for s in plan.steps}
+    side_by_side = [(a, b) for a in spans for b in spans if a < b and overlap(spans[a], spans[b])]
+    assert side_by_side, spans
+    for a, b in side_by_side:  # Dagster ran nothing before what it reads
+        assert b not in downstream([a], upstream) and a not in downstream([b], upstream), (a, b)
+    assert most_at_once(spans.values()) == 2
+    model = {s.key for s in plan.steps if GPU_TAG in s.tags}
+    assert {"alfworld__act_checkpoint", "alfworld__evaluation"} <= model
+    assert most_at_once([spans[k] for k in model if k in spans]) <= concurrency(2, 0)[1]
 
 
 def test_every_asset_materialized_in_the_instance(run):
@@ -274,8 +304,10 @@ def _eval_change_reruns_only_evaluation(run, tmp_path):
     profile.write_text(SMOKE.read_text().replace("  max_steps: 3\n", "  max_steps: 2\n"))
     assert profile.read_text() != SMOKE.read_text()
     before = {a: run["m"][a]["hash"] for a in ASSETS}
-    res = _cli(run, profile=profile)
+    res = _cli(run, "--jobs", "1", profile=profile)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "one step at a time, in this process" in res.stdout
+    _evaluations_one_after_another(run, res.stdout)
     fresh_line = [ln for ln in res.stdout.splitlines() if ln.startswith("act-pipeline: fresh, not recomputed:")][0]
     fresh = set(fresh_line.split("not recomputed: ", 1)[1].split(", "))
     for a in ASSETS[:-2] + [f"scienceworld/{a}" for a in SW_ASSETS[:-1]]:
@@ -285,6 +317,19 @@ def _eval_change_reruns_only_evaluation(run, tmp_path):
     assert {a: after[a]["hash"] for a in ASSETS[:-2]} == {a: before[a] for a in ASSETS[:-2]}
     rep = json.loads(Path(after["eval_report"]["report_json"]).read_text())
     assert rep["meta"]["max_steps"] == 2
+
+
+def _evaluations_one_after_another(run, stdout: str) -> None:
+    """--jobs 1: the two benchmarks' evaluations (independent steps) ran one after the other, in process."""
+    import dagster as dg
+
+    run_id = stdout.split("act-pipeline: run ", 1)[1].split()[0]
+    with dg.DagsterInstance.from_config(str(run["dagster_home"])) as instance:
+        spans = step_spans(instance, run_id)
+        assert not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED)  # no step processes
+    assert {"alfworld__evaluation", "scienceworld__evaluation", "eval_report"} <= set(spans)
+    assert not overlap(spans["alfworld__evaluation"], spans["scienceworld__evaluation"]), spans
+    assert most_at_once(spans.values()) == 1
 
 
 def test_lineage_chain_from_policy_back_to_games(run, capsys, alfworld_data):

@@ -9,7 +9,7 @@ counts with every module in it.
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
@@ -18,11 +18,13 @@ from act_pipeline.files import sha256_bytes
 
 
 def _sources(name: str) -> list[tuple[str, bytes]]:
-    mod = importlib.import_module(name)
+    # the files are found, not imported: a process that only builds the definitions (each step's
+    # process of a multiprocess run, the UI's code server) does not import torch and the rest for them
+    spec = importlib.util.find_spec(name)
     names = [name]
-    if hasattr(mod, "__path__"):  # a package: every module in it
-        names += sorted(i.name for i in pkgutil.walk_packages(mod.__path__, prefix=name + "."))
-    return [(n, Path(importlib.import_module(n).__file__).read_bytes()) for n in names]
+    if spec.submodule_search_locations is not None:  # a package: every module in it
+        names += sorted(i.name for i in pkgutil.walk_packages(spec.submodule_search_locations, prefix=name + "."))
+    return [(n, Path(importlib.util.find_spec(n).origin).read_bytes()) for n in names]
 
 
 def source_hash(*modules: str) -> str:
