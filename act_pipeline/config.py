@@ -162,6 +162,9 @@ class ILConfig(_Section):
     max_steps: NonNeg = 30
     learning_rate: float = 2e-5
     per_device_train_batch_size: Pos = 8
+    # micro-batches per optimizer step: the batch is per_device_train_batch_size x this (x processes);
+    # the same examples and update as one micro-batch of that size, in less memory
+    gradient_accumulation_steps: Pos = 1
     seed: int = 0
     bf16: bool = False
     save_steps: NonNeg = 0
@@ -292,7 +295,8 @@ class EarlyExperienceConfig(_Section):
 
 # section -> fields added after profiles were in use (see PipelineConfig.section_hash)
 ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics", "judgement"),
-                "sampling": ("states_per_game",), "act": ("answer",)}
+                "sampling": ("states_per_game",), "act": ("answer",),
+                "il": ("gradient_accumulation_steps",)}
 # section -> fields that only set how a stage runs (processes, threads, when it keeps resume state),
 # never what it makes: never in the section hash, so changing them never makes an asset stale (nor
 # moves a training's trainer_state folder, which is keyed by the hash)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The science result (README: Results), on this machine.
-#   scripts/science.sh [--home DIR] [--jobs N=2]    configs/science.yaml on a fresh data root, then
+#   scripts/science.sh [--home DIR] [--jobs N=3]    configs/science.yaml on a fresh data root, then
 #                                                   results/science/{latest.json,latest.md,*.png}
 #   scripts/science.sh --tune LR[,LR...] [--home DIR]   configs/science-tune.yaml (the validation
 #                                                   split, one seed) for each ACT learning rate
@@ -10,7 +10,7 @@
 # ALFWORLD_DATA: the official ALFWorld data (default ../shared/alfworld when it is there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-home=".act_home_science" tune="" sets=() jobs=2  # 2 seeds at once: 3 IL trainings at once were OOM-killed in 24 GiB (2026-12-01)
+home=".act_home_science" tune="" sets=() jobs=3  # the 3 seeds at once (one torch thread each; IL in micro-batches of 2 fits 24 GiB)
 while [ $# -gt 0 ]; do
   case "$1" in
     --home) home="$2"; shift 2 ;;
@@ -36,5 +36,5 @@ if [ -e "$home" ]; then
   echo "error: $home exists: the science run starts from a fresh data root (remove it, or pass --home)" >&2
   exit 2
 fi
-act-pipeline run --profile configs/science.yaml --home "$home" --jobs "$jobs"
+act-pipeline run --profile configs/science.yaml --home "$home" --jobs "$jobs" --model-steps "$jobs"
 python -m act_pipeline.science publish --home "$home" --out results/science

@@ -116,6 +116,7 @@ def train_sft(
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         seed=cfg.seed,
         bf16=effective_bf16(cfg.bf16, log),
         completion_only_loss=True,
