@@ -217,7 +217,7 @@ def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict
     states the commit, the machine, its load, the minutes of every stage (from the Dagster runs
     that made the current materializations) and what was tried while tuning (the file
     ``<profile>.tuning.md`` beside the profile, one item a line)."""
-    from act_pipeline.evaluation.science import science_result, write_science
+    from act_pipeline.evaluation.science import science_result, tuning_notes, write_science
     from act_pipeline.machine import machine_info, machine_line
 
     docs = {s: json.loads(Path(m["uri"]).read_text()) for s, m in sorted(per_seed.items())}
@@ -225,8 +225,7 @@ def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict
     curves = {s: d["meta"].get("judgement_curve") or [] for s, d in docs.items()}
     info = machine_info(cfg.threads)
     notes = Path(cfg.source).with_suffix(".tuning.md")
-    tuning = ([ln.lstrip("-* ").strip() for ln in notes.read_text().splitlines() if ln.strip().startswith(("-", "*"))]
-              if notes.is_file() else [f"not recorded ({notes.name} is not there)"])
+    tuning = tuning_notes(notes.read_text()) if notes.is_file() else [f"not recorded ({notes.name} is not there)"]
     meta = {"profile": cfg.name, "profile_file": cfg.source, "benchmark": bench,
             "commit": info["git_commit"] + ("+dirty" if info["git_dirty"] else ""),
             "machine": machine_line(info),

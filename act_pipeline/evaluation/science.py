@@ -47,6 +47,23 @@ METHOD = ("Each arm's mean is the mean over training seeds of its per-seed item 
           "on 0/1 outcomes. p values are not corrected for multiple comparisons.")
 
 
+def tuning_notes(text: str) -> list[str]:
+    r"""The items of a tuning notes file (``<profile>.tuning.md``): each Markdown list item whole,
+    its continuation lines joined, its emphasis kept; headings and other text are not items.
+
+    >>> tuning_notes("# Tried\n\n- **lr 1e-5**: chance,\n  one slot.\n* lr 3e-5\n\n## Next\n- more steps\n")
+    ['**lr 1e-5**: chance, one slot.', 'lr 3e-5', 'more steps']
+    """
+    items: list[str] = []
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith(("- ", "* ")):
+            items.append(s[2:].strip())
+        elif s and items and line[:1] in (" ", "\t"):  # an item's continuation line
+            items[-1] += " " + s
+    return items
+
+
 def _diff_key(a: str, b: str) -> str:
     return f"diff_{a}_minus_{b}"
 
