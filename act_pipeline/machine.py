@@ -77,6 +77,17 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+CODE_PATHS = ("act_pipeline", "configs", "scripts", "pyproject.toml")
+
+
+def code_commit() -> str:
+    """The commit the code runs at, ``+dirty`` when the code (``CODE_PATHS``: the package, profiles,
+    scripts, dependencies) has changes not committed; documentation and results do not count.
+    "" outside a git checkout."""
+    head = git("rev-parse", "HEAD")
+    return head + ("+dirty" if head and git("status", "--porcelain", "--", *CODE_PATHS) else "")
+
+
 def git(*args) -> str:
     """``git <args>`` in the repository ("" when git or the repository is not there)."""
     try:

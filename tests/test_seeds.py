@@ -74,6 +74,10 @@ def test_seeds_partition_the_arms_and_the_report_aggregates_them(homes, alfworld
     assert set(res["per_seed"]) == {"0", "1"}
     assert res["wall_minutes"]["total"] > 0 and "alfworld/act_checkpoint" in res["wall_minutes"]
     assert res["commit"] and res["machine"] and res["load"]
+    from act_pipeline.machine import git
+
+    # the commit the evaluations ran at (this checkout), whenever the report is made
+    assert res["commit"].split("+")[0] == git("rev-parse", "HEAD") and res["meta"]["report_commit"]
     assert "success" not in res  # games_valid_* = 0: nothing played, no success rate over 0 games
     assert set(res["answer_bias"]) == {"base", "act"} and set(res["answer_bias"]["act"]) == {"0", "1"}
     assert sorted(int(s) for s in res["curves"]) == [0, 1]

@@ -44,6 +44,7 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
               expert_trajectories: dict, contrast_pairs: dict, arms: dict[str, dict]) -> dg.Output[dict]:
     from act_pipeline.envs.workers import game_envs
     from act_pipeline.evaluation import run
+    from act_pipeline.machine import code_commit
 
     cfg = profile.config()
     setup_torch(cfg)
@@ -71,7 +72,7 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
                                         log=context.log.info, cache=cache, new_tokens=budgets)
     # the benchmark's settings first (the report names ScienceWorld's tasks and max_admissible)
     meta = {**cfg.to_dict()[b.name], "profile": cfg.name, "profile_file": cfg.source, "seed": e.seed, "max_steps": e.max_steps,
-            "split": split, "training_seed": partition_seed(context),
+            "split": split, "training_seed": partition_seed(context), "code_commit": code_commit(),
             "model_name": base_model.get("name"), "base_model_hash": base_model["hash"],
             "checkpoints": {a: m["uri"] for a, m in {"base": base_model, **arms}.items()},
             **run.method_meta(cfg, contrast_pairs.get("origins"), arms),
@@ -226,8 +227,12 @@ def _science(context, out: Path, cfg: PipelineConfig, bench: str, per_seed: dict
     info = machine_info(cfg.threads)
     notes = Path(cfg.source).with_suffix(".tuning.md")
     tuning = tuning_notes(notes.read_text()) if notes.is_file() else [f"not recorded ({notes.name} is not there)"]
+    # the commit(s) the evaluations ran at (the code that scored the arms), not the one the report
+    # is made at: a report made later, or from a tree with other changes, still names the run's code
+    made = sorted({d["meta"]["code_commit"] for d in docs.values() if d["meta"].get("code_commit")})
+    now = info["git_commit"] + ("+dirty" if info["git_dirty"] else "")
     meta = {"profile": cfg.name, "profile_file": cfg.source, "benchmark": bench,
-            "commit": info["git_commit"] + ("+dirty" if info["git_dirty"] else ""),
+            "commit": ", ".join(made) or now, "report_commit": now,
             "machine": machine_line(info),
             "machine_detail": {k: info.get(k) for k in ("cpu_model", "logical_cpus", "memory_gib", "cpu_flags",
                                                          "platform", "torch", "transformers", "trl", "dagster")},
