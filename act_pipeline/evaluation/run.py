@@ -86,7 +86,8 @@ class EvalCache:
     """An arm's metrics and trace, kept under ``root`` by what defines them: the checkpoint's
     content hash, the thinking setting, the items (ids, in order), the eval settings and the
     evaluation's code version. The base model, scored in every training seed's evaluation, is
-    scored once; a second process asking for the same key waits for the first (a file lock)."""
+    scored once; a second process asking for the same key waits for the first (a file lock), after
+    scoring its other arms (``entry(key, wait=False)``)."""
 
     def __init__(self, root: Path, code_version: str | None, extra: dict | None = None):
         # extra: whatever else defines the scores (e.g. the hashes of the games played)
@@ -105,12 +106,17 @@ class EvalCache:
              "code": self.code_version, **self.extra}, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     @contextlib.contextmanager
-    def entry(self, key: str):
-        """Hold the key's lock; yields (path, cached doc or None)."""
+    def entry(self, key: str, wait: bool = True):
+        """Hold the key's lock; yields (path, cached doc or None). ``wait=False``: yields None at once
+        when another process holds the lock (it is scoring that key now)."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"{key}.json"
         with open(self.root / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield None
+                return
             try:
                 yield path, (json.loads(path.read_text()) if path.exists() else None)
             finally:
@@ -130,13 +136,23 @@ def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[d
     from act_pipeline.files import write_json
 
     results, traces = {}, {}
-    for i, (arm, manifest, thinks) in enumerate(plan, 1):
+    # an arm another process is scoring now (the base model, in another seed's evaluation) waits
+    # until this one's other arms are scored, then is read back: no core idles on the lock
+    todo, deferred = list(enumerate(plan, 1)), []
+    while todo:
+        i, (arm, manifest, thinks) = todo.pop(0)
+        trace = None
         if cache is None or "hash" not in manifest:
             results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
                                                 benchmark, rollouts, log, budgets.get(arm))
         else:
             key = cache.key(manifest, thinks, pairs, states, e, arm_metrics(arm, e), budgets.get(arm))
-            with cache.entry(key) as (path, doc):
+            with cache.entry(key, wait=not todo) as held:
+                if held is None:
+                    log(f"{benchmark}: arm {i}/{len(plan)} {arm}: another process is scoring it; the other arms first")
+                    deferred.append((i, (arm, manifest, thinks)))
+                    continue  # (todo is not empty: the last arm waits for the lock)
+                path, doc = held
                 if doc is not None:
                     log(f"{benchmark}: arm {i}/{len(plan)} {arm}: scored before on the same items ({path.name})")
                     results[arm], trace = [Metric.from_dict(m) for m in doc["metrics"]], doc["trace"]
@@ -146,7 +162,10 @@ def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[d
                     write_json(path, {"metrics": [m.to_dict() for m in results[arm]], "trace": trace})
         if trace is not None:
             traces[arm] = trace
-    return results, traces
+        if not todo:
+            todo, deferred = deferred, []
+    order = [arm for arm, _, _ in plan]  # the plan's order, whatever order they were scored in
+    return ({a: results[a] for a in order}, {a: traces[a] for a in order if a in traces})
 
 
 PROMPTED = ("prompt_no_thinking", "prompt_thinking")
