@@ -152,6 +152,36 @@ def run_info(trainer) -> dict:
             "device": str(trainer.accelerator.device)}
 
 
+def last_checkpoint(work: str | Path) -> str | None:
+    """The last *complete* trainer checkpoint in ``work`` (None if none), the one to resume from.
+
+    The trainer writes a checkpoint in place (weights, optimizer, scheduler, RNG state, then
+    ``trainer_state.json`` last), so a run killed while saving leaves a ``checkpoint-N`` folder
+    without a readable ``trainer_state.json``; transformers' ``get_last_checkpoint`` would pick it
+    (the highest N) and the resume would fail. Such folders are removed; the complete one before
+    them is returned.
+
+    >>> import tempfile; w = Path(tempfile.mkdtemp())
+    >>> for n, state in ((2, "{}"), (4, '{"glo')):
+    ...     (w / f"checkpoint-{n}").mkdir(); _ = (w / f"checkpoint-{n}" / "trainer_state.json").write_text(state)
+    >>> Path(last_checkpoint(w)).name, sorted(p.name for p in w.iterdir())
+    ('checkpoint-2', ['checkpoint-2'])
+    """
+    import json
+    import re
+    import shutil
+
+    work = Path(work)
+    found = [p for p in (work.iterdir() if work.is_dir() else ()) if re.fullmatch(r"checkpoint-\d+", p.name)]
+    for ckpt in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return str(ckpt)
+        except (OSError, ValueError):
+            shutil.rmtree(ckpt, ignore_errors=True)  # half-written when its run was killed
+    return None
+
+
 def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card: dict | None, log: Log, what: str,
                    dtype: str = "float32"):
     """Train (resuming from the last checkpoint in ``work`` if a previous attempt left one),
@@ -165,10 +195,9 @@ def train_and_save(trainer, tokenizer, out_dir: Path, work: Path, progress, card
     import shutil
 
     from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     trainer.remove_callback(PrinterCallback)  # progress goes to the log (Dagster's), not stdout
-    last = get_last_checkpoint(str(work)) if Path(work).is_dir() else None
+    last = last_checkpoint(work)
     if last:
         log(f"{what}: resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
