@@ -136,22 +136,20 @@ def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[d
     from act_pipeline.files import write_json
 
     results, traces = {}, {}
-    # an arm another process is scoring now (the base model, in another seed's evaluation) waits
-    # until this one's other arms are scored, then is read back: no core idles on the lock
-    todo, deferred = list(enumerate(plan, 1)), []
-    while todo:
-        i, (arm, manifest, thinks) = todo.pop(0)
+
+    def score(i: int, arm: str, manifest: dict, thinks: bool, wait: bool) -> bool:
+        """Score (or read back) one arm; False, doing nothing, when ``wait`` is off and another
+        process holds the arm's cache entry."""
         trace = None
         if cache is None or "hash" not in manifest:
             results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
                                                 benchmark, rollouts, log, budgets.get(arm))
         else:
             key = cache.key(manifest, thinks, pairs, states, e, arm_metrics(arm, e), budgets.get(arm))
-            with cache.entry(key, wait=not todo) as held:
+            with cache.entry(key, wait=wait) as held:
                 if held is None:
                     log(f"{benchmark}: arm {i}/{len(plan)} {arm}: another process is scoring it; the other arms first")
-                    deferred.append((i, (arm, manifest, thinks)))
-                    continue  # (todo is not empty: the last arm waits for the lock)
+                    return False
                 path, doc = held
                 if doc is not None:
                     log(f"{benchmark}: arm {i}/{len(plan)} {arm}: scored before on the same items ({path.name})")
@@ -162,8 +160,13 @@ def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[d
                     write_json(path, {"metrics": [m.to_dict() for m in results[arm]], "trace": trace})
         if trace is not None:
             traces[arm] = trace
-        if not todo:
-            todo, deferred = deferred, []
+        return True
+
+    # an arm another process is scoring now (the base model, in another seed's evaluation) is left
+    # for a second pass that waits for it and reads it back: no core idles on the lock meanwhile
+    pending = list(enumerate(plan, 1))
+    for wait in (False, True):
+        pending = [(i, p) for i, p in pending if not score(i, *p, wait=wait)]
     order = [arm for arm, _, _ in plan]  # the plan's order, whatever order they were scored in
     return ({a: results[a] for a in order}, {a: traces[a] for a in order if a in traces})
 
