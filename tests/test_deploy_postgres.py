@@ -226,7 +226,7 @@ def smoke_run(daemon) -> str:
     return run_id
 
 
-# not yet run to the end (written while the machine was busy): `slow` until it has passed once;
+# `slow`: with the smoke run it needs, ~13 min here (passed 2026-12-01, README Deployment);
 # run it with `scripts/test.sh -m postgres tests/test_deploy_postgres.py`
 @pytest.mark.slow
 def test_a_pipeline_run_goes_through_the_queue_and_lands_in_postgres(pg, daemon, smoke_run):
@@ -282,7 +282,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# not yet run to the end (written while the machine was busy): `slow` until it has passed once;
+# `slow`: with the smoke run it needs, ~13 min here (passed 2026-12-01, README Deployment);
 # run it with `scripts/test.sh -m postgres tests/test_deploy_postgres.py`
 @pytest.mark.slow
 def test_an_expert_file_in_the_landing_folder_retrains_through_the_daemon(pg, daemon, smoke_run, capsys):
