@@ -6,7 +6,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.common import Ctx, entry, expert_states, interleaved, pick_spread, profile_call
+from benchmarks.common import Ctx, entry, expert_states, fresh_dirs, interleaved, pick_spread, profile_call
 
 GOAL_PCT = 5.0
 
@@ -90,8 +90,6 @@ def pipeline(model_path: str, pairs: list[dict], cfg, history_len: int, out: Pat
 
 
 def run(ctx: Ctx) -> list[dict]:
-    import shutil
-
     from act_pipeline.config import ACTConfig
 
     states = pick_spread(expert_states(ctx, 2 if ctx.quick else 4), 16)
@@ -100,13 +98,7 @@ def run(ctx: Ctx) -> list[dict]:
     # the smoke / default profiles' act section (1 prompt x 4 generations per step), probes off
     cfg = ACTConfig(max_steps=steps, per_device_train_batch_size=4, num_generations=4, max_completion_length=6,
                     seed=ctx.seed, probe_every=0)
-    n = [0]
-
-    def fresh() -> Path:
-        n[0] += 1
-        d = ctx.scratch / f"grpo{n[0]}"
-        shutil.rmtree(d, ignore_errors=True)
-        return d / "model"
+    fresh = fresh_dirs(ctx, "grpo")
 
     t = interleaved({"plain_trl": lambda: plain_trl(ctx.tiny_model, pairs, cfg, 2, fresh()),
                      "pipeline": lambda: pipeline(ctx.tiny_model, pairs, cfg, 2, fresh())},

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from benchmarks.common import Ctx, entry, interleaved, load
+from benchmarks.common import Ctx, entry, interleaved, load, matmul_flops
 
 
 def read_bandwidth(gib: float = 0.5, repeats: int = 5) -> dict:
@@ -27,18 +27,6 @@ def read_bandwidth(gib: float = 0.5, repeats: int = 5) -> dict:
             "array_GiB": gib, "repeats": repeats}
 
 
-def matmul_flops(n: int = 1024, repeats: int = 5) -> float:
-    """float32 FLOP/s of an n x n matmul (2 n^3 per product), best of ``repeats``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
-
-
 def decode_seconds(model, enc, new_tokens: int) -> float:
     with torch.inference_mode():
         t0 = time.perf_counter()
@@ -53,7 +41,7 @@ def run(ctx: Ctx) -> list[dict]:
     params = sum(p.numel() for p in model.parameters())
     pbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bw = read_bandwidth(0.25 if ctx.quick else 0.5)
-    flops = matmul_flops()
+    flops = matmul_flops(1024, 1024, 1024)
     prompt = "Task: put a clean mug in the coffeemachine. You are in the middle of a room. Looking around"
     n_new = 16 if ctx.quick else 32
     head_dim = cfg.hidden_size // cfg.num_attention_heads

@@ -28,6 +28,7 @@ BENCHMARKS = {  # name -> module (in the order they run)
     "pairs": "benchmarks.bench_pairs",
     "tokens": "benchmarks.bench_tokens",
     "data_scaling": "benchmarks.bench_scaling",
+    "roofline": "benchmarks.bench_roofline",
 }
 
 
@@ -64,6 +65,10 @@ def _extra(r: dict) -> str:
     if "checks" in r and "identical_success_counts" in r["checks"]:
         c = r["checks"]
         return f"wins {c['successes_sequential']} vs {c['successes_batched']}"
+    if "roofline_fraction" in r:
+        f = r["roofline_fraction"]
+        return (f"roofline fraction: pipeline {f['pipeline']:.2f}, plain TRL {f['plain_trl']:.2f} "
+                f"(matmul peak {r['matmul_peak']['peak_GFLOPs']} GFLOP/s)")
     if r["name"].startswith("tokens"):
         return f"{r['roofline']['read_bandwidth']['read_GBps']} GB/s, {r['roofline']['matmul_GFLOPs']} GFLOP/s"
     return ""

@@ -33,7 +33,7 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert {r["benchmark"] for r in doc["results"]} == set(BENCHMARKS)
     names = {r["name"] for r in doc["results"]}
     assert {"sampling", "rollouts", "grpo_step", "noop_rerun", "incremental_games", "pairs_build",
-            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment"} <= names
+            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment", "sft_roofline", "grpo_roofline"} <= names
     for r in doc["results"]:
         assert "error" not in r, r
         assert WAY_KEYS <= set(r["a"]) and WAY_KEYS <= set(r["b"]), r["name"]
@@ -50,6 +50,18 @@ def test_quick_suite_writes_the_results(tmp_path):
     inc = by["data_increment"]["checks"]
     assert inc["games_replayed"] == 0 and inc["played_rows_unchanged"] is True and inc["rows_added"] > 0
     assert 0 < inc["states_sampled"] < inc["states"]  # only the imported states
+    for name in ("sft_roofline", "grpo_roofline"):
+        r = by[name]
+        assert r["matmul_peak"]["peak_GFLOPs"] == max(r["matmul_peak"]["GFLOPs"].values()) > 0
+        assert 0 < r["matmul_params"] <= r["total_params"]  # the Linear weights (a tied LM head once)
+        assert set(r["roofline_fraction"]) >= {"plain_trl", "pipeline"} and all(f > 0 for f in r["roofline_fraction"].values())
+        assert r["met"] is (r["roofline_fraction"]["pipeline"] >= 0.5)
+        assert r["checks"]["same_tokens_trained"] is True
+        assert r["before_after"]
+    sft = by["sft_roofline"]
+    assert sft["padding_share"]["pipeline_padding_free"] == 0 < sft["padding_share"]["pipeline"]
+    assert sft["checks"]["identical_losses_plain_trl"] is True and sft["checks"]["max_abs_loss_diff_padding_free"] < 1e-5
+    assert by["grpo_roofline"]["checks"]["ref_model_loaded_at_beta_0"] is False
     table = (tmp_path / "latest.md").read_text()
     assert "| benchmark | way A (baseline) | way B (pipeline) |" in table
     assert all(f"| {n} |" in table for n in names)

@@ -86,10 +86,20 @@ def train_sft(
     work_dir: str | Path | None = None,
     training: TrainingConfig | None = None,
     dataset=action_dataset,
+    padding_free: bool = False,
 ) -> dict:
     """SFT from ``init_model`` on ``steps``; ``dataset(steps, tokenizer, history_len, thinking)``
     makes the prompt/completion examples (IL: :func:`action_dataset`; Early Experience:
-    :func:`reflection_dataset`)."""
+    :func:`reflection_dataset`).
+
+    ``padding_free`` (TRL's ``padding_free``): the examples of a micro-batch go through the model as
+    one row, each attending only to itself (transformers builds the block-diagonal mask from the
+    restarting ``position_ids``, with SDPA as with FlashAttention), so no FLOPs go to padding. The
+    losses and the update are those of the padded batch (tests/test_sft_padding_free.py). Off by
+    default until the sft_roofline benchmark shows it faster on an idle machine (packed rows attend
+    through a block-diagonal mask over the whole row, which can cost more than the padding saves;
+    benchmarks/bench_roofline.py measures both). TRL does not cut padding-free examples to ``max_length``, so
+    none is passed then: the length check below is what holds every example within it."""
     from trl import SFTConfig, SFTTrainer
 
     if not steps:
@@ -120,7 +130,8 @@ def train_sft(
         seed=cfg.seed,
         bf16=effective_bf16(cfg.bf16, log),
         completion_only_loss=True,
-        max_length=max_length,
+        padding_free=padding_free,
+        max_length=None if padding_free else max_length,
         logging_steps=1,
         report_to="none",
         disable_tqdm=True,

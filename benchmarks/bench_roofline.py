@@ -1,0 +1,370 @@
+"""8. Training tokens/s as a fraction of the FLOP roofline: IL (SFT) and ACT (GRPO), each through the
+pipeline and through a plain TRL script on the same examples, the roofline from a matmul peak
+measured in the same run.
+
+FLOPs counted (P = the parameters the forward multiplies: every ``nn.Linear`` weight, the LM head
+included; SmolLM2 ties it to the embedding, whose lookup is no matmul and is not counted again;
+norms and attention scores are left out):
+
+- SFT: 6·P per real (non-padding) token trained (forward 2·P, backward 4·P);
+- GRPO: 6·P per prompt or completion token of every sequence trained, plus its generation:
+  2·P per prompt token (prefill) and per generated token after the first (the first comes out of
+  the prefill): 6·P·T + 2·P·(T − sequences), T = the step's prompt + completion tokens (TRL's
+  ``num_tokens``).
+
+fraction = FLOPs per second of the steady-state steps (each run's first step dropped) / the
+matmul peak (float32, this thread count, the best of the model's matmul shapes and a 1024² one).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from benchmarks.common import (REPO, Ctx, entry, expert_states, fresh_dirs, interleaved, matmul_flops, matmul_peak,
+                               pick_spread)
+
+GOAL = 0.5
+
+
+def matmul_params(model) -> int:
+    """Parameters the forward multiplies: every ``nn.Linear`` weight (a tied LM head once, as the head)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def model_shapes(model_path: str, tokens: int) -> dict[str, tuple[int, int, int]]:
+    """The model's large matmuls at ``tokens`` rows, and a square 1024² one."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_path)
+    h, i, v = c.hidden_size, c.intermediate_size, c.vocab_size
+    return {f"mlp_up {tokens}x{h} @ {h}x{i}": (tokens, h, i), f"mlp_down {tokens}x{i} @ {i}x{h}": (tokens, i, h),
+            f"lm_head {tokens}x{h} @ {h}x{v}": (tokens, h, v), "square 1024x1024 @ 1024x1024": (1024, 1024, 1024)}
+
+
+def precision_lever(shape: tuple[int, int, int]) -> dict:
+    """``torch.set_float32_matmul_precision``: GFLOP/s of ``shape`` at each setting, and whether the
+    product is bit-identical to the default ("highest")."""
+    before = torch.get_float32_matmul_precision()
+    a, b = torch.randn(shape[0], shape[1]), torch.randn(shape[1], shape[2])
+    ref = a @ b
+    out = {}
+    try:
+        for p in ("highest", "high", "medium"):
+            torch.set_float32_matmul_precision(p)
+            out[p] = {"GFLOPs": round(matmul_flops(*shape, repeats=3) / 1e9, 2), "identical": bool(torch.equal(a @ b, ref))}
+    finally:
+        torch.set_float32_matmul_precision(before)
+    return out
+
+
+class Meter(TrainerCallback):
+    """Per step: the time it ended, TRL's cumulative ``num_tokens`` (real tokens: prompt and
+    completion, padding not counted) and the positions the model's forward got (with gradients:
+    training, padding included; without: generation)."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+        self.tokens: dict[int, float] = {}
+        self.positions: dict[int, tuple[int, int]] = {}
+        self.losses: list[float] = []
+        self.rewards: list[float] = []
+        self._train = self._nograd = 0
+        self._handle = None
+
+    def _count(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0]
+        if isinstance(ids, torch.Tensor):
+            if torch.is_grad_enabled():
+                self._train += ids.numel()
+            else:
+                self._nograd += ids.numel()
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if model is not None and self._handle is None:
+            self._handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def on_step_end(self, args, state, control, **kw):
+        self.stamps.append(time.perf_counter())
+        self.positions[state.global_step] = (self._train, self._nograd)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "num_tokens" in logs:
+            self.tokens[state.global_step] = float(logs["num_tokens"])
+        if "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+        if "reward" in logs:
+            self.rewards.append(float(logs["reward"]))
+
+    def on_train_end(self, args, state, control, **kw):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def summary(self) -> dict:
+        """The steady-state steps (the first dropped): seconds, real tokens, positions."""
+        steps = sorted(self.positions)
+        first, last = steps[0], steps[-1]
+        return {"steps_timed": last - first, "seconds": self.stamps[-1] - self.stamps[0],
+                "tokens": self.tokens[last] - self.tokens[first],
+                "train_positions": self.positions[last][0] - self.positions[first][0],
+                "generate_positions": self.positions[last][1] - self.positions[first][1],
+                "step_seconds": [round(b - a, 3) for a, b in zip(self.stamps, self.stamps[1:])],
+                "losses": self.losses, "rewards": self.rewards}
+
+
+@contextmanager
+def metered(module, meter: Meter):
+    """The pipeline's trainer (``module.train_*``) with ``meter``'s events chained to its progress
+    callback, as the pipeline builds it (nothing else changes)."""
+    original = module.progress_callback
+
+    def patched(*a, **kw):
+        cb = original(*a, **kw)
+        for event in ("on_train_begin", "on_step_end", "on_log", "on_train_end"):
+            inner, mine = getattr(cb, event), getattr(meter, event)
+
+            def chained(*x, _inner=inner, _mine=mine, **y):
+                _mine(*x, **y)
+                return _inner(*x, **y)
+
+            setattr(cb, event, chained)
+        return cb
+
+    module.progress_callback = patched
+    try:
+        yield
+    finally:
+        module.progress_callback = original
+
+
+def plain_sft(model_path: str, rows: list[dict], cfg, history_len: int, max_length: int, out: Path) -> dict:
+    """A minimal TRL script: the same model, examples and SFTConfig values; TRL's defaults otherwise."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from act_pipeline.act.prompts import State, agent_prompt
+    from act_pipeline.training.sft import action_target
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    ds = Dataset.from_list([{"prompt": agent_prompt(tok, State.from_row(r), history_len),
+                             "completion": action_target(r["expert_action"])} for r in rows])
+    args = SFTConfig(output_dir=str(out), save_strategy="no", use_cpu=True, max_steps=cfg.max_steps,
+                     learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
+                     gradient_accumulation_steps=cfg.gradient_accumulation_steps, seed=cfg.seed, bf16=False,
+                     completion_only_loss=True, max_length=max_length, logging_steps=1, report_to="none",
+                     disable_tqdm=True, dataloader_num_workers=0)
+    meter = Meter()
+    SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[meter]).train()
+    return {**meter.summary(), "gradient_checkpointing": bool(args.gradient_checkpointing)}
+
+
+def pipeline_sft(model_path: str, rows: list[dict], cfg, history_len: int, out: Path, padding_free: bool) -> dict:
+    from act_pipeline.training import sft
+
+    meter = Meter()
+    with metered(sft, meter):
+        sft.train_sft(model_path, rows, out, cfg, history_len=history_len, log=lambda m: None, padding_free=padding_free)
+    return meter.summary()
+
+
+def plain_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: Path) -> dict:
+    """A minimal TRL GRPOTrainer script: the same model, prompts, reward, generation restriction
+    (``act.answer: choice``) and GRPOConfig values; TRL's defaults otherwise."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from act_pipeline.act.prompts import State, choice_token_ids, critic_prompt
+    from act_pipeline.act.rewards import make_judgement_reward
+    from act_pipeline.training.act_grpo import restricted_generation, stop_token_ids
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    ds = Dataset.from_list([{"prompt": critic_prompt(tok, State.from_row(r), r["action_1"], r["action_2"], history_len),
+                             "expert_slot": r["expert_slot"], "action_1": r["action_1"], "action_2": r["action_2"]}
+                            for r in pairs])
+    choice = cfg.answer == "choice"
+    extra = {"generation_kwargs": restricted_generation(choice_token_ids(tok),
+                                                        int(model.get_output_embeddings().weight.shape[0]), False),
+             "max_completion_length": 1} if choice else {"max_completion_length": cfg.max_completion_length}
+    args = GRPOConfig(output_dir=str(out), save_strategy="no", use_cpu=True, max_steps=cfg.max_steps,
+                      learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.per_device_train_batch_size,
+                      num_generations=cfg.num_generations, temperature=cfg.temperature, beta=cfg.beta, seed=cfg.seed,
+                      bf16=False, logging_steps=1, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+                      **extra)
+    reward = make_judgement_reward(cfg.unparsable_penalty, stop_token_ids(model_path), one_token_choice=choice)
+    meter = Meter()
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
+                          callbacks=[meter])
+    trainer.train()
+    return {**meter.summary(), "ref_model_loaded": trainer.ref_model is not None,
+            "gradient_checkpointing": bool(args.gradient_checkpointing)}
+
+
+def pipeline_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: Path) -> dict:
+    from act_pipeline.training import act_grpo
+
+    meter = Meter()
+    with metered(act_grpo, meter):
+        act_grpo.train_act(model_path, pairs, out, cfg, history_len=history_len, log=lambda m: None)
+    return meter.summary()
+
+
+def _rates(results: list[dict], flops_of, peak: float) -> dict:
+    """Per run: real tokens/s and the roofline fraction of the steady-state steps; medians over runs."""
+    tps = [r["tokens"] / r["seconds"] for r in results]
+    frac = [flops_of(r) / r["seconds"] / peak for r in results]
+    return {"tokens_per_s": statistics.median(tps), "fraction": statistics.median(frac),
+            "fractions": [round(f, 4) for f in frac]}
+
+
+def _way(label: str, timing: dict, rate: dict) -> dict:
+    r0 = timing["results"]
+    return {"label": label, "seconds": timing["seconds"], "median_s": round(timing["median_s"], 4),
+            "rate": round(rate["tokens_per_s"], 3), "unit": "tokens/s", "roofline_fraction": round(rate["fraction"], 4),
+            "roofline_fractions": rate["fractions"],
+            "median_step_s": round(statistics.median([s for r in r0 for s in r["step_seconds"]] or [0]), 3),
+            "per_run": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in r0]}
+
+
+def run(ctx: Ctx) -> list[dict]:
+    from act_pipeline.config import load_config
+    from act_pipeline.models import context_window, load_model
+    from benchmarks.bench_grpo import make_pairs
+
+    prof = load_config(REPO / "configs" / "science.yaml")  # the measured run's profile: its il / act sections
+    history_len = prof.alfworld.history_len
+    steps = 3 if ctx.quick else 4
+    repeats = 1 if ctx.quick else 2
+    model, _ = load_model(ctx.model)
+    P = matmul_params(model)
+    total_params = sum(p.numel() for p in model.parameters())
+    del model
+    shapes = model_shapes(ctx.model, 256 if ctx.quick else 1024)
+    peak = matmul_peak(shapes, repeats=3 if ctx.quick else 5)
+    ctx.log(f"  matmul peak {peak['peak_GFLOPs']} GFLOP/s ({peak['peak_shape']}); P = {P:,} matmul parameters")
+    peak_flops = peak["peak_GFLOPs"] * 1e9
+    precision = precision_lever(peak["shapes"][peak["peak_shape"]])
+    rows = pick_spread(expert_states(ctx, 2 if ctx.quick else 4), 16)
+    fresh = fresh_dirs(ctx, "roofline")
+
+    common = {"model": ctx.model_name, "seed": ctx.seed, "matmul_params": P, "total_params": total_params,
+              "matmul_peak": peak, "repeats": repeats, "profile": "configs/science.yaml", "history_len": history_len}
+
+    # --- SFT (IL): the profile's batch (micro-batches x accumulation), real expert steps ---
+    il = prof.il.model_copy(update={"max_steps": steps, "save_steps": 0, "save_every_s": 0.0, "seed": ctx.seed})
+    max_length = il.max_length or context_window(ctx.model, prof.model)
+    t = interleaved({"plain_trl": lambda: plain_sft(ctx.model, rows, il, history_len, max_length, fresh()),
+                     "pipeline": lambda: pipeline_sft(ctx.model, rows, il, history_len, fresh(), False),
+                     "pipeline_padding_free": lambda: pipeline_sft(ctx.model, rows, il, history_len, fresh(), True)},
+                    repeats, ctx.log)
+    sft_flops = lambda r: 6 * P * r["tokens"]  # noqa: E731
+    rate = {k: _rates(t[k]["results"], sft_flops, peak_flops) for k in t}
+    loss = {k: t[k]["results"][0]["losses"] for k in t}
+    r0 = {k: t[k]["results"][0] for k in t}
+    pad_share = {k: round(1 - r0[k]["tokens"] / r0[k]["train_positions"], 4) for k in t}
+    sft = entry(
+        "sft_roofline", "IL (SFT) training tokens/s as a fraction of the FLOP roofline (6·P·tokens / matmul peak), "
+        "the pipeline's train_sft vs a plain TRL SFTTrainer script, same examples and SFTConfig values",
+        _way("plain TRL SFTTrainer script", t["plain_trl"], rate["plain_trl"]),
+        _way("act_pipeline.training.sft.train_sft", t["pipeline"], rate["pipeline"]),
+        rate["pipeline"]["tokens_per_s"] / rate["plain_trl"]["tokens_per_s"], f">= {GOAL} of the roofline",
+        rate["pipeline"]["fraction"] >= GOAL, **common,
+        roofline_fraction={k: round(rate[k]["fraction"], 4) for k in t},
+        flops="6 x matmul_params x real (non-padding) tokens per step; padding and attention scores not counted",
+        params={"max_steps": steps, "steps_timed_per_run": steps - 1,
+                "per_device_train_batch_size": il.per_device_train_batch_size,
+                "gradient_accumulation_steps": il.gradient_accumulation_steps, "learning_rate": il.learning_rate,
+                "max_length": max_length, "examples": len(rows)},
+        tokens_per_step={k: round(r0[k]["tokens"] / r0[k]["steps_timed"], 1) for k in t},
+        positions_per_step={k: round(r0[k]["train_positions"] / r0[k]["steps_timed"], 1) for k in t},
+        padding_share=pad_share,
+        checks={"same_tokens_trained": len({r0[k]["tokens"] for k in t}) == 1,
+                "losses": loss,
+                "max_abs_loss_diff_padding_free": max(abs(a - b) for a, b in zip(loss["pipeline"], loss["pipeline_padding_free"])),
+                "identical_losses_plain_trl": loss["plain_trl"] == loss["pipeline"],
+                "plain_trl_gradient_checkpointing": r0["plain_trl"]["gradient_checkpointing"]},
+    )
+    sft["before_after"] = [
+        {"lever": "gradient checkpointing off (TRL's SFTConfig default: on; the pipeline sets it off, trainer_extras)",
+         "before": {"rate": sft["a"]["rate"], "unit": "tokens/s"},
+         "after": {"rate": sft["b"]["rate"], "unit": "tokens/s"},
+         "note": "kept (already in the pipeline): the same gradients, recomputation only; before = plain TRL, after = "
+                 "the pipeline"},
+        {"lever": "padding_free (each micro-batch as one row, block-diagonal attention from position_ids; "
+                  "tests/test_sft_padding_free.py: same losses and gradients)",
+         "before": {"rate": sft["b"]["rate"], "unit": "tokens/s"},
+         "after": {"rate": round(rate["pipeline_padding_free"]["tokens_per_s"], 3), "unit": "tokens/s"},
+         "roofline_fraction_after": round(rate["pipeline_padding_free"]["fraction"], 4),
+         "note": f"padding share {pad_share['pipeline']:.1%} -> {pad_share['pipeline_padding_free']:.1%}; "
+                 "train_sft(padding_free=...) default off: flip it where an idle run shows after > before"},
+        {"lever": "torch.set_float32_matmul_precision (matmul GFLOP/s at the peak shape; identical product?)",
+         **{p: f"{v['GFLOPs']} GFLOP/s, identical {v['identical']}" for p, v in precision.items()},
+         "kept": "no: the default ('highest') stays; the setting allows TF32 / bf16 matmuls, which change results "
+                 "where the hardware has them (not on an AVX2-only CPU: products identical, GFLOP/s within noise)"},
+        {"lever": "length bucketing (train_sampling_strategy='group_by_length')",
+         "result": "not tried: it changes which examples share a batch (a different training run); padding_free "
+                   "removes the padding without changing the batches"},
+    ]
+
+    # --- GRPO (ACT): the profile's act section, real critic prompts ---
+    act = prof.act.model_copy(update={"max_steps": steps, "save_steps": 0, "save_every_s": 0.0, "probe_every": 0,
+                                      "seed": ctx.seed})
+    pairs = make_pairs(rows)
+    t = interleaved({"plain_trl": lambda: plain_grpo(ctx.model, pairs, act, history_len, fresh()),
+                     "pipeline": lambda: pipeline_grpo(ctx.model, pairs, act, history_len, fresh())},
+                    repeats, ctx.log)
+    seqs = act.per_device_train_batch_size  # sequences per step (one process, no accumulation)
+
+    def grpo_flops(r):
+        return 6 * P * r["tokens"] + 2 * P * (r["tokens"] - seqs * r["steps_timed"])
+
+    rate = {k: _rates(t[k]["results"], grpo_flops, peak_flops) for k in t}
+    r0 = {k: t[k]["results"][0] for k in t}
+    grpo = entry(
+        "grpo_roofline", "ACT (GRPO) training tokens/s as a fraction of the FLOP roofline (6·P·T training + "
+        "2·P·(T - sequences) generation, / matmul peak), the pipeline's train_act vs a plain TRL GRPOTrainer script",
+        _way("plain TRL GRPOTrainer script", t["plain_trl"], rate["plain_trl"]),
+        _way("act_pipeline.training.act_grpo.train_act", t["pipeline"], rate["pipeline"]),
+        rate["pipeline"]["tokens_per_s"] / rate["plain_trl"]["tokens_per_s"], f">= {GOAL} of the roofline",
+        rate["pipeline"]["fraction"] >= GOAL, **common,
+        roofline_fraction={k: round(rate[k]["fraction"], 4) for k in t},
+        flops="6 x P x T (training, T = prompt + completion tokens of every sequence, TRL's num_tokens) + "
+              "2 x P x (T - sequences) (generation: prefill, then one forward per generated token after the first)",
+        params={"max_steps": steps, "steps_timed_per_run": steps - 1, "answer": act.answer,
+                "per_device_train_batch_size": act.per_device_train_batch_size,
+                "num_generations": act.num_generations, "max_completion_length": act.max_completion_length,
+                "beta": act.beta, "learning_rate": act.learning_rate, "pairs": len(pairs)},
+        tokens_per_step={k: round(r0[k]["tokens"] / r0[k]["steps_timed"], 1) for k in t},
+        train_positions_per_step={k: round(r0[k]["train_positions"] / r0[k]["steps_timed"], 1) for k in t},
+        generate_positions_per_step={k: round(r0[k]["generate_positions"] / r0[k]["steps_timed"], 1) for k in t},
+        checks={"same_tokens_trained": r0["pipeline"]["tokens"] == r0["plain_trl"]["tokens"],
+                "identical_reward_logs": r0["pipeline"]["rewards"] == r0["plain_trl"]["rewards"],
+                "rewards": {k: r0[k]["rewards"] for k in t},
+                "ref_model_loaded_at_beta_0": r0["plain_trl"]["ref_model_loaded"],
+                "plain_trl_gradient_checkpointing": r0["plain_trl"]["gradient_checkpointing"]},
+        notes="the pipeline's shared-prompt trainer (act.answer: choice) runs each distinct prompt once in training "
+              "(train_positions_per_step), so it does fewer FLOPs than the formula counts; the fraction counts the "
+              "formula's FLOPs for both ways",
+    )
+    grpo["before_after"] = [
+        {"lever": "gradient checkpointing off and one training forward per distinct prompt (both already in the "
+                  "pipeline; tests/test_grpo_dedup.py: same log-probabilities and gradients)",
+         "before": {"rate": grpo["a"]["rate"], "unit": "tokens/s"}, "after": {"rate": grpo["b"]["rate"], "unit": "tokens/s"},
+         "note": "before = plain TRL (checkpointing on, one forward per completion), after = the pipeline"},
+        {"lever": "reference model at beta = 0",
+         "result": f"TRL loads none at beta = 0 (GRPOTrainer.ref_model is None: "
+                   f"{not r0['plain_trl']['ref_model_loaded']}); nothing to remove"},
+    ]
+    return [sft, grpo]
