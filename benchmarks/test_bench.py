@@ -33,7 +33,7 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert {r["benchmark"] for r in doc["results"]} == set(BENCHMARKS)
     names = {r["name"] for r in doc["results"]}
     assert {"sampling", "rollouts", "grpo_step", "noop_rerun", "incremental_games", "pairs_build",
-            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment"} <= names
+            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment", "default_run"} <= names
     for r in doc["results"]:
         assert "error" not in r, r
         assert WAY_KEYS <= set(r["a"]) and WAY_KEYS <= set(r["b"]), r["name"]
@@ -50,6 +50,15 @@ def test_quick_suite_writes_the_results(tmp_path):
     inc = by["data_increment"]["checks"]
     assert inc["games_replayed"] == 0 and inc["played_rows_unchanged"] is True and inc["rows_added"] > 0
     assert 0 < inc["states_sampled"] < inc["states"]  # only the imported states
+    d = by["default_run"]  # the smoke profile end to end, --jobs as many as cores
+    assert d["profile"] == "configs/smoke.yaml" and d["jobs"] >= 1 and d["wall_min"] > 0
+    assert set(d["goals"]) == {"wall_minutes<=15", "written<=5GB"} and d["met"] == all(d["goals"].values())
+    assert d["b"]["disk"]["written_bytes"] > 0 and d["b"]["disk"]["left_bytes"] > 0
+    steps = {s["step"]: s for s in d["stages"]["steps"]}
+    assert {"alfworld__games", "eval_report"} <= set(steps) and all(s["minutes"] >= 0 for s in steps.values())
+    assert d["stages"]["wait_chain"][-1] == "eval_report" and d["stages"]["sum_step_min"] > 0
+    assert 0 < d["stages"]["span_min"] <= d["wall_min"] and len(d["load_avg"]["start"]) == 3
+    assert (tmp_path / "default_run.log").read_text().count("succeeded in") == 1
     table = (tmp_path / "latest.md").read_text()
     assert "| benchmark | way A (baseline) | way B (pipeline) |" in table
     assert all(f"| {n} |" in table for n in names)
