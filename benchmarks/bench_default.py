@@ -16,6 +16,7 @@ Only on request (``--only default_run``, ≈ 45 min); ``--quick`` runs the same 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -128,6 +129,18 @@ class MemWatch:
                 "peak_added_bytes": self.start - self.least, "total_bytes": self.total}
 
 
+def run_group(cmd: list[str], timeout: float, **kw) -> int:
+    """Run ``cmd`` in its own process group; on a timeout (or an interrupt) kill the whole group,
+    the step processes of Dagster's multiprocess executor with it, and re-raise. Its exit code."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+    try:
+        return proc.wait(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
 def run(ctx: Ctx) -> list[dict]:
     from act_pipeline.cli import concurrency
     from act_pipeline.config import load_config
@@ -149,13 +162,12 @@ def run(ctx: Ctx) -> list[dict]:
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     with log.open("w") as out, MemWatch() as mem:
-        res, disk = disk_use(lambda: subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO),
-                                                    timeout=1800 if ctx.quick else 4 * 3600),
-                             [home, dagster_home])
+        rc, disk = disk_use(lambda: run_group(cmd, 3000 if ctx.quick else 4 * 3600, env=env, stdout=out,
+                                              stderr=subprocess.STDOUT, cwd=str(REPO)), [home, dagster_home])
     wall = time.perf_counter() - t0
     load1 = os.getloadavg()
-    if res.returncode != 0:
-        raise RuntimeError(f"act-pipeline run failed ({res.returncode}); its console: {log}\n"
+    if rc != 0:
+        raise RuntimeError(f"act-pipeline run failed ({rc}); its console: {log}\n"
                            + log.read_text()[-3000:])
     stages = stage_times(dagster_home)
     wall_min = wall / 60
