@@ -29,6 +29,9 @@ class Ctx:
     scratch: Path
     alfworld: Path
     log: Callable[[str], None] = print
+    jobs: int = 0  # `act-pipeline run --jobs` of the default_run line (0: as many as CPU cores)
+    model_steps: int = 0  # its `--model-steps` (0: as many as fit in memory)
+    out: Path | None = None  # the results folder (logs beside the results)
     profiles: dict = field(default_factory=dict)  # name -> profile text written beside the results
 
 

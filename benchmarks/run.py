@@ -1,11 +1,13 @@
 """Run the benchmarks; write ``benchmarks/results/latest.json`` and ``latest.md``.
 
-    python -m benchmarks.run [--quick] [--only sampling,rollouts] [--threads 1] [--out DIR]
+    python -m benchmarks.run [--quick] [--only sampling,rollouts] [--threads 1] [--jobs 0] [--out DIR]
 
 Every line times two ways on the same inputs in the same process, alternating them (A B, B A, ...)
 and taking medians, so the ratio holds even when the absolute times on a shared machine do not.
 ``--quick`` uses the tiny random model and small inputs (a smoke test of the suite; its ratios
 mean little). ``--only`` reruns some benchmarks and keeps the others' last results in the files.
+The benchmarks in ``ON_REQUEST`` run only when ``--only`` names them (or with ``--quick``); a plain
+run keeps their last results.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ BENCHMARKS = {  # name -> module (in the order they run)
     "tokens": "benchmarks.bench_tokens",
     "data_scaling": "benchmarks.bench_scaling",
     "roofline": "benchmarks.bench_roofline",
+    "default_run": "benchmarks.bench_default",
 }
+ON_REQUEST = {"default_run"}  # the default profile end to end (≈ 45 min): with --only, or --quick (smoke profile)
 
 
 def _fmt_rate(w: dict) -> str:
@@ -48,6 +52,8 @@ def _goal_cell(r: dict) -> str:
 
 def _extra(r: dict) -> str:
     """The number the goal is about when it is not the ratio."""
+    from benchmarks.common import fmt_bytes
+
     if "overhead_pct" in r:
         return f"overhead {r['overhead_pct']:+.1f}%/step"
     if "fraction_resampled" in r:
@@ -60,6 +66,12 @@ def _extra(r: dict) -> str:
         c = r["checks"]
         return (f"+{r['share_of_rows']:.1%} rows: {r['b']['median_s']:.0f} s (allowed {r['allowed_s']:.0f} s); "
                 f"{c['games_replayed']} games replayed, {c['states_sampled']}/{c['states']} states sampled")
+    if r["name"] == "default_run":
+        m = r["memory"].get("peak_used_bytes")
+        return (f"{r['wall_min']:.1f} wall min, --jobs {r['jobs']} ({r['model_steps']} model steps, "
+                f"{r['torch_threads_per_step']} torch thread(s) each); wait chain {r['stages']['wait_chain_min']:.1f} min, "
+                f"no step running {r['stages']['no_step_min']:.1f} min; "
+                f"peak memory used {fmt_bytes(m)}; load {r['load_avg']['start'][0]:.1f} → {r['load_avg']['end'][0]:.1f}")
     if r["name"] == "noop_rerun":
         return f"no-op {r['b']['median_s']:.1f} s"
     if "checks" in r and "identical_success_counts" in r["checks"]:
@@ -139,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 1),
                    help="torch threads (default $OMP_NUM_THREADS or 1: the machine is shared)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=0, help="default_run: act-pipeline run --jobs (0: as many as CPU cores)")
+    p.add_argument("--model-steps", type=int, default=0,
+                   help="default_run: act-pipeline run --model-steps (0: as many as fit in memory)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or [
+        n for n in BENCHMARKS if args.quick or n not in ON_REQUEST]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         p.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
@@ -171,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scratch = scratch_dir()
     ctx = Ctx(quick=args.quick, model=model, model_name=model_name, tiny_model=tiny, threads=args.threads,
-              seed=args.seed, scratch=scratch, alfworld=Path(data), log=lambda m: print(m, flush=True))
+              seed=args.seed, scratch=scratch, alfworld=Path(data), log=lambda m: print(m, flush=True),
+              jobs=args.jobs, model_steps=args.model_steps, out=out)
     doc = {"quick": args.quick, "machine": machine_info(args.threads), "results": []}
     t_all = time.time()
     try:
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     doc["total_s"] = round(time.time() - t_all, 1)
     latest = out / "latest.json"
-    if args.only and latest.exists():  # keep the other benchmarks' last results
+    if latest.exists():  # keep the last results of the benchmarks not run (--only; ON_REQUEST)
         old = json.loads(latest.read_text())
         if old.get("quick") == args.quick:
             kept = [r for r in old["results"] if r.get("benchmark") not in names]

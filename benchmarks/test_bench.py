@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert {r["benchmark"] for r in doc["results"]} == set(BENCHMARKS)
     names = {r["name"] for r in doc["results"]}
     assert {"sampling", "rollouts", "grpo_step", "noop_rerun", "incremental_games", "pairs_build",
-            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment", "sft_roofline", "grpo_roofline"} <= names
+            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment", "sft_roofline", "grpo_roofline",
+            "default_run"} <= names
     for r in doc["results"]:
         assert "error" not in r, r
         assert WAY_KEYS <= set(r["a"]) and WAY_KEYS <= set(r["b"]), r["name"]
@@ -62,6 +64,58 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert sft["padding_share"]["pipeline_padding_free"] == 0 < sft["padding_share"]["pipeline"]
     assert sft["checks"]["identical_losses_plain_trl"] is True and sft["checks"]["max_abs_loss_diff_padding_free"] < 1e-5
     assert by["grpo_roofline"]["checks"]["ref_model_loaded_at_beta_0"] is False
+    d = by["default_run"]  # the smoke profile end to end, --jobs as many as cores
+    assert d["profile"] == "configs/smoke.yaml" and d["jobs"] >= 1 and d["wall_min"] > 0
+    assert set(d["goals"]) == {"wall_minutes<=15", "written<=5GB"} and d["met"] == all(d["goals"].values())
+    assert d["b"]["disk"]["written_bytes"] > 0 and d["b"]["disk"]["left_bytes"] > 0
+    steps = {s["step"]: s for s in d["stages"]["steps"]}
+    assert {"alfworld__games", "eval_report"} <= set(steps) and all(s["minutes"] >= 0 for s in steps.values())
+    assert d["stages"]["wait_chain"][-1] == "eval_report" and d["stages"]["sum_step_min"] > 0
+    assert 0 < d["stages"]["span_min"] <= d["wall_min"] and len(d["load_avg"]["start"]) == 3
+    assert (tmp_path / "default_run.log").read_text().count("succeeded in") == 1
     table = (tmp_path / "latest.md").read_text()
     assert "| benchmark | way A (baseline) | way B (pipeline) |" in table
     assert all(f"| {n} |" in table for n in names)
+
+
+def test_stage_times_read_a_runs_steps_from_its_instance(tmp_path):
+    """bench_default's per-step minutes come from the Dagster instance of the run (two ops, one
+    reading the other); cheap, not marked ``bench``."""
+    import dagster as dg
+
+    from benchmarks.bench_default import stage_times
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+    @dg.op
+    def first():
+        time.sleep(0.3)
+        return 1
+
+    @dg.op
+    def second(x):
+        return x + 1
+
+    @dg.job
+    def two():
+        second(first())
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert two.execute_in_process(instance=instance).success
+    st = stage_times(tmp_path)
+    assert [s["step"] for s in st["steps"]] == ["first", "second"] and len(st["runs"]) == 1
+    assert st["steps"][0]["start_s"] == 0 and st["steps"][0]["minutes"] >= 0.3 / 60 - 1e-3
+    assert st["steps"][1]["start_s"] >= st["steps"][0]["end_s"] and st["wait_chain"] == ["first", "second"]
+    assert st["span_min"] >= st["sum_step_min"] - 0.01 and st["no_step_min"] >= 0
+
+
+def test_run_group_kills_the_whole_group_on_timeout(tmp_path):
+    from benchmarks.bench_default import run_group
+
+    pid_file = tmp_path / "child"
+    with pytest.raises(subprocess.TimeoutExpired):  # the grandchild sleeps on after its parent would
+        run_group(["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], 2)
+    pid = int(pid_file.read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert run_group([sys.executable, "-c", "raise SystemExit(3)"], 30) == 3
