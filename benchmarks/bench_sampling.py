@@ -1,4 +1,6 @@
-"""1. Alternative sampling: the pipeline's batched sampler vs one ``generate`` per state."""
+"""1. Alternative sampling: the pipeline's batched sampler vs one ``generate`` per state, and the
+batched sampler's time against the least time of its own forward calls on this CPU
+(:mod:`benchmarks.roofline`)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ import time
 
 import torch
 
+from benchmarks import roofline
 from benchmarks.common import Ctx, entry, expert_states, interleaved, load, pick_spread, profile_call, way
 
-GOAL = 5.0
+GOAL = 0.8  # of the bound
 
 
 def naive_generate(model, tok, prompts, params, stop_strings):
@@ -53,9 +56,12 @@ def run(ctx: Ctx) -> list[dict]:
     sampler = TransformersSampler(model, tok, batch_size=16, stop_strings=stop)
     naive_generate(model, tok, prompts[:1], params, stop)  # warm-up (first-call costs), not timed
     sampler.generate(prompts[:1], params)
+    log = roofline.ForwardLog(model)  # the batched way's forward calls (rows, new tokens, cached tokens)
     ways = {"naive": lambda: naive_generate(model, tok, prompts, params, stop),
-            "batched": lambda: sampler.generate(prompts, params)}
+            "batched": lambda: log.record(lambda: sampler.generate(prompts, params))}
     t = interleaved(ways, 2, ctx.log)
+    roof = roofline.measure(model, ctx.quick)
+    calls = log.summary(roof)
     a = way("one generate(num_return_sequences=K) per state", t["naive"], len(states), "states/s")
     b = way("TransformersSampler.generate (length-sorted, left-padded, prompt KV copied K times)",
             t["batched"], len(states), "states/s")
@@ -65,22 +71,27 @@ def run(ctx: Ctx) -> list[dict]:
     # the bound on a compute-bound CPU: even with free decoding the batched way must encode each
     # prompt once, so the ratio cannot exceed naive seconds / (one prefill per prompt)
     prefill = prefill_seconds(model, tok, prompts)
+    fraction = calls["bound_s"] / b["median_s"]
     res = entry(
         "sampling", "alternative sampling: K completions at each of N real expert states",
-        a, b, ratio, f">= {GOAL:g}x states/s", ratio >= GOAL,
+        a, b, ratio, f">= {GOAL:g} of the bound (B vs A reported)", fraction >= GOAL,
         n_states=len(states), seed=ctx.seed, model=ctx.model_name,
         params={"k": params.n, "temperature": params.temperature, "top_p": params.top_p,
                 "max_new_tokens": params.max_new_tokens, "batch_size": 16, "history_len": history_len,
                 "stop_strings": stop},
         prompt_tokens={"min": min(lens), "max": max(lens), "mean": round(sum(lens) / len(lens), 1)},
         checks={"k_completions_per_state_both_ways": shapes_ok},
-        bound={"prefill_once_s": round(prefill, 3),
-               "max_ratio_if_decoding_were_free": round(a["median_s"] / prefill, 2),
-               "meaning": "naive median seconds / seconds to encode each prompt once (batch 1): the "
-                          "batched way cannot beat this on a machine where prompt encoding is "
-                          "compute-bound"},
+        bound={**calls, "fraction_of_bound": round(fraction, 3),
+               "meaning": "the least time of the batched way's own forward calls (its prompt encodings and "
+                          "decode steps, recorded in its last timed run; seeded, so every run makes the same "
+                          "calls) on this CPU: each call max(FLOPs / matmul peak, bytes / read bandwidth), "
+                          "benchmarks/roofline.py; fraction_of_bound = bound_s / B's median seconds",
+               "roofline": {"read_GBps": roof.read_GBps, "peak_GFLOPs": roof.peak_GFLOPs,
+                            "peak_shape": roof.peak["peak_shape"]},
+               "prefill_once_s": round(prefill, 3),
+               "max_ratio_vs_naive_if_decoding_were_free": round(a["median_s"] / prefill, 2)},
     )
-    if ratio < GOAL:
+    if fraction < GOAL:
         # before/after of the lever this sampler already pulls (prompt KV copied K times) plus a profile
         off = TransformersSampler(model, tok, batch_size=16, stop_strings=stop, share_prefix=False)
         padded = TransformersSampler(model, tok, batch_size=16, stop_strings=stop, ragged_prefill=False)

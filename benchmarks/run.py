@@ -52,6 +52,13 @@ def _goal_cell(r: dict) -> str:
 
 def _extra(r: dict) -> str:
     """The number the goal is about when it is not the ratio."""
+    bound = r.get("bound") if isinstance(r.get("bound"), dict) else {}
+    if "fraction_of_bound" in bound:
+        note = f"{bound['fraction_of_bound']:.2f} of the bound ({bound['bound_s']:.3g} s)"
+        if "checks" in r and "identical_success_counts" in r["checks"]:
+            c = r["checks"]
+            note += f"; wins {c['successes_sequential']} vs {c['successes_batched']}"
+        return note
     from benchmarks.common import fmt_bytes
 
     if "overhead_pct" in r:
@@ -77,6 +84,10 @@ def _extra(r: dict) -> str:
     if "checks" in r and "identical_success_counts" in r["checks"]:
         c = r["checks"]
         return f"wins {c['successes_sequential']} vs {c['successes_batched']}"
+    if "roofline" in r:
+        roof = r["roofline"]
+        return (f"bound by {r['a'].get('bound_by')}; {roof['read_GBps']} GB/s read, "
+                f"peak {roof['peak_GFLOPs']} GFLOP/s ({roof['peak']['peak_shape']})")
     if "roofline_fraction" in r:
         f = r["roofline_fraction"]
         return (f"roofline fraction: pipeline {f['pipeline']:.2f}, plain TRL {f['plain_trl']:.2f} "
@@ -120,7 +131,7 @@ def markdown(doc: dict) -> str:
            + "; ".join(f"{', '.join(n for n, d in _runs(doc) if d == day)} at {day}"
                        for day in sorted({d for _, d in _runs(doc)}))) + ".",
         "",
-        "| benchmark | way A (baseline) | way B (pipeline) | B vs A | goal | met? | note |",
+        "| benchmark | way A (baseline, or the bound) | way B (pipeline, or measured) | B vs A | goal | met? | note |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in doc["results"]:
@@ -130,15 +141,20 @@ def markdown(doc: dict) -> str:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         lines.append(f"| {r['name']} | {r['a']['label']}: {_fmt_rate(r['a'])} | {r['b']['label']}: {_fmt_rate(r['b'])} "
                      f"| {ratio} | {r['goal']} | {_goal_cell(r)} | {'; '.join(x for x in (_extra(r), _disk(r)) if x)} |")
-    lines += ["", "Ratios: B's rate / A's rate (for times: A's seconds / B's seconds; for tokens: measured / "
-              "roofline). Medians of interleaved repeats; every line's N, seed and parameters are in latest.json."]
+    lines += ["", "Ratios: B's rate / A's rate (for times: A's seconds / B's seconds; for prefill_* and tokens_*: "
+              "measured / bound). Sampling and rollouts: the note gives the pipeline's time against the least "
+              "time of its own forward calls on this CPU (`bound` in latest.json; the goal is on that). Medians "
+              "of interleaved repeats; every line's N, seed and parameters are in latest.json."]
     levers = [(r["name"], x) for r in doc["results"] for x in r.get("before_after", [])]
     if levers:
         lines += ["", "Levers, before → after (same inputs, same run unless noted):", ""]
         for name, x in levers:
             if "before" in x:
-                lines.append(f"- {name}: {x['lever']}: {_fmt_rate(x['before'])} → {_fmt_rate(x['after'])}"
-                             + (f" ({x['note']})" if x.get("note") else ""))
+                same = x.get("identical_greedy_tokens")
+                lines.append(f"- {name}: {x['lever']}: {x['before']['label']} {_fmt_rate(x['before'])} → "
+                             f"{x['after']['label']} {_fmt_rate(x['after'])}"
+                             + (f" ({x['note']})" if x.get("note") else "")
+                             + ("" if same is None else f"; identical greedy tokens: {'yes' if same else 'no'}"))
             else:
                 lines.append(f"- {name}: {x['lever']}: " + ", ".join(f"{k} {v}" for k, v in x.items() if k != "lever"))
     return "\n".join(lines) + "\n"

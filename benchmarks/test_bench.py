@@ -34,14 +34,29 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert {r["benchmark"] for r in doc["results"]} == set(BENCHMARKS)
     names = {r["name"] for r in doc["results"]}
     assert {"sampling", "rollouts", "grpo_step", "noop_rerun", "incremental_games", "pairs_build",
-            "pairs_query", "tokens_b1", "tokens_b16", "data_scaling", "data_increment", "sft_roofline", "grpo_roofline",
-            "default_run"} <= names
+            "pairs_query", "prefill_b1", "prefill_b16", "tokens_b1", "tokens_b16", "data_scaling", "data_increment",
+            "sft_roofline", "grpo_roofline", "default_run"} <= names
     for r in doc["results"]:
         assert "error" not in r, r
         assert WAY_KEYS <= set(r["a"]) and WAY_KEYS <= set(r["b"]), r["name"]
         assert r["met"] in (True, False, None) and r["goal"]
         assert r["ratio"] is None or r["ratio"] > 0
     by = {r["name"]: r for r in doc["results"]}
+    for name in ("prefill_b1", "prefill_b16", "tokens_b1", "tokens_b16"):  # measured against a bound
+        r = by[name]
+        assert r["a"]["rate"] > 0 and r["b"]["rate"] > 0 and r["met"] is (r["ratio"] >= 0.6), name
+        assert r["roofline"]["peak_GFLOPs"] > 0 and r["roofline"]["read_GBps"] > 0, name
+        assert r["a"]["bound_by"] in ("compute", "memory bandwidth"), name
+    assert by["tokens_b1"]["a"]["bound_by"] == "memory bandwidth"
+    assert {x["lever"].split(" (")[0] for x in by["prefill_b1"]["before_after"]} >= {"attention implementation"}
+    assert all(x["identical_greedy_tokens"] for r in by.values() for x in r.get("before_after", [])
+               if "identical_greedy_tokens" in x)
+    for name in ("sampling", "rollouts"):  # the pipeline's time against the least time of its own calls
+        bound = by[name]["bound"]
+        assert 0 < bound["fraction_of_bound"] and bound["decode_steps"] > 0 and bound["prefill_tokens"] > 0, name
+        assert by[name]["met"] is (bound["fraction_of_bound"] >= 0.8) or name == "rollouts", name
+    assert by["rollouts"]["bound"]["outside_generate_s"] > 0  # env time counted as measured
+    assert by["rollouts"]["checks"]["identical_action_traces"] is True  # greedy: the same actions both ways
     assert by["rollouts"]["checks"]["identical_success_counts"] is True
     assert by["pairs_build"]["checks"]["same_pair_count"] is True
     assert 0 < by["incremental_games"]["fraction_resampled"] < 1
@@ -74,7 +89,7 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert 0 < d["stages"]["span_min"] <= d["wall_min"] and len(d["load_avg"]["start"]) == 3
     assert (tmp_path / "default_run.log").read_text().count("succeeded in") == 1
     table = (tmp_path / "latest.md").read_text()
-    assert "| benchmark | way A (baseline) | way B (pipeline) |" in table
+    assert "| benchmark | way A (baseline, or the bound) | way B (pipeline, or measured) |" in table
     assert all(f"| {n} |" in table for n in names)
 
 

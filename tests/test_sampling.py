@@ -96,3 +96,20 @@ def test_completions_say_whether_they_hit_the_token_limit(model):
         got = stops.generate(PROMPTS[:2], SamplingParams(n=n, temperature=0.0, max_new_tokens=5))
         assert [[str(c) for c in x] for x in got] == [[">" * 5] * n, [three] * n]
         assert [[c.truncated for c in x] for x in got] == [[True] * n, [False] * n]
+
+
+def test_kept_speed_levers_sdpa_and_last_position_logits(model):
+    """The levers benchmarks/bench_tokens.py measured and kept: sdpa attention (eager was slower
+    in prefill) and the LM head only for the last position in every forward call the sampler makes
+    (logits for every prompt position were many times slower); a regression to either fails here."""
+    m, tok = model
+    assert m.config._attn_implementation == "sdpa"
+    kept = []
+    hook = m.register_forward_pre_hook(lambda _m, _a, kw: kept.append(kw.get("logits_to_keep")), with_kwargs=True)
+    try:
+        for n, temperature in ((1, 0.0), (3, 1.0)):
+            TransformersSampler(m, tok, batch_size=9).generate(PROMPTS, SamplingParams(n=n, temperature=temperature,
+                                                                                        max_new_tokens=4))
+    finally:
+        hook.remove()
+    assert kept and all(k == 1 for k in kept), kept

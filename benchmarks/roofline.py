@@ -1,0 +1,185 @@
+"""The least time a causal LM's forward calls can take on this CPU, from two measured numbers.
+
+* **read bandwidth**: a sum over a float32 array much larger than the caches (bytes / s);
+* **matmul peak**: float32 FLOP/s of ``F.linear`` at the model's own shapes (the MLP's
+  hidden -> intermediate and back, the attention projection, the LM head) for a 16-row decode
+  batch and a 400-token prompt, and of a 1024² product; the best of them is the peak.
+
+A forward call of B rows, each with T new tokens after P cached ones, needs at least
+
+    FLOPs = B x (2 x body_params x T  +  2 x hidden x vocab  +  4 x hidden x layers x (T x P + T (T + 1) / 2))
+
+(the body: every parameter but the input embedding (a lookup) and the LM head; the head only
+for the one position whose next token is wanted; causal attention: scores and the weighted sum
+over the positions before each new token) and reads at least
+
+    bytes = every weight once + the KV cache of the B rows (P + T positions).
+
+Its least time is max(FLOPs / peak, bytes / bandwidth). Prompt encoding (T in the hundreds) is
+FLOP-bound; decoding one token per row (T = 1) is bandwidth-bound at batch 1.
+
+:class:`ForwardLog` records the forward calls a piece of code makes (rows, new tokens, cached
+tokens), so a benchmark can state the least time of the very calls it timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+PEAK_ROWS = (16, 400)  # a batch-16 decode step; a prompt of the length of the real ALFWorld ones
+
+
+def read_bandwidth(gib: float = 0.5, repeats: int = 5) -> dict:
+    """Memory bandwidth with torch at the current thread count: a sum over a float32 array much larger
+    than the caches (bytes read / s) and a copy (bytes read + written / s); best of ``repeats``."""
+    a = torch.ones(int(gib * 2**30 / 4))
+    b = torch.empty_like(a)
+    nbytes = a.numel() * 4
+    read, copy = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a.sum()
+        read.append(nbytes / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        b.copy_(a)
+        copy.append(2 * nbytes / (time.perf_counter() - t0))
+    return {"read_GBps": round(max(read) / 1e9, 2), "copy_GBps": round(max(copy) / 1e9, 2),
+            "array_GiB": gib, "repeats": repeats}
+
+
+def linear_flops(rows: int, k: int, n: int, repeats: int = 3) -> float:
+    """float32 FLOP/s of ``F.linear`` of a (rows x k) input with an (n x k) weight, best of ``repeats``."""
+    x, w = torch.randn(rows, k), torch.randn(n, k)
+    with torch.inference_mode():
+        torch.nn.functional.linear(x, w)
+        best = 0.0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            best = max(best, 2 * rows * k * n / (time.perf_counter() - t0))
+    return best
+
+
+def matmul_peak(cfg, rows: tuple[int, ...] = PEAK_ROWS) -> tuple[float, dict]:
+    """The best float32 FLOP/s over the model's matmul shapes and a 1024² product, and each shape's."""
+    h, i, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    shapes = {"1024x1024@1024x1024": (1024, 1024, 1024)}
+    for r in rows:
+        shapes[f"mlp_up {r}x{h}@{h}x{i}"] = (r, h, i)
+        shapes[f"mlp_down {r}x{i}@{i}x{h}"] = (r, i, h)
+        shapes[f"attn_proj {r}x{h}@{h}x{h}"] = (r, h, h)
+        shapes[f"lm_head {r}x{h}@{h}x{v}"] = (r, h, v)
+    table = {name: round(linear_flops(*s) / 1e9, 2) for name, s in shapes.items()}
+    best = max(table, key=table.get)
+    return table[best] * 1e9, {"GFLOPs_by_shape": table, "peak_shape": best}
+
+
+@dataclass
+class Roofline:
+    params: int
+    body_params: int  # every parameter but the input embedding and the LM head
+    param_bytes: int
+    hidden: int
+    attn_dim: int  # heads x head dim
+    layers: int
+    vocab: int
+    kv_bytes_per_token: int  # keys and values of one position, every layer
+    read_GBps: float
+    peak_GFLOPs: float
+    bandwidth: dict = field(default_factory=dict)
+    peak: dict = field(default_factory=dict)
+
+    def flops(self, rows: int, new: int, past: int) -> float:
+        attn = 4 * self.attn_dim * self.layers * (new * past + new * (new + 1) / 2)
+        return rows * (2 * self.body_params * new + 2 * self.hidden * self.vocab + attn)
+
+    def bytes(self, rows: int, new: int, past: int) -> float:
+        return self.param_bytes + rows * self.kv_bytes_per_token * (past + new)
+
+    def call_s(self, rows: int, new: int, past: int = 0) -> float:
+        """Least seconds of one forward call (see the module's docstring)."""
+        return max(self.flops(rows, new, past) / (self.peak_GFLOPs * 1e9),
+                   self.bytes(rows, new, past) / (self.read_GBps * 1e9))
+
+    def bound_by(self, rows: int, new: int, past: int = 0) -> str:
+        fl = self.flops(rows, new, past) / (self.peak_GFLOPs * 1e9)
+        return "compute" if fl >= self.bytes(rows, new, past) / (self.read_GBps * 1e9) else "memory bandwidth"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "threads": torch.get_num_threads(), "derivation": __doc__.split("\n\n", 1)[1].strip()}
+
+
+_MEASURED: dict = {}
+
+
+def measure(model, quick: bool = False) -> Roofline:
+    """The roofline of ``model`` on this machine (bandwidth and peak measured once per process)."""
+    cfg = model.config
+    key = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, quick)
+    if key not in _MEASURED:
+        bw = read_bandwidth(0.25 if quick else 0.5)
+        peak, detail = matmul_peak(cfg)
+        _MEASURED[key] = (bw, peak, detail)
+    bw, peak, detail = _MEASURED[key]
+    params = sum(p.numel() for p in model.parameters())
+    pbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    body = params - emb.numel() - (0 if head is emb or head.data_ptr() == emb.data_ptr() else head.numel())
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    return Roofline(params=params, body_params=body, param_bytes=pbytes, hidden=cfg.hidden_size,
+                    attn_dim=heads * head_dim, layers=cfg.num_hidden_layers, vocab=cfg.vocab_size,
+                    kv_bytes_per_token=2 * cfg.num_hidden_layers * kv_heads * head_dim * emb.element_size(),
+                    read_GBps=bw["read_GBps"], peak_GFLOPs=round(peak / 1e9, 2), bandwidth=bw, peak=detail)
+
+
+class ForwardLog:
+    """Records the forward calls of ``model`` while :meth:`record` runs a function: per call the
+    rows, the new tokens per row and the tokens already in the cache. ``seconds`` is the time spent
+    inside the calls (the time outside them is the Python around the model: sampling, stopping,
+    cache bookkeeping)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls: list[tuple[int, int, int]] = []
+        self.seconds = 0.0
+
+    def record(self, fn):
+        self.calls, self.seconds = [], 0.0
+        t_in = []
+
+        def pre(_mod, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                ids = kwargs["inputs_embeds"]
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+            self.calls.append((int(ids.shape[0]), int(ids.shape[1]), past))
+            t_in.append(time.perf_counter())
+
+        def post(_mod, _args, _kwargs, _out):
+            self.seconds += time.perf_counter() - t_in.pop()
+
+        h1 = self.model.register_forward_pre_hook(pre, with_kwargs=True)
+        h2 = self.model.register_forward_hook(post, with_kwargs=True)
+        try:
+            return fn()
+        finally:
+            h1.remove()
+            h2.remove()
+
+    def summary(self, roof: Roofline) -> dict:
+        """The least time of the recorded calls, split into prompt encoding (T > 1) and decoding."""
+        pre = [c for c in self.calls if c[1] > 1]
+        dec = [c for c in self.calls if c[1] == 1]
+        pre_s = sum(roof.call_s(*c) for c in pre)
+        dec_s = sum(roof.call_s(*c) for c in dec)
+        return {"bound_s": round(pre_s + dec_s, 4), "prefill_bound_s": round(pre_s, 4),
+                "decode_bound_s": round(dec_s, 4), "prefill_calls": len(pre),
+                "prefill_tokens": sum(r * t for r, t, _ in pre), "decode_steps": len(dec),
+                "decode_rows": sum(r for r, _, _ in dec), "forward_s": round(self.seconds, 4)}
