@@ -13,7 +13,9 @@ norms and attention scores are left out):
   ``num_tokens``).
 
 fraction = FLOPs per second of the steady-state steps (each run's first step dropped) / the
-matmul peak (float32, this thread count, the best of the model's matmul shapes and a 1024² one).
+matmul peak: :func:`benchmarks.roofline.model_peak` (float32 ``F.linear``, this thread count, the best
+of the model's matmul shapes at 16, 400 and 1024 rows and a 1024² one), measured once per process,
+so the tokens / sampling / roll-out lines of the same run state the same peak.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from benchmarks.common import (REPO, Ctx, entry, expert_states, fresh_dirs, interleaved, matmul_flops, matmul_peak,
-                               pick_spread)
+from benchmarks import roofline
+from benchmarks.common import REPO, Ctx, entry, expert_states, fresh_dirs, interleaved, pick_spread
 
 GOAL = 0.5
 
@@ -37,27 +39,21 @@ def matmul_params(model) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def model_shapes(model_path: str, tokens: int) -> dict[str, tuple[int, int, int]]:
-    """The model's large matmuls at ``tokens`` rows, and a square 1024² one."""
-    from transformers import AutoConfig
-
-    c = AutoConfig.from_pretrained(model_path)
-    h, i, v = c.hidden_size, c.intermediate_size, c.vocab_size
-    return {f"mlp_up {tokens}x{h} @ {h}x{i}": (tokens, h, i), f"mlp_down {tokens}x{i} @ {i}x{h}": (tokens, i, h),
-            f"lm_head {tokens}x{h} @ {h}x{v}": (tokens, h, v), "square 1024x1024 @ 1024x1024": (1024, 1024, 1024)}
-
-
 def precision_lever(shape: tuple[int, int, int]) -> dict:
-    """``torch.set_float32_matmul_precision``: GFLOP/s of ``shape`` at each setting, and whether the
-    product is bit-identical to the default ("highest")."""
+    """``torch.set_float32_matmul_precision``: GFLOP/s of ``F.linear`` at ``shape`` (rows, in, out)
+    at each setting, and whether the product is bit-identical to the default ("highest")."""
     before = torch.get_float32_matmul_precision()
-    a, b = torch.randn(shape[0], shape[1]), torch.randn(shape[1], shape[2])
-    ref = a @ b
+    x, w = torch.randn(shape[0], shape[1]), torch.randn(shape[2], shape[1])
+    linear = torch.nn.functional.linear
+    with torch.inference_mode():
+        ref = linear(x, w)
     out = {}
     try:
         for p in ("highest", "high", "medium"):
             torch.set_float32_matmul_precision(p)
-            out[p] = {"GFLOPs": round(matmul_flops(*shape, repeats=3) / 1e9, 2), "identical": bool(torch.equal(a @ b, ref))}
+            with torch.inference_mode():
+                same = bool(torch.equal(linear(x, w), ref))
+            out[p] = {"GFLOPs": round(roofline.linear_flops(*shape) / 1e9, 2), "identical": same}
     finally:
         torch.set_float32_matmul_precision(before)
     return out
@@ -254,14 +250,15 @@ def run(ctx: Ctx) -> list[dict]:
 
     prof = load_config(REPO / "configs" / "science.yaml")  # the measured run's profile: its il / act sections
     history_len = prof.alfworld.history_len
+    # one run per way (~12 min for both lines with SmolLM2-135M on an idle machine: an SFT step takes
+    # 15-30 s, a pipeline GRPO step 5-10 s), 4 steps each, the first dropped
     steps = 3 if ctx.quick else 4
-    repeats = 1 if ctx.quick else 2
+    repeats = 1
     model, _ = load_model(ctx.model)
     P = matmul_params(model)
     total_params = sum(p.numel() for p in model.parameters())
+    peak = roofline.model_peak(model.config)  # the run's one measurement (shared with tokens / sampling / roll-outs)
     del model
-    shapes = model_shapes(ctx.model, 256 if ctx.quick else 1024)
-    peak = matmul_peak(shapes, repeats=3 if ctx.quick else 5)
     ctx.log(f"  matmul peak {peak['peak_GFLOPs']} GFLOP/s ({peak['peak_shape']}); P = {P:,} matmul parameters")
     peak_flops = peak["peak_GFLOPs"] * 1e9
     precision = precision_lever(peak["shapes"][peak["peak_shape"]])

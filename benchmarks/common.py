@@ -72,33 +72,6 @@ def entry(name: str, what: str, a: dict, b: dict, ratio: float | None, goal: str
             "ratio": None if ratio is None else round(ratio, 3), "goal": goal, "met": met, **extra}
 
 
-def matmul_flops(m: int, k: int, n: int, repeats: int = 5) -> float:
-    """float32 FLOP/s of an (m x k) @ (k x n) matmul (2 m k n per product) at the current torch
-    thread count, best of ``repeats`` after one warm-up product."""
-    import torch
-
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * m * k * n / (time.perf_counter() - t0))
-    return best
-
-
-def matmul_peak(shapes: dict[str, tuple[int, int, int]], repeats: int = 5) -> dict:
-    """The matmul peak of this machine, measured now: GFLOP/s of each named (m, k, n) shape and the
-    best of them (``peak_GFLOPs``, the roofline's compute ceiling)."""
-    import torch
-
-    each = {name: round(matmul_flops(*mkn, repeats=repeats) / 1e9, 2) for name, mkn in shapes.items()}
-    best = max(each, key=each.get)
-    return {"peak_GFLOPs": each[best], "peak_shape": best, "GFLOPs": each,
-            "shapes": {k: list(v) for k, v in shapes.items()}, "dtype": "float32",
-            "threads": torch.get_num_threads(), "repeats": repeats}
-
-
 def machine_info(threads: int) -> dict:
     from act_pipeline.machine import machine_info as info
 

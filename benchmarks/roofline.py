@@ -3,7 +3,9 @@
 * **read bandwidth**: a sum over a float32 array much larger than the caches (bytes / s);
 * **matmul peak**: float32 FLOP/s of ``F.linear`` at the model's own shapes (the MLP's
   hidden -> intermediate and back, the attention projection, the LM head) for a 16-row decode
-  batch and a 400-token prompt, and of a 1024² product; the best of them is the peak.
+  batch, a 400-token prompt and a 1024-token training batch, and of a 1024² product; the best of
+  them is the peak. :func:`model_peak` measures it once per process, so every benchmark line of a
+  run (bench_tokens, bench_sampling, bench_rollouts, bench_roofline) states the same peak.
 
 A forward call of B rows, each with T new tokens after P cached ones, needs at least
 
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-PEAK_ROWS = (16, 400)  # a batch-16 decode step; a prompt of the length of the real ALFWorld ones
+PEAK_ROWS = (16, 400, 1024)  # a batch-16 decode step; an ALFWorld-length prompt; a training batch's tokens
 
 
 def read_bandwidth(gib: float = 0.5, repeats: int = 5) -> dict:
@@ -51,7 +53,8 @@ def read_bandwidth(gib: float = 0.5, repeats: int = 5) -> dict:
 
 
 def linear_flops(rows: int, k: int, n: int, repeats: int = 3) -> float:
-    """float32 FLOP/s of ``F.linear`` of a (rows x k) input with an (n x k) weight, best of ``repeats``."""
+    """float32 FLOP/s of ``F.linear`` of a (rows x k) input with an (n x k) weight (2 rows k n per
+    product, as the model computes it) at the current thread count, best of ``repeats`` after a warm-up."""
     x, w = torch.randn(rows, k), torch.randn(n, k)
     with torch.inference_mode():
         torch.nn.functional.linear(x, w)
@@ -63,8 +66,16 @@ def linear_flops(rows: int, k: int, n: int, repeats: int = 3) -> float:
     return best
 
 
-def matmul_peak(cfg, rows: tuple[int, ...] = PEAK_ROWS) -> tuple[float, dict]:
-    """The best float32 FLOP/s over the model's matmul shapes and a 1024² product, and each shape's."""
+def model_shapes(cfg, rows: tuple[int, ...] = PEAK_ROWS) -> dict[str, tuple[int, int, int]]:
+    """The model's large matmuls as named (rows, in, out) shapes at each row count, and a 1024² one.
+
+    >>> from types import SimpleNamespace
+    >>> cfg = SimpleNamespace(hidden_size=576, intermediate_size=1536, vocab_size=49152)
+    >>> model_shapes(cfg, rows=(16,))  # doctest: +NORMALIZE_WHITESPACE
+    {'1024x1024@1024x1024': (1024, 1024, 1024), 'mlp_up 16x576@576x1536': (16, 576, 1536),
+     'mlp_down 16x1536@1536x576': (16, 1536, 576), 'attn_proj 16x576@576x576': (16, 576, 576),
+     'lm_head 16x576@576x49152': (16, 576, 49152)}
+    """
     h, i, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     shapes = {"1024x1024@1024x1024": (1024, 1024, 1024)}
     for r in rows:
@@ -72,9 +83,42 @@ def matmul_peak(cfg, rows: tuple[int, ...] = PEAK_ROWS) -> tuple[float, dict]:
         shapes[f"mlp_down {r}x{i}@{i}x{h}"] = (r, i, h)
         shapes[f"attn_proj {r}x{h}@{h}x{h}"] = (r, h, h)
         shapes[f"lm_head {r}x{h}@{h}x{v}"] = (r, h, v)
-    table = {name: round(linear_flops(*s) / 1e9, 2) for name, s in shapes.items()}
-    best = max(table, key=table.get)
-    return table[best] * 1e9, {"GFLOPs_by_shape": table, "peak_shape": best}
+    return shapes
+
+
+def matmul_peak(shapes: dict[str, tuple[int, int, int]], repeats: int = 3) -> dict:
+    """The matmul peak of this machine, measured now: float32 GFLOP/s of ``F.linear`` at each named
+    (rows, in, out) shape and the best of them (``peak_GFLOPs``, the roofline's compute ceiling).
+
+    >>> p = matmul_peak({"a": (8, 16, 16), "b": (16, 16, 16)}, repeats=1)
+    >>> p["peak_GFLOPs"] == max(p["GFLOPs"].values()) > 0 and p["peak_shape"] in ("a", "b")
+    True
+    """
+    each = {name: round(linear_flops(*s, repeats=repeats) / 1e9, 2) for name, s in shapes.items()}
+    best = max(each, key=each.get)
+    return {"peak_GFLOPs": each[best], "peak_shape": best, "GFLOPs": each,
+            "shapes": {k: list(v) for k, v in shapes.items()}, "op": "torch.nn.functional.linear",
+            "dtype": "float32", "threads": torch.get_num_threads(), "repeats": repeats}
+
+
+_MEASURED: dict = {}  # (what, ...) -> measurement: each measured once per process and thread count
+
+
+def model_peak(cfg, rows: tuple[int, ...] = PEAK_ROWS) -> dict:
+    """:func:`matmul_peak` over :func:`model_shapes` of ``cfg``, measured once per process (and
+    thread count): every line of a run that asks for the same model's peak gets the same one."""
+    key = ("peak", cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, tuple(rows), torch.get_num_threads())
+    if key not in _MEASURED:
+        _MEASURED[key] = matmul_peak(model_shapes(cfg, rows))
+    return _MEASURED[key]
+
+
+def bandwidth(gib: float = 0.5) -> dict:
+    """:func:`read_bandwidth`, measured once per process (and thread count) for each array size."""
+    key = ("bandwidth", gib, torch.get_num_threads())
+    if key not in _MEASURED:
+        _MEASURED[key] = read_bandwidth(gib)
+    return _MEASURED[key]
 
 
 @dataclass
@@ -112,18 +156,11 @@ class Roofline:
         return {**asdict(self), "threads": torch.get_num_threads(), "derivation": __doc__.split("\n\n", 1)[1].strip()}
 
 
-_MEASURED: dict = {}
-
-
 def measure(model, quick: bool = False) -> Roofline:
     """The roofline of ``model`` on this machine (bandwidth and peak measured once per process)."""
     cfg = model.config
-    key = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, quick)
-    if key not in _MEASURED:
-        bw = read_bandwidth(0.25 if quick else 0.5)
-        peak, detail = matmul_peak(cfg)
-        _MEASURED[key] = (bw, peak, detail)
-    bw, peak, detail = _MEASURED[key]
+    bw = bandwidth(0.25 if quick else 0.5)
+    peak = model_peak(cfg)
     params = sum(p.numel() for p in model.parameters())
     pbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     emb = model.get_input_embeddings().weight
@@ -135,7 +172,7 @@ def measure(model, quick: bool = False) -> Roofline:
     return Roofline(params=params, body_params=body, param_bytes=pbytes, hidden=cfg.hidden_size,
                     attn_dim=heads * head_dim, layers=cfg.num_hidden_layers, vocab=cfg.vocab_size,
                     kv_bytes_per_token=2 * cfg.num_hidden_layers * kv_heads * head_dim * emb.element_size(),
-                    read_GBps=bw["read_GBps"], peak_GFLOPs=round(peak / 1e9, 2), bandwidth=bw, peak=detail)
+                    read_GBps=bw["read_GBps"], peak_GFLOPs=peak["peak_GFLOPs"], bandwidth=bw, peak=peak)
 
 
 class ForwardLog:

@@ -151,8 +151,8 @@ def markdown(doc: dict) -> str:
         for name, x in levers:
             if "before" in x:
                 same = x.get("identical_greedy_tokens")
-                lines.append(f"- {name}: {x['lever']}: {x['before']['label']} {_fmt_rate(x['before'])} → "
-                             f"{x['after']['label']} {_fmt_rate(x['after'])}"
+                side = lambda w: " ".join(filter(None, (w.get("label"), _fmt_rate(w))))  # noqa: E731
+                lines.append(f"- {name}: {x['lever']}: {side(x['before'])} → {side(x['after'])}"
                              + (f" ({x['note']})" if x.get("note") else "")
                              + ("" if same is None else f"; identical greedy tokens: {'yes' if same else 'no'}"))
             else:
