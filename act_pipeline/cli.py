@@ -9,7 +9,9 @@ Runs ``act_pipeline_job`` against the Dagster instance in ``$DAGSTER_HOME`` (the
 dagster.yaml by default), so the run shows up in ``dagster dev`` exactly as one launched from the
 UI: with Dagster's multiprocess executor, each step in its own process and independent steps side
 by side, ``--jobs`` at a time (default: as many as CPU cores; ``--jobs 1``: every step one after
-another in this process). Only assets Dagster reports as stale or missing are materialized
+another in this process). With more than one step at a time, a profile with ``threads: 0`` and no
+``OMP_NUM_THREADS`` set, each step's process gets ``cores // jobs`` torch threads (at least 1:
+``step_threads``), so that steps side by side do not oversubscribe the cores. Only assets Dagster reports as stale or missing are materialized
 (``--all`` for every asset): a second run with nothing changed recomputes nothing.
 
 The console shows one line per stage as it starts and ends, the stages' own progress lines and
@@ -26,6 +28,8 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -182,7 +186,9 @@ def _run(args) -> int:
     from act_pipeline.envs.alfworld import AlfworldDataError, resolve_data_root
 
     try:  # fail fast, with the file and field (or the data folder and what is wrong), before Dagster starts
-        resolve_data_root(load_config(profile).alfworld.data)
+        cfg = load_config(profile)
+        resolve_data_root(cfg.alfworld.data)
+        profile_threads = cfg.threads
     except (ConfigError, AlfworldDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -209,17 +215,13 @@ def _run(args) -> int:
         job = defs.resolve_job_def(JOB)
         seeds = _seeds(defs)
         jobs, model_steps = concurrency(args.jobs, args.model_steps)
-        if not seeds and args.jobs == 0:
-            # an unpartitioned run stays one step at a time unless --jobs asks for more: steps side by
-            # side have run the smoke profile and tests/test_cli_jobs.py, not yet the whole test suite,
-            # and the default profile's `threads: 0` gives each step every core (README: Steps side by side)
-            jobs = 1
         if job.executor_def is not dg.multi_or_in_process_executor:
             model_steps = 1  # a GPU profile's executor: one GPU step at a time (definitions.gpu_executor)
         with dg.DagsterInstance.get() as instance:
             selection, result = None, None
             if seeds:  # training seeds as partitions: shared data, then the seeds (concurrently), then the report
-                selection = _run_partitioned(args, defs, instance, root, seeds, run_id, log_file, run_log)
+                selection = _run_partitioned(args, defs, instance, root, seeds, run_id, log_file, run_log,
+                                             profile_threads)
                 if selection is False:
                     return 1
             elif not args.all:
@@ -231,17 +233,20 @@ def _run(args) -> int:
                       "--all recomputes)")
             else:
                 what = "every asset" if selection is None else f"{len(selection)} asset(s)"
+                threads = step_threads(profile_threads, jobs, os.cpu_count() or 1, os.environ)
                 how = ("one step at a time, in this process" if jobs == 1 else
                        f"up to {jobs} steps at a time ({model_steps} loading a model), each in its own process")
-                print(f"act-pipeline: run {run_id} materializes {what}, {how}\nact-pipeline: full log: {log_file}",
+                print(f"act-pipeline: run {run_id} materializes {what}, {how}, "
+                      f"{threads_text(profile_threads, threads, os.environ)}\nact-pipeline: full log: {log_file}",
                       flush=True)
                 run_log.libraries()
                 config = console.run_config(log_file, checks=console.check_steps(defs))
                 recon = dg.build_reconstructable_job("act_pipeline.cli", "step_job",
                                                      reconstructable_kwargs={"profile": str(profile), "root": root,
                                                                              "log_file": str(log_file)})
-                result = run_job(job, recon, instance, selection=selection, run_id=run_id, run_config=config,
-                                 jobs=jobs, model_steps=model_steps)
+                with thread_env(threads):  # the step processes start with it (spawned: they inherit it)
+                    result = run_job(job, recon, instance, selection=selection, run_id=run_id, run_config=config,
+                                     jobs=jobs, model_steps=model_steps)
     if selection == []:
         log_file.unlink(missing_ok=True)  # no run: nothing worth keeping
     else:
@@ -269,6 +274,78 @@ def concurrency(jobs: int, model_steps: int) -> tuple[int, int]:
     if model_steps <= 0:
         model_steps = memory_bytes() // MODEL_STEP_BYTES
     return jobs, max(1, min(model_steps, jobs))
+
+
+def step_threads(profile_threads: int, jobs: int, cores: int, env: Mapping[str, str]) -> int | None:
+    """The ``OMP_NUM_THREADS`` each step's process of a run starts with, or None to leave it as it is.
+    More than one step at a time (``jobs`` > 1), a profile that leaves torch's threads as they are
+    (``threads: 0``) and no ``OMP_NUM_THREADS`` in ``env`` (the user's): the ``cores`` shared out,
+    ``cores // jobs`` each, at least 1 (two steps with every core each on the same cores
+    oversubscribe them: batch-1 decoding ran 5x slower with 2 threads than with 1 beside another
+    process on 2 cores). Otherwise None: one step at a time has every core (torch's default), a
+    profile's ``threads`` is set in each step (``setup_torch``), the user's variable stays.
+
+    >>> step_threads(0, 2, 2, {})             # the default profile, --jobs 0 on 2 cores
+    1
+    >>> step_threads(0, 2, 16, {})            # --jobs 2 on 16 cores
+    8
+    >>> step_threads(0, 3, 2, {})             # more steps than cores: still one thread each
+    1
+    >>> step_threads(0, 1, 16, {}) is None    # --jobs 1: every core
+    True
+    >>> step_threads(4, 2, 16, {}) is None    # the profile's threads: 4
+    True
+    >>> step_threads(0, 2, 16, {"OMP_NUM_THREADS": "3"}) is None  # the user's
+    True
+    """
+    if jobs <= 1 or profile_threads or env.get("OMP_NUM_THREADS"):
+        return None
+    return max(1, cores // jobs)
+
+
+def threads_text(profile_threads: int, threads: int | None, env: Mapping[str, str]) -> str:
+    """The torch threads of each step, for the run's first console line (``threads``: ``step_threads``).
+
+    >>> threads_text(0, 1, {})
+    '1 torch thread each (OMP_NUM_THREADS: cores // steps)'
+    >>> threads_text(2, None, {})
+    "2 torch threads each (the profile's threads)"
+    >>> threads_text(0, None, {"OMP_NUM_THREADS": "3"})
+    '3 torch threads each (OMP_NUM_THREADS)'
+    >>> threads_text(0, None, {})
+    "torch's default threads (every core)"
+    """
+    def n(k) -> str:
+        return f"{k} torch thread{'' if str(k) == '1' else 's'} each"
+
+    if profile_threads:
+        return f"{n(profile_threads)} (the profile's threads)"
+    if threads is not None:
+        return f"{n(threads)} (OMP_NUM_THREADS: cores // steps)"
+    if env.get("OMP_NUM_THREADS"):
+        return f"{n(env['OMP_NUM_THREADS'])} (OMP_NUM_THREADS)"
+    return "torch's default threads (every core)"
+
+
+@contextmanager
+def thread_env(threads: int | None):
+    """``OMP_NUM_THREADS`` set to ``threads`` (None: left as it is) while the block runs, and back as
+    it was after: the processes started meanwhile (Dagster's step processes, seed runs; spawned,
+    they inherit this process's environment and read it when torch loads; the training processes
+    ``launch.child_env`` starts inherit it from theirs) take that many threads; this process's own
+    torch, if loaded, keeps its own."""
+    if threads is None:
+        yield
+        return
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
 
 
 def memory_bytes() -> int:
@@ -340,10 +417,12 @@ def _seeds(defs) -> list[str]:
     return []
 
 
-def _run_partitioned(args, defs, instance, root: str, seeds: list[str], run_id: str, log_file: Path, run_log):
+def _run_partitioned(args, defs, instance, root: str, seeds: list[str], run_id: str, log_file: Path, run_log,
+                     profile_threads: int = 0):
     """A graph partitioned by training seed, as Dagster runs it: one run of the shared (unpartitioned)
     assets that are stale or missing; one run per seed of that seed's stale or missing arms and
-    evaluation, ``--jobs`` at a time (each its own process, one torch thread per the profile);
+    evaluation, ``--jobs`` at a time (each its own process, with the profile's torch threads, or with
+    ``threads: 0`` and more than one seed at once the cores shared out: ``step_threads``);
     then the report over every materialized seed. Returns the keys materialized ([] for none), or
     False when a run failed."""
     from act_pipeline.resources import manifest_path
@@ -380,8 +459,10 @@ def _run_partitioned(args, defs, instance, root: str, seeds: list[str], run_id: 
     # cores), and no more than model steps fit in memory: each seed's run trains models (3 seeds' IL
     # trainings on 2 cores and 24 GiB were OOM-killed)
     jobs = max(1, min(*concurrency(args.jobs, args.model_steps), len(work)))
+    threads = step_threads(profile_threads, jobs, os.cpu_count() or 1, os.environ)
     if work:
-        print(f"act-pipeline: {len(work)} seed run(s), {jobs} at a time", flush=True)
+        print(f"act-pipeline: {len(work)} seed run(s), {jobs} at a time, "
+              f"{threads_text(profile_threads, threads, os.environ)}", flush=True)
     failed = []
     if jobs == 1:
         failed = [s for s, keys in work if not _seed_run(str(args.profile), root, s, keys)]
@@ -389,8 +470,9 @@ def _run_partitioned(args, defs, instance, root: str, seeds: list[str], run_id: 
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # a fresh process per seed (nothing carried over from one seed's run to the next)
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        # a fresh process per seed (nothing carried over from one seed's run to the next); the pool
+        # starts a seed's process as one ends (max_tasks_per_child), so the threads stay set throughout
+        with thread_env(threads), ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
             futures = [pool.submit(_seed_run, str(args.profile), root, s, keys) for s, keys in work]
         failed = [s for (s, _), f in zip(work, futures) if not f.result()]
     if failed:
@@ -599,10 +681,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--all", action="store_true",
                    help="recompute every asset (default: only stale and missing ones, as Dagster sees them)")
     r.add_argument("--jobs", type=int, default=0,
-                   help="steps run at the same time, each in its own process with the profile's torch threads "
-                        "(Dagster's multiprocess executor; a profile with `seeds`: training seeds at the same time, "
-                        "each a run in its own process); 0: a profile with `seeds`: as many as CPU cores, "
-                        "otherwise 1; 1: one step after another in this process")
+                   help="steps run at the same time, each in its own process (Dagster's multiprocess executor; "
+                        "a profile with `seeds`: training seeds at the same time, each a run in its own process) "
+                        "with the profile's torch threads, or with `threads: 0` and OMP_NUM_THREADS unset "
+                        "max(1, cores // N) each; 0 (default): as many as CPU cores; "
+                        "1: one step after another in this process")
     r.add_argument("--model-steps", type=int, default=0,
                    help="of those, steps that load a model (sampling, training, evaluation) at the same time; "
                         "0: as many as fit in memory at 11 GiB each (at least 1, at most --jobs)")

@@ -4,7 +4,11 @@ one after another in process (``--jobs 1``), through the CLI's own ``run_job`` o
 The whole graph with ``--jobs 2`` and ``--jobs 1`` is in tests/test_pipeline_smoke.py; here two
 independent assets ``left`` and ``right`` (each waits, up to ``wait_s``, until the other has
 started: they can only both finish early if they run at the same time), ``joined`` reading both,
-and an asset ``broken`` that fails.
+and an asset ``broken`` that fails; ``torch_threads`` records the torch threads of its step's process.
+
+The default (``--jobs 0``) of an unpartitioned run: as many steps at once as CPU cores, and with the
+profile's ``threads: 0`` each step's process ``cores // jobs`` threads (``cli.step_threads``), through
+``cli.main`` with ``run_job`` stood in for.
 """
 
 import os
@@ -15,11 +19,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from act_pipeline import cli, console
 from act_pipeline.assets.common import GPU_TAG
 
-from .conftest import REPO, dagster_home, overlap, step_spans
+from .conftest import REPO, SMOKE, dagster_home, overlap, step_spans
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,7 +64,15 @@ def tiny_job(folder: str, wait_s: float, model: bool, log_file: str) -> dg.JobDe
     def broken() -> int:
         raise ValueError("broken on purpose")
 
-    defs = console.with_loggers(dg.Definitions(assets=[side("left", "right"), side("right", "left"), joined, broken],
+    @dg.asset
+    def torch_threads() -> int:
+        import torch
+
+        Path(folder, "torch_threads").write_text(str(torch.get_num_threads()))
+        return torch.get_num_threads()
+
+    defs = console.with_loggers(dg.Definitions(assets=[side("left", "right"), side("right", "left"), joined, broken,
+                                                       torch_threads],
                                                jobs=[dg.define_asset_job("tiny_job")]))
     return defs.resolve_job_def("tiny_job")
 
@@ -77,6 +90,89 @@ def _run(tmp_path_factory, jobs: int, model_steps: int = 2, wait_s: float = 0.0,
         result = cli.run_job(job, recon, instance, selection=[dg.AssetKey(k) for k in keys], run_id=run_id,
                              run_config=console.run_config(log_file), jobs=jobs, model_steps=model_steps)
         return result, step_spans(instance, run_id), log_file
+
+
+def test_step_processes_get_the_threads_the_cli_sets(tmp_path_factory, monkeypatch):
+    """With ``cli.thread_env`` around ``run_job`` (as ``act-pipeline run`` does), a step's process
+    has that many torch threads: 1 of 2 cores, where torch's own default is every core (torch takes
+    no more threads from OMP_NUM_THREADS than there are cores, so 1 is the count that tells)."""
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch's default here is one thread: nothing to tell the threads set apart from")
+    want = 1
+    threads = cli.step_threads(0, 2, 2, os.environ)
+    assert threads == want
+    with cli.thread_env(threads):
+        assert os.environ["OMP_NUM_THREADS"] == str(want)
+        result, spans, log_file = _run(tmp_path_factory, jobs=2, keys=("torch_threads", "left"))
+    assert "OMP_NUM_THREADS" not in os.environ  # as it was before
+    assert result.success
+    assert not isinstance(result, dg.ExecuteInProcessResult)  # the multiprocess executor
+    assert Path(log_file.parent, "torch_threads").read_text() == str(want)
+
+
+def test_thread_env_leaves_a_set_variable_as_it_was(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert cli.step_threads(0, 2, 16, os.environ) is None  # the user's: not overridden
+    with cli.thread_env(None):
+        assert os.environ["OMP_NUM_THREADS"] == "5"
+    with cli.thread_env(2):
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert os.environ["OMP_NUM_THREADS"] == "5"
+
+
+def _default_run(tmp_path_factory, monkeypatch, capsys, alfworld_data, *argv, threads=0, cores=4):
+    """``act-pipeline run`` of the smoke profile with ``threads`` on a machine of ``cores`` CPU cores
+    (``os.cpu_count`` stood in for), up to the run: ``run_job`` records its ``jobs`` and the step
+    processes' ``OMP_NUM_THREADS`` and fails the run. (those, the console's first run line)"""
+    tmp = tmp_path_factory.mktemp("default_run")
+    profile = tmp / "profile.yaml"
+    d = yaml.safe_load(SMOKE.read_text())
+    d["threads"] = threads
+    profile.write_text(yaml.safe_dump(d, sort_keys=False))
+    seen = {}
+
+    def run_job(job, recon, instance, *, jobs, model_steps, **_):
+        seen.update(jobs=jobs, model_steps=model_steps, omp=os.environ.get("OMP_NUM_THREADS"))
+        return type("Failed", (), {"success": False})()
+
+    monkeypatch.setattr(cli, "run_job", run_job)
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("ALFWORLD_DATA", str(alfworld_data))
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path_factory)))
+    for k in ("ACT_PROFILE", "ACT_HOME"):  # _run sets them
+        monkeypatch.setenv(k, os.environ.get(k, ""))
+    capsys.readouterr()
+    assert cli.main(["run", "--profile", str(profile), "--home", str(tmp / "home"), *argv]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if " materializes " in ln)
+    return seen, line
+
+
+def test_default_run_takes_every_core_with_a_thread_each(tmp_path_factory, monkeypatch, capsys, alfworld_data):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen, line = _default_run(tmp_path_factory, monkeypatch, capsys, alfworld_data)
+    assert seen["jobs"] == 4 and seen["omp"] == "1", seen  # --jobs 0: as many steps as cores, cores // jobs each
+    assert "up to 4 steps at a time" in line and "1 torch thread each" in line, line
+    assert "OMP_NUM_THREADS" not in os.environ  # this process's own, as it was
+
+
+@pytest.mark.parametrize("argv, threads, omp, want_jobs, want_omp, text", [
+    (("--jobs", "2"), 0, None, 2, "2", "2 torch threads each (OMP_NUM_THREADS: cores // steps)"),
+    (("--jobs", "1"), 0, None, 1, None, "one step at a time, in this process, torch's default threads"),
+    ((), 1, None, 4, None, "1 torch thread each (the profile's threads)"),
+    ((), 0, "3", 4, "3", "3 torch threads each (OMP_NUM_THREADS)"),
+])
+def test_threads_of_the_steps(tmp_path_factory, monkeypatch, capsys, alfworld_data, argv, threads, omp, want_jobs,
+                              want_omp, text):
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    seen, line = _default_run(tmp_path_factory, monkeypatch, capsys, alfworld_data, *argv, threads=threads)
+    assert seen["jobs"] == want_jobs and seen["omp"] == want_omp, seen
+    assert text in line, line
 
 
 def test_jobs_2_runs_independent_steps_at_the_same_time(tmp_path_factory, capfd):
