@@ -84,7 +84,7 @@ def _extra(r: dict) -> str:
     if "checks" in r and "identical_success_counts" in r["checks"]:
         c = r["checks"]
         return f"wins {c['successes_sequential']} vs {c['successes_batched']}"
-    if "roofline" in r:
+    if "read_GBps" in r.get("roofline", {}):  # the prefill / decode lines (older tokens lines: below)
         roof = r["roofline"]
         return (f"bound by {r['a'].get('bound_by')}; {roof['read_GBps']} GB/s read, "
                 f"peak {roof['peak_GFLOPs']} GFLOP/s ({roof['peak']['peak_shape']})")
