@@ -220,7 +220,7 @@ def test_concurrency_defaults():
 
     jobs, model_steps = cli.concurrency(0, 0)
     assert jobs == (os.cpu_count() or 1)
-    assert 1 <= model_steps <= jobs
+    assert model_steps == max(1, min(jobs, cli.memory_bytes() // cli.MODEL_STEP_BYTES))
     assert cli.concurrency(3, 0)[1] == max(1, min(3, cli.memory_bytes() // cli.MODEL_STEP_BYTES))
     assert cli.concurrency(4, 9) == (4, 4)
     assert cli.concurrency(1, 0) == (1, 1)
