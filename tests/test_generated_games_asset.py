@@ -2,6 +2,7 @@
 
 import dagster as dg
 import pyarrow.parquet as pq
+import yaml
 
 from act_pipeline.assets.graph import build_assets
 from act_pipeline.definitions import build_resources
@@ -12,9 +13,17 @@ from .conftest import SMOKE, graph_config
 def test_games_generated_offline_when_alfworld_data_is_unset(tmp_path, monkeypatch):
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
     home = tmp_path / "home"
+    # one game per split (the smoke profile: 3) is all the checks below need: every split there, the
+    # unseen scene apart from the train one, the expert winning. Each game is planner-solved when
+    # generated, the train and held-out ones again by the expert; the generator's floor-plan split
+    # itself is pinned in tests/test_alfworld_gen.py
+    prof = yaml.safe_load(SMOKE.read_text())
+    prof["alfworld"]["generate_per_split"] = 1
+    profile = tmp_path / "one-per-split.yaml"
+    profile.write_text(yaml.safe_dump(prof))
     res = dg.materialize(build_assets(graph_config()),
                          selection=["alfworld/games", "alfworld/imported_expert_steps", "alfworld/expert_trajectories"],
-                         resources=build_resources(str(SMOKE), str(home)),
+                         resources=build_resources(str(profile), str(home)),
                          instance=dg.DagsterInstance.ephemeral())
     assert res.success
     games_meta = res.asset_materializations_for_node("alfworld__games")[0].metadata

@@ -47,6 +47,10 @@ def _profile(tmp_path: Path) -> Path:
                     probe_max_new_tokens=12)
     d["il"].update(small)
     d["rl"].update(small, num_generations=4, max_completion_length=8)
+    # as the smoke profile: the paper's 3 alternatives and 512-token reflections (its evaluation budget is
+    # 512 + eval.max_new_tokens per answer) cost minutes with nothing here checking the arm's size;
+    # greedy reflections (the paper's temperature) are kept
+    d["early_experience"].update(alternatives=1, max_new_tokens=8, batch_size=16)
     d["training"] = {"launcher": "accelerate", "accelerate_config": "configs/accelerate/cpu.yaml",
                      "num_processes": 1}
     d["eval"].update(heldout_pairs=8, heldout_states=8, games_valid_seen=1, games_valid_unseen=1, max_steps=2,
