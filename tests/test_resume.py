@@ -21,21 +21,14 @@ from act_pipeline.config import ACTConfig, ILConfig
 from act_pipeline.training.act_grpo import train_act
 from act_pipeline.training.sft import train_sft
 kind, model, out, work, rows, save = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), json.loads(sys.argv[6])
-total = int(sys.argv[7])
 if kind == "sft":
-    train_sft(model, rows, out, ILConfig(max_steps=total, per_device_train_batch_size=2, **save), work_dir=work)
+    train_sft(model, rows, out, ILConfig(max_steps=30, per_device_train_batch_size=2, **save), work_dir=work)
 else:
-    train_act(model, rows, out, ACTConfig(max_steps=total, per_device_train_batch_size=4,
+    train_act(model, rows, out, ACTConfig(max_steps=16, per_device_train_batch_size=4,
                                           num_generations=4, max_completion_length=4, **save), work_dir=work)
 """
 # every 2 steps, or every 0.3 s of training (a few steps of the tiny model)
 SAVES = {"steps": {"save_steps": 2}, "seconds": {"save_every_s": 0.3}}
-# max_steps (were 30 and 16): the kill comes at the first checkpoint (step 2, or the first step ending
-# 0.3 s in), and the steps left after it must outlast the poll (0.05 s) and the kill, or the run ends
-# first. From the FLOPs (not timed): a GRPO step (4 completions generated, then the update) takes over
-# 0.1 s on one thread, so 0.3 s is at most ~3 steps and 6 leaves some; an SFT step is a few times
-# cheaper, so on a fast core 0.3 s may be ~6 steps and 12 still leaves several
-STEPS = {"sft": 12, "act": 6}
 
 
 @pytest.mark.parametrize("every", list(SAVES))
@@ -48,7 +41,7 @@ def test_killed_training_resumes_to_the_same_final_step(tmp_path, tiny_model, ki
     rows = [ROW, dict(ROW, action_1="look", action_2="go to sink 1", expert_slot=2)] * 4
     out, work = tmp_path / "model", tmp_path / "work"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, kind, tiny_model, str(out), str(work), json.dumps(rows),
-                             json.dumps(SAVES[every]), str(STEPS[kind])],
+                             json.dumps(SAVES[every])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not list(work.glob("checkpoint-*/trainer_state.json")):
@@ -60,14 +53,15 @@ def test_killed_training_resumes_to_the_same_final_step(tmp_path, tiny_model, ki
     assert not out.exists()  # no half-written final checkpoint
     killed_at = int(sorted(work.glob("checkpoint-*"))[-1].name.split("-")[1])
 
-    total = STEPS[kind]
     if kind == "sft":
-        res = train_sft(tiny_model, rows, out, ILConfig(max_steps=total, per_device_train_batch_size=2, **SAVES[every]),
+        res = train_sft(tiny_model, rows, out, ILConfig(max_steps=30, per_device_train_batch_size=2, **SAVES[every]),
                         work_dir=work, log=lambda m: None)
+        total = 30
     else:
-        res = train_act(tiny_model, rows, out, ACTConfig(max_steps=total, per_device_train_batch_size=4,
-                                                         num_generations=4, max_completion_length=4, **SAVES[every]),
+        res = train_act(tiny_model, rows, out, ACTConfig(max_steps=16, per_device_train_batch_size=4, num_generations=4,
+                                                         max_completion_length=4, **SAVES[every]),
                         work_dir=work, log=lambda m: None)
+        total = 16
     assert res["resumed_from"] is not None and Path(res["resumed_from"]).name.startswith("checkpoint-")
     assert killed_at < total and res["global_step"] == total  # same final step count as an uninterrupted run
     steps_logged = [h["step"] for h in res["log_history"] if "loss" in h]
