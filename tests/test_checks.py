@@ -1,18 +1,21 @@
-"""Blocking asset checks: bad pairs stop ACT training in the same Dagster run."""
+"""Blocking asset checks: bad pairs stop ACT training in the same Dagster run; the checks of one asset
+run in one step."""
 
 import json
+from collections import defaultdict
 
 import dagster as dg
 import pyarrow as pa
 
+from act_pipeline import console
 from act_pipeline.assets.graph import build_assets, build_checks
 from act_pipeline.data import quality
 from act_pipeline.data.store import write_parquet_atomic
 from act_pipeline.data.trajectories import TRAJECTORY_SCHEMA
-from act_pipeline.definitions import build_resources
+from act_pipeline.definitions import build_resources, make_definitions
 from act_pipeline.sampling.alternatives import ALTERNATIVES_SCHEMA
 
-from .conftest import SMOKE, graph_config
+from .conftest import DEFAULT, SMOKE, graph_config
 
 
 GAMES = [  # the games manifest: one training game, one held-out valid_unseen game, one valid_seen roll-out game
@@ -74,6 +77,7 @@ def test_bad_pairs_block_training(tmp_path, tiny_model):
     checks = _checks(res)
     assert checks["alternative_differs_from_expert"] is False
     assert checks["no_duplicate_pairs"] is True
+    assert len(checks) == 8  # a failed check does not keep the others of its step from reporting
     materialized = _materialized(res)
     assert "alfworld/contrast_pairs" in materialized
     assert "alfworld/act_checkpoint" not in materialized  # the blocking check stopped training
@@ -92,7 +96,9 @@ def test_good_pairs_pass_every_check_and_train(tmp_path, tiny_model):
 def _stopped(res, home) -> bool:
     """contrast_pairs was written, ACT training never started."""
     materialized = _materialized(res)
+    started = {e.step_key for e in res.all_events if e.event_type_value == "STEP_START"}
     return ("alfworld/contrast_pairs" in materialized and "alfworld/act_checkpoint" not in materialized
+            and "alfworld__act_checkpoint" not in started
             and not (home / "manifests" / "alfworld__act_checkpoint.json").exists())
 
 
@@ -141,6 +147,52 @@ def test_task_type_without_training_pairs_blocks_training(tmp_path, tiny_model):
         json.loads((home / "manifests" / "alfworld__contrast_pairs.json").read_text())["uri"],
         json.loads((home / "manifests" / "alfworld__expert_trajectories.json").read_text())["uri"])
     assert not ok and meta["missing"] == ["t2"] and "t2" in desc
+
+
+def test_each_assets_checks_run_in_one_step():
+    """The checks of one asset are the outputs of one step of the job (its execution plan): under the
+    multiprocess executor each step is a process start (~5-7 s) and blocking checks sit between their
+    asset and everything downstream, so 8 pair checks as 8 steps delayed ACT by ~90 s."""
+    from dagster._core.execution.api import create_execution_plan
+
+    defs = make_definitions(str(DEFAULT), "/nonexistent-data-root")
+    steps_by_asset, checks_by_step = defaultdict(set), defaultdict(set)
+    for step in create_execution_plan(defs.resolve_job_def("act_pipeline_job")).get_all_steps_in_topo_order():
+        for out in step.step_outputs:
+            if out.properties is not None and out.properties.asset_check_key is not None:
+                steps_by_asset[out.properties.asset_check_key.asset_key].add(step.key)
+                checks_by_step[step.key].add(out.properties.asset_check_key)
+    assert set().union(*checks_by_step.values()) == set(defs.resolve_asset_graph().asset_check_keys)
+    assert {a: s for a, s in steps_by_asset.items() if len(s) > 1} == {}  # one step per checked asset
+    assert all(len({k.asset_key for k in keys}) == 1 for keys in checks_by_step.values())  # of one asset
+    for b in ("alfworld", "scienceworld"):
+        for asset, n in (("expert_trajectories", 3), ("contrast_pairs", 8)):
+            step = f"{b}__{asset}_checks"
+            assert steps_by_asset[dg.AssetKey([b, asset])] == {step} and len(checks_by_step[step]) == n
+    # the console knows them as check steps (no start and end lines; a line when a check fails)
+    assert set(checks_by_step) == set(console.check_steps(defs))
+
+
+def test_a_raising_check_blocks_training_and_one_check_runs_alone(tmp_path, tiny_model):
+    home = _inputs(tmp_path, GOOD, tiny_model)
+    # the games table is gone: no_eval_state_in_training (the step's 7th check of 8) raises
+    (home / "manifests" / "alfworld__games.json").write_text(json.dumps({"uri": str(tmp_path / "gone"), "hash": "g"}))
+    res = _run(home)
+    checks = _checks(res)
+    assert "no_eval_state_in_training" not in checks and len(checks) == 7 and all(checks.values()), checks
+    assert [e.step_key for e in res.all_events if e.event_type_value == "STEP_FAILURE"] == [
+        "alfworld__contrast_pairs_checks"]
+    assert _stopped(res, home)
+    # one check alone, as the UI runs it: only it is evaluated; the unselected ones read nothing (the
+    # games table is gone) and load no tokenizer (nor is the base model's folder there any more)
+    (home / "manifests" / "base_model.json").write_text(json.dumps({"uri": str(tmp_path / "gone"), "hash": "b"}))
+    cfg = graph_config()
+    one = dg.AssetCheckKey(dg.AssetKey(["alfworld", "contrast_pairs"]), "alternative_admissible")
+    res = dg.materialize([*build_assets(cfg), *build_checks(cfg)], selection=dg.AssetSelection.checks(one),
+                         resources=build_resources(str(SMOKE), str(home)),
+                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert res.success and _checks(res) == {"alternative_admissible": True}
+    assert _materialized(res) == set()
 
 
 def test_slot_share_check_fails_on_imbalance(tmp_path):
