@@ -4,6 +4,7 @@ official data and is refused under CI. Real folders, the real decision; nothing 
 (the generated source is what the ALFWorld tests play whenever the official data is absent)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,34 @@ def test_the_override_is_refused_under_ci_and_when_misspelt(checkout, monkeypatc
         src.configure()
     with pytest.raises(pytest.UsageError, match=needle):
         src.official_data(checkout)
+
+
+IMPORT_THEN_RESOLVE = """
+import os, sys
+from act_pipeline.envs import alfworld as aw
+aw.game_logic()  # imports alfworld (alfworld/info.py), as building a game does
+from act_pipeline.envs.alfworld_gen.tables import _constants
+_constants()
+assert "alfworld" in sys.modules
+print(repr(os.environ.get("ALFWORLD_DATA")), aw.resolve_data_root(None))
+"""
+
+
+@pytest.mark.parametrize("value", [None, "official"])
+def test_importing_alfworld_leaves_alfworld_data_as_it_was(tmp_path, value):
+    """alfworld's import sets ALFWORLD_DATA to its own (empty) cache folder when it is unset: after
+    it, an unset variable must still read as unset (games generated offline, not "a folder without
+    the data"), and a set one keep its value. A fresh process, since this one has imported alfworld."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ALFWORLD_DATA"}
+    if value:
+        for split in ("train", "valid_seen", "valid_unseen"):
+            (tmp_path / "json_2.1.1" / split).mkdir(parents=True)
+        env["ALFWORLD_DATA"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", IMPORT_THEN_RESOLVE], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = f"{str(tmp_path)!r} {tmp_path}" if value else "None None"
+    assert out.stdout.strip() == expected

@@ -146,7 +146,32 @@ def discover_games(data: str | os.PathLike, split: str, task_types: Iterable[str
     return games
 
 
+def import_alfworld() -> None:
+    """Import the ``alfworld`` package with ``$ALFWORLD_DATA`` left as it was. Its import
+    (``alfworld/info.py``) sets the variable to its own cache folder (``~/.cache/alfworld``, created
+    empty) when it is unset, which made "unset: generate games offline" look like "set to a folder
+    without the data" to :func:`resolve_data_root` and to the tests' games source, in any process
+    that had imported alfworld before. Every import of alfworld in this package comes after this
+    call (later imports of its modules do not run ``info.py`` again). Nothing here reads the
+    variable through alfworld: its config-file paths (``AlfredTWEnv``) are not used
+    (tests/test_alfworld_source.py checks both ways in a fresh process).
+    """
+    import sys
+
+    if "alfworld" in sys.modules:
+        return
+    before = os.environ.get("ALFWORLD_DATA")
+    try:
+        import alfworld  # noqa: F401
+    finally:
+        if before is None:
+            os.environ.pop("ALFWORLD_DATA", None)
+        else:
+            os.environ["ALFWORLD_DATA"] = before
+
+
 def game_logic() -> dict[str, str]:
+    import_alfworld()
     from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 
     return {
@@ -161,6 +186,7 @@ def build_game(trial: Path, dst_dir: Path, logic: dict[str, str] | None = None) 
     The handcoded expert reads ``traj_data.json`` beside the game file, so it is copied too. An
     existing game.tw-pddl (a full ``alfworld-download``) is used as it is.
     """
+    import_alfworld()
     from alfworld.agents.utils.misc import add_task_to_grammar
 
     trial = Path(trial)
@@ -227,6 +253,7 @@ class AlfworldGame:
     def __init__(self, gamefile: str | Path, expert: str | None = None):
         import textworld
         from textworld.envs import PddlEnv
+        import_alfworld()
         from alfworld.agents.environment.alfred_tw_env import (
             AlfredDemangler, AlfredExpert, AlfredInfos,
         )

@@ -15,6 +15,9 @@ from act_pipeline.envs.alfworld_gen.tables import ALFRED_UNSEEN_SCENES, ROOMS
 
 def _layouts_dir() -> Path:
     try:
+        from act_pipeline.envs.alfworld import import_alfworld
+
+        import_alfworld()
         import alfworld.gen as gen
     except ImportError as e:  # pragma: no cover - alfworld is a dependency
         raise AlfworldDataError(f"alfworld is not installed ({e}); it ships the layout files") from None

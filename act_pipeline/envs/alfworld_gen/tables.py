@@ -81,6 +81,9 @@ IN_PREP = {"Drawer", "Cabinet", "Fridge", "Microwave", "Safe", "GarbageCan", "Si
 
 
 def _constants():
+    from act_pipeline.envs.alfworld import import_alfworld
+
+    import_alfworld()  # $ALFWORLD_DATA as it was (alfworld's import sets it)
     import alfworld.gen.constants as C
 
     return C
