@@ -43,7 +43,11 @@ class Counting:
 
 
 def _build(alfworld_data, out, n=3):
-    specs = aw.select_balanced([g for g in aw.discover_games(alfworld_data, "train", SMALL_TYPES) if g.scene >= 200], n)
+    train = aw.discover_games(alfworld_data, "train", SMALL_TYPES)
+    # scenes >= 200 first (quick for the planner); the games generated offline (one per task type)
+    # may hold fewer of them, so the rest come from the other scenes
+    specs = aw.select_balanced([g for g in train if g.scene >= 200], n)
+    specs += aw.select_balanced([g for g in train if g not in specs], n - len(specs))
     return [{"game_id": s.game_id, "split": "train", "task_type": s.task_type,
              "gamefile": str(aw.build_game(s.path, out / str(i)))} for i, s in enumerate(specs)]
 
