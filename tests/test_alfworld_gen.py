@@ -29,7 +29,7 @@ def _trials(root: Path, split: str) -> list[Path]:
 
 
 def test_layout_and_formats(generated: Path):
-    seen_types = set()
+    seen_types, walk_lengths = set(), {}
     for split in SPLITS:
         trials = _trials(generated, split)
         assert len(trials) == N, split
@@ -79,10 +79,16 @@ def test_layout_and_formats(generated: Path):
             assert set(game) >= {"pddl_domain", "grammar", "pddl_problem", "solvable", "walkthrough"}
             assert game["pddl_problem"] == pddl
             assert game["solvable"] is True
-            assert 1 <= len(game["walkthrough"]) <= 50
+            # a list of commands (test_games_are_planner_solvable replays it to a win); its length is
+            # solve()'s, at most MAX_STEPS by construction, so the manifest's count is what can disagree
+            walk = game["walkthrough"]
+            assert isinstance(walk, list) and walk and all(isinstance(a, str) and a.strip() for a in walk)
+            walk_lengths[f"{trial.parent.name}/{trial.name}"] = len(walk)
     assert seen_types == set(TASK_TYPES)
     manifest = json.loads((generated / "generation.json").read_text())
     assert manifest["seed"] == 0 and manifest["n_per_split"] == N
+    recorded = {g["game"]: g["expert_steps"] for split in SPLITS for g in manifest["games"][split]}
+    assert recorded == walk_lengths  # every game on disk is in the manifest, with its walkthrough's length
 
 
 def test_games_are_planner_solvable(generated: Path):
