@@ -150,16 +150,22 @@ def trajectory_checks(b: Benchmark) -> list[dg.AssetChecksDefinition]:
                           {**b.ins("games"), "base_model": dg.AssetIn("base_model")})]
 
 
-def _training_examples_fit(b: Benchmark, manifest: dict, base_model: dict, profile: ProfileResource) -> quality.Result:
+def _tokenizer_and_window(base_model: dict, cfg: PipelineConfig):
+    """The base model's tokenizer and context window, for the checks that measure prompts."""
     from transformers import AutoTokenizer
 
-    from act_pipeline.data.store import read_parquet
-    from act_pipeline.training.fit import training_examples_fit
     from act_pipeline.models import context_window
 
-    cfg = profile.config()
     tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
-    window = context_window(base_model["uri"], cfg.model)
+    return tok, context_window(base_model["uri"], cfg.model)
+
+
+def _training_examples_fit(b: Benchmark, manifest: dict, base_model: dict, profile: ProfileResource) -> quality.Result:
+    from act_pipeline.data.store import read_parquet
+    from act_pipeline.training.fit import training_examples_fit
+
+    cfg = profile.config()
+    tok, window = _tokenizer_and_window(base_model, cfg)
     # what stage 3 trains on (training.launch.STAGE_FILTERS): the won training steps
     rows = [r for r in read_parquet(manifest["uri"]).to_pylist() if r["split"] == "train" and r["won"]]
     return training_examples_fit(
@@ -168,15 +174,11 @@ def _training_examples_fit(b: Benchmark, manifest: dict, base_model: dict, profi
 
 
 def _critic_prompts_fit(b: Benchmark, manifest: dict, base_model: dict, profile: ProfileResource) -> quality.Result:
-    from transformers import AutoTokenizer
-
     from act_pipeline.data.store import read_parquet
     from act_pipeline.training.act_grpo import critic_dataset
-    from act_pipeline.models import context_window
 
     cfg = profile.config()
-    tok = AutoTokenizer.from_pretrained(base_model["uri"], trust_remote_code=cfg.model.trust_remote_code)
-    context = context_window(base_model["uri"], cfg.model)
+    tok, context = _tokenizer_and_window(base_model, cfg)
     rows = read_parquet(manifest["uri"]).to_pylist()
     prompts = list(critic_dataset(rows, tok, b.history_len(cfg), cfg.model.thinking)["prompt"]) if rows else []
     # tokenized as TRL's GRPOTrainer does (text, the tokenizer's own special tokens)

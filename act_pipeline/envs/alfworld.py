@@ -156,8 +156,6 @@ def import_alfworld() -> None:
     variable through alfworld: its config-file paths (``AlfredTWEnv``) are not used
     (tests/test_alfworld_source.py checks both ways in a fresh process).
     """
-    import sys
-
     if "alfworld" in sys.modules:
         return
     before = os.environ.get("ALFWORLD_DATA")
