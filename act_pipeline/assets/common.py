@@ -36,6 +36,9 @@ def partition_seed(context) -> int | None:
 def setup_torch(cfg: PipelineConfig) -> None:
     import torch
 
+    from act_pipeline.machine import tune_malloc
+
+    tune_malloc()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 

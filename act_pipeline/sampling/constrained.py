@@ -175,8 +175,10 @@ _WORKER: dict = {}  # in a scoring process: its model and tokenizer
 def _init_scoring_process(model_path: str, dtype: str, trust_remote_code: bool, threads: int) -> None:
     import torch
 
+    from act_pipeline.machine import tune_malloc
     from act_pipeline.models import load_model
 
+    tune_malloc()
     torch.set_num_threads(threads)
     _WORKER["model"], _WORKER["tokenizer"] = load_model(model_path, trust_remote_code, dtype)
 

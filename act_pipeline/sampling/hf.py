@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from act_pipeline.machine import tune_malloc
 from act_pipeline.sampling.base import Completion, Sampler, SamplingParams
 
 
@@ -32,6 +33,7 @@ class TransformersSampler(Sampler):
     def __init__(self, model, tokenizer, batch_size: int = 16, stop_strings: Sequence[str] = (),
                  share_prefix: bool = True, ragged_prefill: bool | None = None,
                  share_across_prompts: bool = True):
+        tune_malloc()  # decoding grows the KV cache a token at a time: keep freed blocks for reuse
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
