@@ -4,7 +4,11 @@ batched sampler's time against the least time of its own forward calls on this C
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -37,6 +41,65 @@ def prefill_seconds(model, tok, prompts) -> float:
             enc = tok(p, return_tensors="pt", add_special_tokens=False)
             model(**enc, logits_to_keep=1)
     return time.perf_counter() - t0
+
+
+def sampler_in_fresh_process(model_path: str, prompts: list[str], params: dict, stop: list[str]) -> dict:
+    """In a fresh (spawned) process: the pipeline's sampler on ``prompts`` once untimed (warm-up:
+    first-call costs), then once timed; its seconds, completions and whether ``tune_malloc`` applied.
+    The allocator setting is per process and stays once set, so each side of its lever needs its
+    own process."""
+    from act_pipeline.machine import tune_malloc
+    from act_pipeline.sampling.base import SamplingParams
+    from act_pipeline.sampling.hf import TransformersSampler
+
+    torch.set_num_threads(1)
+    model, tok = load(model_path)
+    sampler = TransformersSampler(model, tok, batch_size=16, stop_strings=stop)
+    p = SamplingParams(**params)
+    sampler.generate(prompts[:1], p)
+    t0 = time.perf_counter()
+    out = sampler.generate(prompts, p)
+    return {"seconds": time.perf_counter() - t0, "texts": [[str(c) for c in o] for o in out],
+            "tuned": tune_malloc()}
+
+
+def malloc_lever(ctx: Ctx, prompts: list[str], params, stop: list[str], repeats: int = 2) -> dict:
+    """Before/after of ``machine.tune_malloc`` (glibc keeps freed blocks of up to 32 MiB for reuse):
+    the pipeline's sampler in fresh processes with ``ACT_MALLOC_TUNING=0`` and ``=1``, alternately
+    (off on, on off, ...), one process at a time; the completions must be the same both ways."""
+    args = {"n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+            "max_new_tokens": params.max_new_tokens, "seed": params.seed}
+    runs: dict[str, list[dict]] = {"0": [], "1": []}
+    ctx_spawn = multiprocessing.get_context("spawn")
+    before = os.environ.get("ACT_MALLOC_TUNING")
+    try:
+        for r in range(repeats):
+            for setting in (("0", "1") if r % 2 == 0 else ("1", "0")):
+                os.environ["ACT_MALLOC_TUNING"] = setting  # a spawned process reads it when it calls tune_malloc
+                with ProcessPoolExecutor(1, mp_context=ctx_spawn) as pool:
+                    res = pool.submit(sampler_in_fresh_process, str(ctx.model), prompts, args, stop).result()
+                runs[setting].append(res)
+                ctx.log(f"  sampler, ACT_MALLOC_TUNING={setting}: {res['seconds']:.2f} s (repeat {r + 1}/{repeats})")
+    finally:
+        if before is None:
+            os.environ.pop("ACT_MALLOC_TUNING", None)
+        else:
+            os.environ["ACT_MALLOC_TUNING"] = before
+
+    def timing(rs):
+        return {"seconds": [round(x["seconds"], 4) for x in rs],
+                "median_s": statistics.median(x["seconds"] for x in rs)}
+
+    same = all(x["texts"] == runs["0"][0]["texts"] for x in runs["0"] + runs["1"])
+    return {"lever": "glibc malloc thresholds (machine.tune_malloc: freed blocks of up to 32 MiB reused, "
+                     "not a fresh mmap per KV-cache layer per decoding step); fresh process each run",
+            "before": way("the sampler, glibc's default thresholds (ACT_MALLOC_TUNING=0)", timing(runs["0"]),
+                          len(prompts), "states/s"),
+            "after": way("the sampler, tune_malloc applied (kept: the pipeline's steps and TransformersSampler "
+                         "call it)", timing(runs["1"]), len(prompts), "states/s"),
+            "identical_completions": same,
+            "note": f"the same seeded completions both ways: {'yes' if same else 'no'}",
+            "applied": {"off": [x["tuned"] for x in runs["0"]], "on": [x["tuned"] for x in runs["1"]]}}
 
 
 def run(ctx: Ctx) -> list[dict]:
@@ -111,4 +174,5 @@ def run(ctx: Ctx) -> list[dict]:
         res["profile"] = profile_call(ctx, "sampling", lambda: sampler.generate(prompts, params), {
             "model_forward": ("forward",), "prefill_shared_prefix": ("_generate_shared_prefix",),
             "tokenize_decode": ("__call__", "batch_decode")})
+    res.setdefault("before_after", []).append(malloc_lever(ctx, prompts, params, stop))
     return [res]

@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from benchmarks.common import REPO, Ctx, machine_info, scratch_dir
     from act_pipeline.config import load_config
+    from act_pipeline.machine import tune_malloc
+
+    malloc_tuned = tune_malloc()  # as in the pipeline's model steps (the sampling line measures it both ways)
     from act_pipeline.envs.alfworld import resolve_data_root
     from act_pipeline.models import resolve_base_model
 
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Ctx(quick=args.quick, model=model, model_name=model_name, tiny_model=tiny, threads=args.threads,
               seed=args.seed, scratch=scratch, alfworld=Path(data), log=lambda m: print(m, flush=True),
               jobs=args.jobs, model_steps=args.model_steps, out=out)
-    doc = {"quick": args.quick, "machine": machine_info(args.threads), "results": []}
+    doc = {"quick": args.quick, "machine": {**machine_info(args.threads), "malloc_tuned": malloc_tuned},
+           "results": []}
     t_all = time.time()
     try:
         for name in names:
