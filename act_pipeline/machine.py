@@ -92,8 +92,8 @@ def tune_malloc() -> bool:
     ``mmap`` whose pages the kernel faults in and zeroes. glibc raises its threshold only to the size
     of the last block freed, which a growing cache always exceeds. Measured (the sampling
     benchmark's lever "glibc malloc thresholds", fresh processes, 2026-12-02): 0.171 -> 0.196
-    states/s, the same completions both ways; in the default run's steps, whose processes had freed
-    large blocks before, within a few percent.
+    states/s, the same completions both ways; the default run's steps moved within a few percent
+    (they decode little; inside a long-lived process glibc's threshold may already be high).
 
     Allocation policy only: every result is the same. Once per process; True where applied, False
     where not (not glibc, or ``ACT_MALLOC_TUNING=0``). The pipeline's model steps call it
