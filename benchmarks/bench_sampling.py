@@ -9,6 +9,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from unittest.mock import patch
 
 import torch
 
@@ -71,20 +72,14 @@ def malloc_lever(ctx: Ctx, prompts: list[str], params, stop: list[str], repeats:
             "max_new_tokens": params.max_new_tokens, "seed": params.seed}
     runs: dict[str, list[dict]] = {"0": [], "1": []}
     ctx_spawn = multiprocessing.get_context("spawn")
-    before = os.environ.get("ACT_MALLOC_TUNING")
-    try:
-        for r in range(repeats):
-            for setting in (("0", "1") if r % 2 == 0 else ("1", "0")):
-                os.environ["ACT_MALLOC_TUNING"] = setting  # a spawned process reads it when it calls tune_malloc
-                with ProcessPoolExecutor(1, mp_context=ctx_spawn) as pool:
-                    res = pool.submit(sampler_in_fresh_process, str(ctx.model), prompts, args, stop).result()
-                runs[setting].append(res)
-                ctx.log(f"  sampler, ACT_MALLOC_TUNING={setting}: {res['seconds']:.2f} s (repeat {r + 1}/{repeats})")
-    finally:
-        if before is None:
-            os.environ.pop("ACT_MALLOC_TUNING", None)
-        else:
-            os.environ["ACT_MALLOC_TUNING"] = before
+    for r in range(repeats):
+        for setting in (("0", "1") if r % 2 == 0 else ("1", "0")):
+            # a spawned process inherits the variable and reads it when it calls tune_malloc
+            with patch.dict(os.environ, {"ACT_MALLOC_TUNING": setting}), \
+                    ProcessPoolExecutor(1, mp_context=ctx_spawn) as pool:
+                res = pool.submit(sampler_in_fresh_process, str(ctx.model), prompts, args, stop).result()
+            runs[setting].append(res)
+            ctx.log(f"  sampler, ACT_MALLOC_TUNING={setting}: {res['seconds']:.2f} s (repeat {r + 1}/{repeats})")
 
     def timing(rs):
         return {"seconds": [round(x["seconds"], 4) for x in rs],

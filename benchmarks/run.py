@@ -185,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from benchmarks.common import REPO, Ctx, machine_info, scratch_dir
     from act_pipeline.config import load_config
+    from act_pipeline.envs.alfworld import resolve_data_root
     from act_pipeline.machine import tune_malloc
+    from act_pipeline.models import resolve_base_model
 
     malloc_tuned = tune_malloc()  # as in the pipeline's model steps (the sampling line measures it both ways)
-    from act_pipeline.envs.alfworld import resolve_data_root
-    from act_pipeline.models import resolve_base_model
 
     data = resolve_data_root(os.environ.get("ALFWORLD_DATA") or str(REPO.parent / "shared" / "alfworld"))
     if data is None:
