@@ -101,7 +101,10 @@ def test_constrained_scores_in_two_processes_give_the_table_of_one(played, tiny_
     assert two.to_pylist() == one.to_pylist()  # the same draws and logprobs, bit for bit
     assert table_hash(two) == table_hash(one)
     assert c1["scored"] == len(states) and (c2["scored"], c2["scores_cached"]) == (len(states) - 2, 2)
-    assert [d for d, _ in seen] == [3, 6, 8] and {t for _, t in seen} == {len(states) - 2}  # shares of 3
+    # shares of 3, 3 and 2 states come back in whichever order the two processes finish them
+    done = [d for d, _ in seen]
+    assert done == sorted(set(done)) and done[-1] == 8 and set(done) <= {2, 3, 5, 6, 8}, done
+    assert {t for _, t in seen} == {len(states) - 2}
     # the scores the processes computed (now in the cache) are the one-process scores, bit for bit
     stored = cache.lookup_scores([s["state_id"] for s in states[2:]], constrained.SCORER_ID)
     assert {sid: sc for sid, (_, sc) in stored.items()} == {s["state_id"]: direct[s["state_id"]] for s in states[2:]}

@@ -82,6 +82,22 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
+def _wait_gone(procs, timeout_s: float = 10.0) -> None:
+    """Wait (at most ``timeout_s``) until each killed process has exited: gone, or a zombie its
+    new parent has not reaped yet. A JVM takes a moment to tear down after SIGKILL."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        while time.monotonic() < deadline:
+            try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.02)
+
+
 class EnvWorker:
     """One worker process; ``call`` sends a request and waits for its reply within a timeout."""
 
@@ -133,6 +149,7 @@ class EnvWorker:
             except psutil.NoSuchProcess:
                 pass
         proc.wait()
+        _wait_gone(kids)
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
