@@ -228,6 +228,9 @@ class EvalConfig(_Section):
     # greedy decoding restricted to the answers: every pair gets an answer). Every arm is read the
     # same way; `choice` needs non-thinking arms (eval.thinking_arm: false, model.thinking: false)
     judgement: Literal["generate", "choice"] = "generate"
+    # arms scored at once, each in a spawned process of its own (model, game workers); a speed knob:
+    # an arm's scores are the same for any value (not in the section hash: SPEED_FIELDS)
+    arm_workers: Pos = 1
 
 
 class ScienceWorldConfig(_Section):
@@ -300,7 +303,7 @@ ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics", 
 # section -> fields that only set how a stage runs (processes, threads, when it keeps resume state),
 # never what it makes: never in the section hash, so changing them never makes an asset stale (nor
 # moves a training's trainer_state folder, which is keyed by the hash)
-SPEED_FIELDS = {"envs": ("expert_workers",), "sampling": ("workers",),
+SPEED_FIELDS = {"envs": ("expert_workers",), "sampling": ("workers",), "eval": ("arm_workers",),
                 "act": ("save_every_s",), "il": ("save_every_s",), "rl": ("save_every_s",)}
 
 

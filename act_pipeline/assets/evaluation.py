@@ -1,6 +1,7 @@
 """One benchmark's evaluation of every arm, and the report over every benchmark."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -57,10 +58,8 @@ def _evaluate(context, profile: ProfileResource, b: Benchmark, base_model: dict,
     played = {s: gs for s, gs in played.items() if gs}  # a split with no games is not played (no N=0 metric)
     rollouts = None
     if played:
-        rollouts = run.rollouts(
-            played, lambda: game_envs(cfg.envs, b.env_factory, b.env_kwargs(cfg, False), cfg.envs.eval_workers,
-                                      context.log.info),
-            e, hl, cfg.envs.retries, split, log=context.log.info)
+        rollouts = run.Rollouts(played, partial(game_envs, cfg.envs, b.env_factory, b.env_kwargs(cfg, False),
+                                                cfg.envs.eval_workers), e, hl, cfg.envs.retries, split)
     plan = run.eval_plan(cfg.model, e, base_model, arms)
     # an arm already scored on these items with this code and settings (the base model, in every
     # seed's evaluation) is read back, not scored again

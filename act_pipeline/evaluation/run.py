@@ -15,16 +15,15 @@ import fcntl
 import json
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from act_pipeline.act.pairs import MODEL_DRIVEN
-from act_pipeline.config import EvalConfig, ModelConfig
+from act_pipeline.config import SPEED_FIELDS, EvalConfig, ModelConfig
 from act_pipeline.evaluation.metrics import (Metric, judgement_accuracy, next_action_accuracy, rollout_success,
                                              split_by_origin)
 
 Log = Callable[[str], None]
-# rollouts(arm, sampler, tokenizer, thinking, new_tokens) -> (metrics, trace)
-Rollouts = Callable[..., tuple[list[Metric], list[dict]]]
 # arms trained to reason before their action whatever the profile's thinking setting (Early Experience's
 # reflection): their actions are asked for with the thinking prompt; as critics they answer as the profile says
 REASONS_FIRST = ("early_experience",)
@@ -61,25 +60,32 @@ def heldout_items(pair_rows: list[dict], state_rows: list[dict], heldout_split: 
     return pairs, rng.sample(states, min(e.heldout_states, len(states)))
 
 
-def rollouts(games_by_split: Mapping[str, list[dict]], open_envs, e: EvalConfig, history_len: int, retries: int,
-             trace_split: str, log: Log = print) -> Rollouts:
-    """Success rates from playing ``games_by_split`` (split → games) with each arm;
-    ``open_envs()`` is a context manager giving ``make_env(gamefile)``. The trace shown in the
-    report is the first episode of ``trace_split``."""
+@dataclass
+class Rollouts:
+    """Success rates from playing ``games_by_split`` (split → games) with an arm:
+    ``rollouts(arm, sampler, tokenizer, thinking, new_tokens, log) -> (metrics, trace)``.
+    ``open_envs(log=...)`` is a context manager giving ``make_env(gamefile)``; with a picklable
+    ``open_envs`` (a module-level function or a ``functools.partial`` of one) the whole object
+    pickles, so arms can be played in worker processes (``evaluate_arms(workers=)``). The trace
+    shown in the report is the first episode of ``trace_split``."""
+    games_by_split: Mapping[str, list[dict]]
+    open_envs: Callable
+    e: EvalConfig
+    history_len: int
+    retries: int
+    trace_split: str
 
-    def play(arm, sampler, tok, thinks, new_tokens):
-        ms, trace = [], []
-        for split, gs in games_by_split.items():
-            with open_envs() as make_env:
-                m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, make_env, history_len, thinks,
-                                         new_tokens, log=log, retries=retries, temperature=e.temperature,
-                                         samples=e.samples)
+    def __call__(self, arm, sampler, tok, thinks, new_tokens, log: Log = print):
+        e, ms, trace = self.e, [], []
+        for split, gs in self.games_by_split.items():
+            with self.open_envs(log=log) as make_env:
+                m, eps = rollout_success(sampler, tok, gs, split, e.seed, e.max_steps, make_env, self.history_len,
+                                         thinks, new_tokens, log=log, retries=self.retries,
+                                         temperature=e.temperature, samples=e.samples)
             ms.append(m)
-            if split == trace_split:
+            if split == self.trace_split:
                 trace = [{"game_id": ep.game_id, "won": ep.won, "trace": ep.trace} for ep in eps[:1]]
         return ms, trace
-
-    return play
 
 
 class EvalCache:
@@ -101,7 +107,8 @@ class EvalCache:
         for rows in (*pairs.values(), states):
             h.update(json.dumps(rows, sort_keys=True, default=str).encode())
         return hashlib.sha256(json.dumps(
-            {"model": manifest["hash"], "thinking": thinking, "items": h.hexdigest(), "eval": e.model_dump(),
+            {"model": manifest["hash"], "thinking": thinking, "items": h.hexdigest(),
+             "eval": e.model_dump(exclude=set(SPEED_FIELDS["eval"])),
              "metrics": list(metrics), **({"new_tokens": new_tokens} if new_tokens is not None else {}),
              "code": self.code_version, **self.extra}, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -131,44 +138,148 @@ def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[d
     """Every arm of ``plan`` on the same items, decoded as ``eval.temperature`` / ``eval.samples``
     say. Returns (arm → metrics, arm → roll-out trace). With ``cache``, an arm scored before on
     the same items with the same settings and code is read back. ``new_tokens``: arm → its token
-    budget for an action (its reasoning included), where it is not the eval section's."""
-    budgets = dict(new_tokens or {})
+    budget for an action (its reasoning included), where it is not the eval section's.
+
+    ``eval.arm_workers`` > 1: the arms are scored in that many spawned processes at once (each
+    with this process's torch threads, its own model and its own game workers), their log lines
+    passed on here. An arm's scores depend on the arm and the items alone, so they are those of one
+    process (``tests/test_eval_arm_workers.py``). A script calling this with ``arm_workers`` > 1
+    needs the ``if __name__ == "__main__":`` guard."""
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
     from act_pipeline.files import write_json
 
+    budgets = dict(new_tokens or {})
     results, traces = {}, {}
+    jobs: dict[Future, tuple[str, Path | None, contextlib.ExitStack]] = {}
+    errors: list[BaseException] = []
+    workers = min(e.arm_workers, len(plan))
+    pool: _ArmPool | None = None  # started at the first arm to score (none when every arm is read back)
 
-    def score(i: int, arm: str, manifest: dict, thinks: bool, wait: bool) -> bool:
-        """Score (or read back) one arm; False, doing nothing, when ``wait`` is off and another
-        process holds the arm's cache entry."""
-        trace = None
+    def finish(futures) -> None:
+        """Keep (and cache) each finished arm's scores; a failed arm's error is raised once the
+        arms already running have finished and been kept."""
+        for fut in futures:
+            arm, path, held = jobs.pop(fut)
+            with held:
+                try:
+                    results[arm], traces[arm] = fut.result()
+                except Exception as err:  # noqa: BLE001 (raised below, after the others)
+                    errors.append(err)
+                    continue
+                if path is not None:
+                    write_json(path, {"metrics": [m.to_dict() for m in results[arm]], "trace": traces[arm]})
+
+    def submit(i: int, path: Path | None, held: contextlib.ExitStack) -> None:
+        nonlocal pool
+        arm = plan[i - 1][0]
+        args = (i, plan, pairs, states, heldout_split, history_len, model, e, benchmark, rollouts)
+        if workers > 1:
+            pool = pool or _ArmPool(workers, log)
+            jobs[pool.submit(*args, budgets.get(arm))] = (arm, path, held)
+            return
+        fut: Future = Future()
+        jobs[fut] = (arm, path, held)
+        try:
+            fut.set_result(_evaluate_arm(*args, log, budgets.get(arm)))
+        except Exception as err:  # noqa: BLE001 (finish raises it)
+            fut.set_exception(err)
+        finish([fut])
+
+    def start(i: int, arm: str, manifest: dict, thinks: bool, wait_lock: bool) -> bool:
+        """Read the arm back or start scoring it (its cache entry held until it is written); False,
+        doing nothing, when ``wait_lock`` is off and another process holds the arm's entry."""
         if cache is None or "hash" not in manifest:
-            results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
-                                                benchmark, rollouts, log, budgets.get(arm))
-        else:
-            key = cache.key(manifest, thinks, pairs, states, e, arm_metrics(arm, e), budgets.get(arm))
-            with cache.entry(key, wait=wait) as held:
-                if held is None:
-                    log(f"{benchmark}: arm {i}/{len(plan)} {arm}: another process is scoring it; the other arms first")
-                    return False
-                path, doc = held
-                if doc is not None:
-                    log(f"{benchmark}: arm {i}/{len(plan)} {arm}: scored before on the same items ({path.name})")
-                    results[arm], trace = [Metric.from_dict(m) for m in doc["metrics"]], doc["trace"]
-                else:
-                    results[arm], trace = _evaluate_arm(i, plan, pairs, states, heldout_split, history_len, model, e,
-                                                        benchmark, rollouts, log, budgets.get(arm))
-                    write_json(path, {"metrics": [m.to_dict() for m in results[arm]], "trace": trace})
-        if trace is not None:
-            traces[arm] = trace
+            submit(i, None, contextlib.ExitStack())
+            return True
+        key = cache.key(manifest, thinks, pairs, states, e, arm_metrics(arm, e), budgets.get(arm))
+        held = contextlib.ExitStack()
+        entry = held.enter_context(cache.entry(key, wait=wait_lock))
+        if entry is None:
+            held.close()
+            log(f"{benchmark}: arm {i}/{len(plan)} {arm}: another process is scoring it; the other arms first")
+            return False
+        path, doc = entry
+        if doc is not None:
+            held.close()
+            log(f"{benchmark}: arm {i}/{len(plan)} {arm}: scored before on the same items ({path.name})")
+            results[arm], traces[arm] = [Metric.from_dict(m) for m in doc["metrics"]], doc["trace"]
+            return True
+        submit(i, path, held)
         return True
 
-    # an arm another process is scoring now (the base model, in another seed's evaluation) is left
-    # for a second pass that waits for it and reads it back: no core idles on the lock meanwhile
-    pending = list(enumerate(plan, 1))
-    for wait in (False, True):
-        pending = [(i, p) for i, p in pending if not score(i, *p, wait=wait)]
+    try:
+        # an arm another process is scoring now (the base model, in another seed's evaluation) is left
+        # for a second pass that waits for it and reads it back: no core idles on the lock meanwhile
+        pending = list(enumerate(plan, 1))
+        for wait_lock in (False, True):
+            pending = [(i, p) for i, p in pending if not errors and not start(i, *p, wait_lock=wait_lock)]
+            while jobs:
+                done, _ = wait(list(jobs), timeout=1.0, return_when=FIRST_COMPLETED)
+                pool.pass_logs()  # (jobs wait here only when they run in the pool)
+                finish(done)
+            if errors:
+                raise errors[0]
+    finally:
+        for _, _, held in jobs.values():  # interrupted: release the entries still held, nothing written
+            held.close()
+        if pool is not None:
+            pool.close()
     order = [arm for arm, _, _ in plan]  # the plan's order, whatever order they were scored in
-    return ({a: results[a] for a in order}, {a: traces[a] for a in order if a in traces})
+    return ({a: results[a] for a in order}, {a: traces[a] for a in order if traces.get(a) is not None})
+
+
+_ARM: dict = {}
+
+
+def _init_arm_process(threads: int, queue) -> None:
+    import torch
+
+    from act_pipeline.machine import tune_malloc
+
+    tune_malloc()
+    torch.set_num_threads(threads)
+    _ARM["queue"] = queue
+
+
+def _evaluate_arm_in_process(i: int, plan, *args):
+    arm = plan[i - 1][0]
+    *args, budget = args
+    return _evaluate_arm(i, plan, *args, lambda m: _ARM["queue"].put(f"[{arm}] {m}"), budget)
+
+
+class _ArmPool:
+    """``workers`` spawned processes scoring one arm each at a time; their log lines come back
+    through a queue (:meth:`pass_logs`)."""
+
+    def __init__(self, workers: int, log: Log):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch
+
+        ctx = multiprocessing.get_context("spawn")
+        self.log, self.queue = log, ctx.Queue()
+        self.ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_arm_process,
+                                      initargs=(torch.get_num_threads(), self.queue))
+        log(f"scoring the arms in {workers} processes at once (eval.arm_workers)")
+
+    def submit(self, *args):
+        return self.ex.submit(_evaluate_arm_in_process, *args)
+
+    def pass_logs(self) -> None:
+        import queue
+
+        while True:
+            try:
+                self.log(self.queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+        self.pass_logs()
+        self.queue.close()
 
 
 PROMPTED = ("prompt_no_thinking", "prompt_thinking")
@@ -219,7 +330,7 @@ def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model
         ms.append(next_action_accuracy(sampler, tok, states, heldout_split, e.seed, history_len, thinks, new_tokens,
                                        **decoding))
     if rollouts:
-        more, trace = rollouts(arm, sampler, tok, thinks, new_tokens)
+        more, trace = rollouts(arm, sampler, tok, thinks, new_tokens, log=log)
         ms += more
     for m in ms:
         m.detail.setdefault("thinking", thinks)
