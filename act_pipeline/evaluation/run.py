@@ -66,7 +66,7 @@ class Rollouts:
     ``rollouts(arm, sampler, tokenizer, thinking, new_tokens, log) -> (metrics, trace)``.
     ``open_envs(log=...)`` is a context manager giving ``make_env(gamefile)``; with a picklable
     ``open_envs`` (a module-level function or a ``functools.partial`` of one) the whole object
-    pickles, so arms can be played in worker processes (``evaluate_arms(workers=)``). The trace
+    pickles, so arms can be played in worker processes (``eval.arm_workers``). The trace
     shown in the report is the first episode of ``trace_split``."""
     games_by_split: Mapping[str, list[dict]]
     open_envs: Callable
