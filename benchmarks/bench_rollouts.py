@@ -110,13 +110,27 @@ def run(ctx: Ctx) -> list[dict]:
                 m, eps = rollout_success(padded, tok, games, make_env=pool, **kw)
                 return m.outcomes, [e.trace for e in eps]
 
-            t_before = interleaved({"batched_padded_prefill": batched_padded}, 1, ctx.log)
+            copied = TransformersSampler(model, tok, batch_size=16, stop_strings=["</action>"], grow_cache=False)
+
+            def batched_copied():
+                m, eps = rollout_success(copied, tok, games, make_env=pool, **kw)
+                return m.outcomes, [e.trace for e in eps]
+
+            t_before = interleaved({"batched_padded_prefill": batched_padded,
+                                    "batched_dynamic_cache": batched_copied}, 1, ctx.log)
             res["before_after"] = [{
                 "lever": "ragged prefill: each prompt of the batch encoded alone, caches left-padded for decoding",
                 "before": way("batched, prompts encoded as one left-padded batch", t_before["batched_padded_prefill"],
                               n_games * 60, "episodes/min"),
                 "after": b,
                 "before_successes": sum(t_before["batched_padded_prefill"]["result"][0]),
+            }, {
+                "lever": "KV cache grown in place (act_pipeline.sampling.kv.GrowingCache) instead of "
+                         "transformers' DynamicCache, which copies the whole cache at every generated token",
+                "before": way("batched, DynamicCache", t_before["batched_dynamic_cache"], n_games * 60,
+                              "episodes/min"),
+                "after": b,
+                "identical_action_traces": t_before["batched_dynamic_cache"]["result"][1] == bat_traces,
             }]
             res["profile"] = profile_call(ctx, "rollouts", batched, {
                 "generate": ("generate",), "env_calls": ("call",), "prompt_render": ("agent_prompt",)})

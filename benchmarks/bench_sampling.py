@@ -153,8 +153,12 @@ def run(ctx: Ctx) -> list[dict]:
         # before/after of the lever this sampler already pulls (prompt KV copied K times) plus a profile
         off = TransformersSampler(model, tok, batch_size=16, stop_strings=stop, share_prefix=False)
         padded = TransformersSampler(model, tok, batch_size=16, stop_strings=stop, ragged_prefill=False)
+        copied = TransformersSampler(model, tok, batch_size=16, stop_strings=stop, grow_cache=False)
         t_off = interleaved({"batched_no_prefix_share": lambda: off.generate(prompts, params),
                              "batched_padded_prefill": lambda: padded.generate(prompts, params)}, 1, ctx.log)
+        # the cache lever, side by side with the kept way (2 interleaved repeats each)
+        t_cache = interleaved({"dynamic_cache": lambda: copied.generate(prompts, params),
+                               "growing_cache": lambda: sampler.generate(prompts, params)}, 2, ctx.log)
         res["before_after"] = [{
             "lever": "KV-cache reuse of the prompt (encode once, copy K times)",
             "before": way("batched, num_return_sequences=K (prompt encoded K times)",
@@ -165,6 +169,14 @@ def run(ctx: Ctx) -> list[dict]:
             "before": way("batched, prompt KV shared, prompts encoded as one left-padded batch",
                           t_off["batched_padded_prefill"], len(states), "states/s"),
             "after": b,
+        }, {
+            "lever": "KV cache grown in place (act_pipeline.sampling.kv.GrowingCache) instead of transformers' "
+                     "DynamicCache, which copies the whole cache at every generated token",
+            "before": way("the sampler, DynamicCache (grow_cache=False)", t_cache["dynamic_cache"], len(states),
+                          "states/s"),
+            "after": way("the sampler, GrowingCache (kept: the default)", t_cache["growing_cache"], len(states),
+                         "states/s"),
+            "identical_completions": t_cache["dynamic_cache"]["result"] == t_cache["growing_cache"]["result"],
         }]
         res["profile"] = profile_call(ctx, "sampling", lambda: sampler.generate(prompts, params), {
             "model_forward": ("forward",), "prefill_shared_prefix": ("_generate_shared_prefix",),

@@ -150,11 +150,12 @@ def markdown(doc: dict) -> str:
         lines += ["", "Levers, before → after (same inputs, same run unless noted):", ""]
         for name, x in levers:
             if "before" in x:
-                same = x.get("identical_greedy_tokens")
+                # identical_greedy_tokens, identical_completions, ...: the check that both ways computed the same
+                same = "".join(f"; {k.replace('_', ' ')}: {'yes' if v else 'no'}" for k, v in x.items()
+                               if k.startswith("identical_") and isinstance(v, bool))
                 side = lambda w: " ".join(filter(None, (w.get("label"), _fmt_rate(w))))  # noqa: E731
                 lines.append(f"- {name}: {x['lever']}: {side(x['before'])} → {side(x['after'])}"
-                             + (f" ({x['note']})" if x.get("note") else "")
-                             + ("" if same is None else f"; identical greedy tokens: {'yes' if same else 'no'}"))
+                             + (f" ({x['note']})" if x.get("note") else "") + same)
             else:
                 lines.append(f"- {name}: {x['lever']}: " + ", ".join(f"{k} {v}" for k, v in x.items() if k != "lever"))
     return "\n".join(lines) + "\n"

@@ -13,6 +13,9 @@ then only the two actions differ) are encoded once up to the shared part (``shar
 with ``ragged_prefill``): the prompts are then ordered by their text, so those sharing a prefix are
 neighbours, and each prompt reuses the previous one's cache for their longest common token prefix
 (at least ``MIN_SHARED_TOKENS``), also across batches, encoding only the rest.
+
+The batch then decodes into a cache that grows in place (``grow_cache``, :mod:`act_pipeline.sampling.kv`):
+transformers' DynamicCache copies the whole cache into new tensors at every generated token.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class TransformersSampler(Sampler):
 
     def __init__(self, model, tokenizer, batch_size: int = 16, stop_strings: Sequence[str] = (),
                  share_prefix: bool = True, ragged_prefill: bool | None = None,
-                 share_across_prompts: bool = True):
+                 share_across_prompts: bool = True, grow_cache: bool = True):
         tune_malloc()  # decoding grows the KV cache a token at a time: keep freed blocks for reuse
         self.model = model
         self.tokenizer = tokenizer
@@ -40,6 +43,7 @@ class TransformersSampler(Sampler):
         self.share_prefix = share_prefix
         self.ragged_prefill = model.device.type == "cpu" if ragged_prefill is None else ragged_prefill
         self.share_across_prompts = share_across_prompts
+        self.grow_cache = grow_cache
         self.stop_strings = list(stop_strings)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -125,18 +129,19 @@ class TransformersSampler(Sampler):
                 for t, text in zip(last, texts)]
 
     def _generate_shared_prefix(self, enc, n: int, kwargs: dict):
-        """Encode each prompt once (all but its last token), copy the cache n times, then decode."""
-        from transformers import DynamicCache
-
+        """Encode each prompt once (all but its last token), copy the cache n times, then decode (into
+        a cache with room for the new tokens: :mod:`act_pipeline.sampling.kv`)."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
         # transformers renamed `past_key_values` to `cache` (5.x); use whichever this one takes
         key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        cache = self._ragged_prefill(ids, mask, key, self.share_across_prompts) if self.ragged_prefill else None
+        room = int(kwargs.get("max_new_tokens") or 64)
+        cache = (self._ragged_prefill(ids, mask, key, self.share_across_prompts, room)
+                 if self.ragged_prefill else None)
         if cache is None:
             # the position ids generate() derives from a left-padded attention mask
             pos = mask.long().cumsum(-1) - 1
             pos.masked_fill_(mask == 0, 1)
-            cache = DynamicCache(config=self.model.config)
+            cache = self._decode_cache(room)
             self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
                        use_cache=True, logits_to_keep=1, **{key: cache})
         if n > 1:
@@ -145,7 +150,19 @@ class TransformersSampler(Sampler):
         return self.model.generate(input_ids=ids.repeat_interleave(n, 0),
                                    attention_mask=mask.repeat_interleave(n, 0), **{key: cache}, **kw)
 
-    def _ragged_prefill(self, ids, mask, key: str, share_across: bool = False):
+    def _decode_cache(self, room: int):
+        """The cache a batch decodes into: one that grows in place with room for ``room`` new
+        tokens (``grow_cache``, the default), or transformers' DynamicCache (a copy of the whole cache
+        per token: the benchmarks' before)."""
+        from transformers import DynamicCache
+
+        from act_pipeline.sampling.kv import GrowingCache
+
+        if self.grow_cache:
+            return GrowingCache(headroom=room, config=self.model.config)
+        return DynamicCache(config=self.model.config)
+
+    def _ragged_prefill(self, ids, mask, key: str, share_across: bool = False, room: int = 64):
         """The batch's cache (all but each prompt's last token) with every prompt encoded alone and
         the caches left-padded to the batch's width; None where that does not apply (a prompt of one
         token, or a model whose cache layers are not plain dynamic ones, e.g. sliding windows).
@@ -157,6 +174,8 @@ class TransformersSampler(Sampler):
         import torch.nn.functional as F
         from transformers import DynamicCache
 
+        from act_pipeline.sampling.kv import plain_growable
+
         prev = getattr(self, "_last_prefill", None) if share_across else None
         caches = []
         for r in range(ids.shape[0]):
@@ -165,7 +184,7 @@ class TransformersSampler(Sampler):
                 return None
             c = DynamicCache(config=self.model.config)
             lcp = _common_prefix(prev[0], real) if prev is not None else 0
-            if lcp >= self.MIN_SHARED_TOKENS and _plain_dynamic(c):
+            if lcp >= self.MIN_SHARED_TOKENS and plain_growable(c):
                 for li, layer in enumerate(prev[1].layers):  # slices: update() concatenates into new tensors
                     c.update(layer.keys[..., :lcp, :], layer.values[..., :lcp, :], li)
             else:
@@ -174,7 +193,7 @@ class TransformersSampler(Sampler):
                 pos = torch.arange(lcp, real.numel(), device=real.device)[None]
                 self.model(input_ids=real[None, lcp:], position_ids=pos, use_cache=True, logits_to_keep=1,
                            **{key: c})
-            if not _plain_dynamic(c):
+            if not plain_growable(c):
                 return None
             caches.append(c)
             if share_across:
@@ -182,18 +201,12 @@ class TransformersSampler(Sampler):
         if share_across:
             self._last_prefill = prev
         width = ids.shape[1] - 1
-        cache = DynamicCache(config=self.model.config)
+        cache = self._decode_cache(room)
         for li in range(len(caches[0].layers)):
             pads = [(0, 0, width - c.layers[li].keys.shape[-2], 0) for c in caches]
             cache.update(torch.cat([F.pad(c.layers[li].keys, p) for c, p in zip(caches, pads)]),
                          torch.cat([F.pad(c.layers[li].values, p) for c, p in zip(caches, pads)]), li)
         return cache
-
-
-def _plain_dynamic(cache) -> bool:
-    """Whether every layer of ``cache`` is a plain dynamic one (no sliding window): its keys and
-    values are the whole prefix, so a cut of them is the cache of a shorter prefix."""
-    return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
 
 
 def _common_prefix(a, b) -> int:
