@@ -165,12 +165,14 @@ def plain_sft(model_path: str, rows: list[dict], cfg, history_len: int, max_leng
     return {**meter.summary(), "gradient_checkpointing": bool(args.gradient_checkpointing)}
 
 
-def pipeline_sft(model_path: str, rows: list[dict], cfg, history_len: int, out: Path, padding_free: bool) -> dict:
+def pipeline_sft(model_path: str, rows: list[dict], cfg, history_len: int, out: Path, padding_free: bool,
+                 compact_head: bool = True) -> dict:
     from act_pipeline.training import sft
 
     meter = Meter()
     with metered(sft, meter):
-        sft.train_sft(model_path, rows, out, cfg, history_len=history_len, log=lambda m: None, padding_free=padding_free)
+        sft.train_sft(model_path, rows, out, cfg, history_len=history_len, log=lambda m: None, padding_free=padding_free,
+                      compact_head=compact_head)
     return meter.summary()
 
 
@@ -273,7 +275,9 @@ def run(ctx: Ctx) -> list[dict]:
     max_length = il.max_length or context_window(ctx.model, prof.model)
     t = interleaved({"plain_trl": lambda: plain_sft(ctx.model, rows, il, history_len, max_length, fresh()),
                      "pipeline": lambda: pipeline_sft(ctx.model, rows, il, history_len, fresh(), False),
-                     "pipeline_padding_free": lambda: pipeline_sft(ctx.model, rows, il, history_len, fresh(), True)},
+                     "pipeline_padding_free": lambda: pipeline_sft(ctx.model, rows, il, history_len, fresh(), True),
+                     "pipeline_every_position": lambda: pipeline_sft(ctx.model, rows, il, history_len, fresh(), False,
+                                                                     compact_head=False)},
                     repeats, ctx.log)
     sft_flops = lambda r: 6 * P * r["tokens"]  # noqa: E731
     rate = {k: _rates(t[k]["results"], sft_flops, peak_flops) for k in t}
@@ -300,14 +304,24 @@ def run(ctx: Ctx) -> list[dict]:
                 "losses": loss,
                 "max_abs_loss_diff_padding_free": max(abs(a - b) for a, b in zip(loss["pipeline"], loss["pipeline_padding_free"])),
                 "identical_losses_plain_trl": loss["plain_trl"] == loss["pipeline"],
+                "max_abs_loss_diff_plain_trl": max(abs(a - b) for a, b in zip(loss["plain_trl"], loss["pipeline"])),
+                "max_abs_loss_diff_compact_head": max(abs(a - b) for a, b in
+                                                      zip(loss["pipeline"], loss["pipeline_every_position"])),
                 "plain_trl_gradient_checkpointing": r0["plain_trl"]["gradient_checkpointing"]},
     )
     sft["before_after"] = [
         {"lever": "gradient checkpointing off (TRL's SFTConfig default: on; the pipeline sets it off, trainer_extras)",
          "before": {"rate": sft["a"]["rate"], "unit": "tokens/s"},
-         "after": {"rate": sft["b"]["rate"], "unit": "tokens/s"},
+         "after": {"rate": round(rate["pipeline_every_position"]["tokens_per_s"], 3), "unit": "tokens/s"},
          "note": "kept (already in the pipeline): the same gradients, recomputation only; before = plain TRL, after = "
-                 "the pipeline"},
+                 "the pipeline with the LM head at every position, as plain TRL on a CPU"},
+        {"lever": "the LM head at the target's positions only (TRL's compact path, its default on Triton devices; "
+                  "train_sft(compact_head=True), tests/test_sft_compact_head.py: same losses and update to float "
+                  "rounding)",
+         "before": {"rate": round(rate["pipeline_every_position"]["tokens_per_s"], 3), "unit": "tokens/s"},
+         "after": {"rate": sft["b"]["rate"], "unit": "tokens/s"},
+         "roofline_fraction_before": round(rate["pipeline_every_position"]["fraction"], 4),
+         "note": "kept: the default; before = every position scored (TRL's CPU default), after = the pipeline"},
         {"lever": "padding_free (each micro-batch as one row, block-diagonal attention from position_ids; "
                   "tests/test_sft_padding_free.py: same losses and gradients)",
          "before": {"rate": sft["b"]["rate"], "unit": "tokens/s"},

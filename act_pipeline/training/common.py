@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from act_pipeline.files import atomic_dir, replace_dir, write_json
@@ -117,6 +118,27 @@ def saved_dtype(model_dir: str, trust_remote_code: bool = False) -> str:
         d = getattr(config.get_text_config(), "dtype", None)
     name = str(d).removeprefix("torch.") if d is not None else "float32"
     return name if name in ("float32", "bfloat16", "float16") else "float32"
+
+
+@contextmanager
+def labelled_positions_only():
+    """TRL's fused LM head (``add_fused_lm_head``, the SFT loss) scores only the positions that have
+    a label on Triton devices, and every position elsewhere, to keep tile shapes fixed for compilers
+    that would recompile (Neuron). On a CPU nothing recompiles, and the prompt's positions (-100,
+    most of an IL example) cost the LM head's matrix product and a log-softmax over the whole
+    vocabulary each, forward and backward. Inside this context TRL takes its compact path on a CPU
+    too: the same per-token log-probabilities for the labelled positions; the loss and the update
+    agree to float rounding (tests/test_sft_compact_head.py), and the sft_roofline benchmark
+    measures the gain. TRL decides this in ``trl.trainer.utils._use_triton``, which nothing else
+    there calls; the test fails if that stops being true."""
+    import trl.trainer.utils as trl_utils
+
+    decide = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: device.type == "cpu" or decide(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = decide
 
 
 def use_cpu() -> bool:

@@ -8,12 +8,13 @@ Targets are action-only: the paper's IL erases reasoning, which suggests action 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from act_pipeline.act.prompts import State, agent_prompt
 from act_pipeline.config import ILConfig, ModelConfig, TrainingConfig
-from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, resume_saves, run_info, saved_dtype,
-                                          train_and_save, trainer_extras, use_cpu)
+from act_pipeline.training.common import (Log, checkpoint_args, labelled_positions_only, progress_callback,
+                                          resume_saves, run_info, saved_dtype, train_and_save, trainer_extras, use_cpu)
 from act_pipeline.models import context_window, effective_bf16, load_model
 
 
@@ -87,6 +88,7 @@ def train_sft(
     training: TrainingConfig | None = None,
     dataset=action_dataset,
     padding_free: bool = False,
+    compact_head: bool = True,
 ) -> dict:
     """SFT from ``init_model`` on ``steps``; ``dataset(steps, tokenizer, history_len, thinking)``
     makes the prompt/completion examples (IL: :func:`action_dataset`; Early Experience:
@@ -99,7 +101,11 @@ def train_sft(
     default until the sft_roofline benchmark shows it faster on an idle machine (packed rows attend
     through a block-diagonal mask over the whole row, which can cost more than the padding saves;
     benchmarks/bench_roofline.py measures both). TRL does not cut padding-free examples to ``max_length``, so
-    none is passed then: the length check below is what holds every example within it."""
+    none is passed then: the length check below is what holds every example within it.
+
+    ``compact_head``: on a CPU the LM head scores only the target's positions, not the prompt's
+    (:func:`~act_pipeline.training.common.labelled_positions_only`); False scores every position,
+    as TRL does there by default (the benchmark's before)."""
     from trl import SFTConfig, SFTTrainer
 
     if not steps:
@@ -141,8 +147,9 @@ def train_sft(
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                          callbacks=[progress, resume_saves(cfg.save_every_s)])
     log(f"SFT: {len(ds)} expert steps, {cfg.max_steps} steps from {init_model}")
-    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "SFT",
-                                     saved_dtype(init_model, trust_remote_code))
+    with labelled_positions_only() if compact_head else nullcontext():
+        result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "SFT",
+                                         saved_dtype(init_model, trust_remote_code))
     losses = [h["loss"] for h in progress.history if "loss" in h]
     return {
         "global_step": result.global_step,
