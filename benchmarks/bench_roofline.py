@@ -316,7 +316,7 @@ def run(ctx: Ctx) -> list[dict]:
          "note": "kept (already in the pipeline): the same gradients, recomputation only; before = plain TRL, after = "
                  "the pipeline with the LM head at every position, as plain TRL on a CPU"},
         {"lever": "the LM head at the target's positions only (TRL's compact path, its default on Triton devices; "
-                  "train_sft(compact_head=True), tests/test_sft_compact_head.py: same losses and update to float "
+                  "train_sft(compact_head=True), tests/test_compact_lm_head.py: same losses and update to float "
                   "rounding)",
          "before": {"rate": round(rate["pipeline_every_position"]["tokens_per_s"], 3), "unit": "tokens/s"},
          "after": {"rate": sft["b"]["rate"], "unit": "tokens/s"},

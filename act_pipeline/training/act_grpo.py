@@ -7,13 +7,14 @@ The reward is the only supervision: no reasoning targets.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from act_pipeline.act.prompts import State, choice_token_ids, critic_prompt
 from act_pipeline.act.rewards import make_judgement_reward
 from act_pipeline.config import ACTConfig, TrainingConfig
-from act_pipeline.training.common import (Log, checkpoint_args, progress_callback, resume_saves, run_info, saved_dtype,
-                                          train_and_save, trainer_extras, use_cpu)
+from act_pipeline.training.common import (Log, checkpoint_args, labelled_positions_only, progress_callback,
+                                          resume_saves, run_info, saved_dtype, train_and_save, trainer_extras, use_cpu)
 from act_pipeline.models import effective_bf16, load_model
 
 
@@ -91,7 +92,8 @@ def restricted_generation(allowed: list[int], vocab_size: int, vllm: bool) -> di
 
 def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, cfg, trust_remote_code: bool,
                log: Log, card: dict | None, work_dir: str | Path | None, training: TrainingConfig | None,
-               what: str, unit: str, callbacks=lambda tok: [], restrict=None, shared_prompts: bool = True) -> dict:
+               what: str, unit: str, callbacks=lambda tok: [], restrict=None, shared_prompts: bool = True,
+               compact_head: bool = True) -> dict:
     """TRL ``GRPOTrainer`` from ``init_model`` on ``make_dataset(tokenizer)`` (a ``prompt`` column plus
     the reward's columns) with ``reward_func``; ``cfg`` is a stage section (ACT or RL) with the GRPO
     fields. Resumes from ``work_dir``; writes the HF folder (safetensors) to ``out_dir`` atomically.
@@ -99,7 +101,11 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
     ``restrict(tokenizer)`` (optional) gives the token ids a completion may be: each completion is
     then one token drawn from the model's distribution restricted to them (:func:`restricted_generation`),
     and the trainer runs each distinct prompt of a batch once (:class:`SharedPromptGRPOTrainer`;
-    ``shared_prompts=False``: TRL's one forward per completion, for comparison)."""
+    ``shared_prompts=False``: TRL's one forward per completion, for comparison).
+
+    ``compact_head``: on a CPU TRL's fused LM head scores the completion's positions only, not the
+    prompt's (:func:`~act_pipeline.training.common.labelled_positions_only`; False: every position,
+    TRL's CPU default)."""
     from trl import GRPOConfig, GRPOTrainer
 
     from act_pipeline.training.grpo_shared import SharedPromptGRPOTrainer
@@ -146,8 +152,9 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
         callbacks=[progress, resume_saves(cfg.save_every_s), *callbacks(tok)],
     )
     log(f"{what}: {len(ds)} {unit}, {cfg.max_steps} steps, {cfg.num_generations} generations/prompt from {init_model}")
-    result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, what,
-                                     saved_dtype(init_model, trust_remote_code))
+    with labelled_positions_only() if compact_head else nullcontext():
+        result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, what,
+                                         saved_dtype(init_model, trust_remote_code))
     rewards = [h["reward"] for h in progress.history if "reward" in h]
     return {
         "global_step": result.global_step,

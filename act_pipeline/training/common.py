@@ -122,13 +122,14 @@ def saved_dtype(model_dir: str, trust_remote_code: bool = False) -> str:
 
 @contextmanager
 def labelled_positions_only():
-    """TRL's fused LM head (``add_fused_lm_head``, the SFT loss) scores only the positions that have
+    """TRL's fused LM head (``add_fused_lm_head``: the SFT loss, GRPO's log-probabilities) scores only the positions that have
     a label on Triton devices, and every position elsewhere, to keep tile shapes fixed for compilers
     that would recompile (Neuron). On a CPU nothing recompiles, and the prompt's positions (-100,
     most of an IL example) cost the LM head's matrix product and a log-softmax over the whole
-    vocabulary each, forward and backward. Inside this context TRL takes its compact path on a CPU
+    vocabulary each, forward and backward (in GRPO every prompt position of every generation).
+    Inside this context TRL takes its compact path on a CPU
     too: the same per-token log-probabilities for the labelled positions; the loss and the update
-    agree to float rounding (tests/test_sft_compact_head.py), and the sft_roofline benchmark
+    agree to float rounding (tests/test_compact_lm_head.py), and the sft_roofline benchmark
     measures the gain. TRL decides this in ``trl.trainer.utils._use_triton``, which nothing else
     there calls; the test fails if that stops being true."""
     import trl.trainer.utils as trl_utils
