@@ -102,22 +102,18 @@ def run(ctx: Ctx) -> list[dict]:
                                 "peak_shape": roof.peak["peak_shape"]}},
         )
         if fraction < GOAL:
-            # before/after of the lever added for this benchmark: each prompt encoded alone (no padding
-            # FLOPs) instead of the left-padded batch
-            padded = TransformersSampler(model, tok, batch_size=16, stop_strings=["</action>"], ragged_prefill=False)
+            # before/after of the levers added for this benchmark, each turned back on its own: each prompt
+            # encoded alone (no padding FLOPs) instead of the left-padded batch; the KV cache grown in place
+            def batched_with(**option):  # the batched way with one sampler option turned back
+                other = TransformersSampler(model, tok, batch_size=16, stop_strings=["</action>"], **option)
 
-            def batched_padded():
-                m, eps = rollout_success(padded, tok, games, make_env=pool, **kw)
-                return m.outcomes, [e.trace for e in eps]
+                def play():
+                    m, eps = rollout_success(other, tok, games, make_env=pool, **kw)
+                    return m.outcomes, [e.trace for e in eps]
+                return play
 
-            copied = TransformersSampler(model, tok, batch_size=16, stop_strings=["</action>"], grow_cache=False)
-
-            def batched_copied():
-                m, eps = rollout_success(copied, tok, games, make_env=pool, **kw)
-                return m.outcomes, [e.trace for e in eps]
-
-            t_before = interleaved({"batched_padded_prefill": batched_padded,
-                                    "batched_dynamic_cache": batched_copied}, 1, ctx.log)
+            t_before = interleaved({"batched_padded_prefill": batched_with(ragged_prefill=False),
+                                    "batched_dynamic_cache": batched_with(grow_cache=False)}, 1, ctx.log)
             res["before_after"] = [{
                 "lever": "ragged prefill: each prompt of the batch encoded alone, caches left-padded for decoding",
                 "before": way("batched, prompts encoded as one left-padded batch", t_before["batched_padded_prefill"],

@@ -7,7 +7,6 @@ The reward is the only supervision: no reasoning targets.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 from act_pipeline.act.prompts import State, choice_token_ids, critic_prompt
@@ -152,7 +151,7 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
         callbacks=[progress, resume_saves(cfg.save_every_s), *callbacks(tok)],
     )
     log(f"{what}: {len(ds)} {unit}, {cfg.max_steps} steps, {cfg.num_generations} generations/prompt from {init_model}")
-    with labelled_positions_only() if compact_head else nullcontext():
+    with labelled_positions_only(compact_head):
         result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, what,
                                          saved_dtype(init_model, trust_remote_code))
     rewards = [h["reward"] for h in progress.history if "reward" in h]

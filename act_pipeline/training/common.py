@@ -121,7 +121,7 @@ def saved_dtype(model_dir: str, trust_remote_code: bool = False) -> str:
 
 
 @contextmanager
-def labelled_positions_only():
+def labelled_positions_only(enabled: bool = True):
     """TRL's fused LM head (``add_fused_lm_head``: the SFT loss, GRPO's log-probabilities) scores only the positions that have
     a label on Triton devices, and every position elsewhere, to keep tile shapes fixed for compilers
     that would recompile (Neuron). On a CPU nothing recompiles, and the prompt's positions (-100,
@@ -131,7 +131,11 @@ def labelled_positions_only():
     too: the same per-token log-probabilities for the labelled positions; the loss and the update
     agree to float rounding (tests/test_compact_lm_head.py), and the sft_roofline benchmark
     measures the gain. TRL decides this in ``trl.trainer.utils._use_triton``, which nothing else
-    there calls; the test fails if that stops being true."""
+    there calls; the test fails if that stops being true. ``enabled=False``: TRL's own choice.
+    """
+    if not enabled:
+        yield
+        return
     import trl.trainer.utils as trl_utils
 
     decide = trl_utils._use_triton

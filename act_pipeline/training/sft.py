@@ -8,7 +8,6 @@ Targets are action-only: the paper's IL erases reasoning, which suggests action 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 from act_pipeline.act.prompts import State, agent_prompt
@@ -147,7 +146,7 @@ def train_sft(
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                          callbacks=[progress, resume_saves(cfg.save_every_s)])
     log(f"SFT: {len(ds)} expert steps, {cfg.max_steps} steps from {init_model}")
-    with labelled_positions_only() if compact_head else nullcontext():
+    with labelled_positions_only(compact_head):
         result, resumed = train_and_save(trainer, tok, out_dir, work, progress, card, log, "SFT",
                                          saved_dtype(init_model, trust_remote_code))
     losses = [h["loss"] for h in progress.history if "loss" in h]
