@@ -98,8 +98,7 @@ def run(ctx: Ctx) -> list[dict]:
                               "this CPU (each max(FLOPs / matmul peak, bytes / read bandwidth), "
                               "benchmarks/roofline.py) plus its time outside sampler.generate (env calls, "
                               "prompt rendering, parsing) as measured; fraction_of_bound = bound_s / run_s",
-                   "roofline": {"read_GBps": roof.read_GBps, "peak_GFLOPs": roof.peak_GFLOPs,
-                                "peak_shape": roof.peak["peak_shape"]}},
+                   "roofline": roof.brief()},
         )
         if fraction < GOAL:
             # before/after of the levers added for this benchmark, each turned back on its own: each prompt

@@ -144,8 +144,7 @@ def run(ctx: Ctx) -> list[dict]:
                           "decode steps, recorded in its last timed run; seeded, so every run makes the same "
                           "calls) on this CPU: each call max(FLOPs / matmul peak, bytes / read bandwidth), "
                           "benchmarks/roofline.py; fraction_of_bound = bound_s / B's median seconds",
-               "roofline": {"read_GBps": roof.read_GBps, "peak_GFLOPs": roof.peak_GFLOPs,
-                            "peak_shape": roof.peak["peak_shape"]},
+               "roofline": roof.brief(),
                "prefill_once_s": round(prefill, 3),
                "max_ratio_vs_naive_if_decoding_were_free": round(a["median_s"] / prefill, 2)},
     )

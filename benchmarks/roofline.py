@@ -152,6 +152,10 @@ class Roofline:
         fl = self.flops(rows, new, past) / (self.peak_GFLOPs * 1e9)
         return "compute" if fl >= self.bytes(rows, new, past) / (self.read_GBps * 1e9) else "memory bandwidth"
 
+    def brief(self) -> dict:
+        """What a result line states of the roofline it was measured against."""
+        return {"read_GBps": self.read_GBps, "peak_GFLOPs": self.peak_GFLOPs, "peak_shape": self.peak["peak_shape"]}
+
     def as_dict(self) -> dict:
         return {**asdict(self), "threads": torch.get_num_threads(), "derivation": __doc__.split("\n\n", 1)[1].strip()}
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 BENCHMARKS = {  # name -> module (in the order they run)
     "sampling": "benchmarks.bench_sampling",
+    "scoring": "benchmarks.bench_scoring",
     "rollouts": "benchmarks.bench_rollouts",
     "grpo": "benchmarks.bench_grpo",
     "pipeline": "benchmarks.bench_pipeline",

@@ -34,7 +34,7 @@ def test_quick_suite_writes_the_results(tmp_path):
     assert {r["benchmark"] for r in doc["results"]} == set(BENCHMARKS)
     names = {r["name"] for r in doc["results"]}
     assert {"sampling", "rollouts", "grpo_step", "noop_rerun", "incremental_games", "pairs_build",
-            "pairs_query", "prefill_b1", "prefill_b16", "tokens_b1", "tokens_b16", "data_scaling", "data_increment",
+            "pairs_query", "constrained_scoring", "prefill_b1", "prefill_b16", "tokens_b1", "tokens_b16", "data_scaling", "data_increment",
             "sft_roofline", "grpo_roofline", "default_run"} <= names
     for r in doc["results"]:
         assert "error" not in r, r
@@ -55,6 +55,9 @@ def test_quick_suite_writes_the_results(tmp_path):
         bound = by[name]["bound"]
         assert 0 < bound["fraction_of_bound"] and bound["decode_steps"] > 0 and bound["prefill_tokens"] > 0, name
         assert by[name]["met"] is (bound["fraction_of_bound"] >= 0.8) or name == "rollouts", name
+    sc = by["constrained_scoring"]  # the token tree against the padded batch, and against its bound
+    assert sc["checks"]["max_abs_score_diff"] < 1e-4 and sc["checks"]["identical_draws"] is True
+    assert sc["tokens"]["tree_nodes"] < sc["tokens"]["padded_batch"] and sc["met"] is (sc["bound"]["fraction_of_bound"] >= 0.8)
     assert by["rollouts"]["bound"]["outside_generate_s"] > 0  # env time counted as measured
     assert by["rollouts"]["checks"]["identical_action_traces"] is True  # greedy: the same actions both ways
     assert by["rollouts"]["checks"]["identical_success_counts"] is True

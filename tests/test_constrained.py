@@ -2,6 +2,7 @@
 against a naive full forward pass, the seeded draws, the score and completion caches in a real
 DuckDB warehouse, and the origins each sampling policy gives (real tiny model)."""
 
+import functools
 import math
 import random
 
@@ -68,6 +69,10 @@ def test_scores_equal_a_naive_full_forward_pass(model):
     states = _states(3)
     for batch_size in (64, 3):  # one batched forward per state, and chunks of 3 candidates
         scores = constrained.score_admissible(m, tok, states, history_len=2, batch_size=batch_size)
+        padded = {s["state_id"]: constrained.score_continuations(  # the way before the token tree
+            m, tok, constrained.scoring_prompt(tok, s, 2), [constrained.continuation(a) for a in s["admissible"]],
+            batch_size, tree=False) for s in states}
+        assert all(abs(a - b) < 1e-4 for k in padded for a, b in zip(scores[k], padded[k]))
         for s in states:
             prompt = constrained.scoring_prompt(tok, s, 2)
             assert prompt.endswith("<action>")
@@ -84,6 +89,31 @@ def test_scores_equal_a_naive_full_forward_pass(model):
             assert all(abs(g - w) < 1e-4 for g, w in zip(means[s["state_id"]], naive))  # the summed scores
             assert [b for b, _ in both[s["state_id"]]] == means[s["state_id"]]
             assert [b for _, b in both[s["state_id"]]] == scores[s["state_id"]]
+
+
+def test_the_token_tree_encodes_each_shared_token_once(model, monkeypatch):
+    """The candidates' forward is one row of the tree's nodes (a token that candidates begin with
+    alike is encoded once), and the LM head runs only at the nodes whose next token is scored."""
+    m, tok = model
+    prompt = constrained.scoring_prompt(tok, _states(1)[0], 2)
+    conts = [tok(constrained.continuation(a), add_special_tokens=False)["input_ids"] for a in ADMISSIBLE]
+    last = tok(prompt, add_special_tokens=False)["input_ids"][-1]
+    nodes, parent, _, _ = constrained.token_tree([[last] + c for c in conts])
+    assert len(nodes) < sum(len(c) + 1 for c in conts)  # "go to ..." shares its first tokens
+    calls = []
+    real = type(m).forward
+
+    @functools.wraps(real)  # the same signature: the scorer reads it
+    def spy(self, *a, **kw):
+        out = real(self, *a, **kw)
+        calls.append((tuple(kw["input_ids"].shape), tuple(out.logits.shape)))
+        return out
+
+    monkeypatch.setattr(type(m), "forward", spy)
+    constrained.score_continuations(m, tok, prompt, [constrained.continuation(a) for a in ADMISSIBLE])
+    prefill, tree = calls
+    assert prefill[0][0] == 1 and tree[0] == (1, len(nodes))
+    assert tree[1][:2] == (1, len(set(parent) - {-1}))  # the parents: the nodes whose next token counts
 
 
 def test_draws_are_admissible_unique_without_the_expert_and_seeded(model):

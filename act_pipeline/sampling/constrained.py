@@ -72,16 +72,23 @@ def _cache_kwarg(model) -> str:
 
 
 def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str],
-                        batch_size: int = 64, reduce: str = "mean") -> list:
+                        batch_size: int = 64, reduce: str = "mean", tree: bool = True) -> list:
     """Log-likelihood of each candidate text right after ``prompt`` (its tokens as the prompt's own
     tokenization followed by the candidate's, ``add_special_tokens=False``): summed over its tokens
     (``reduce="sum"``, log pi_0(candidate | prompt)), their mean (``"mean"``), or both as
     ``(sum, mean)`` tuples (``"both"``).
 
     One prefill of the prompt (all but its last token) with ``use_cache=True``; then the
-    candidates, ``batch_size`` at a time, in one forward each over a copy of that cache repeated
-    per candidate: the input of candidate i is [last prompt token] + its tokens, right-padded.
-    Log-probabilities are taken in float32 whatever the model's dtype.
+    candidates, ``batch_size`` at a time, each sequence being [last prompt token] + its tokens.
+    With ``tree`` (the default) a chunk is one forward over its token tree (:func:`token_tree`):
+    a token shared by candidates that begin alike (``go to drawer 1`` / ``go to drawer 2``) is
+    encoded once, every node attending the prompt's cache and its own ancestors (a 4-D mask), at
+    the position its depth gives, and the LM head runs only on the nodes whose next token is
+    scored; nothing is padded and the prompt's cache is not copied per candidate. Without
+    ``tree``: a right-padded batch over copies of the prompt's cache, the LM head at every position
+    (the way before; the benchmarks' comparison). Both equal a full forward pass per candidate to
+    float rounding (tests/test_constrained.py). Log-probabilities are taken in float32 whatever the
+    model's dtype.
     """
     import torch
     from transformers import DynamicCache
@@ -107,36 +114,108 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
                 prefix = DynamicCache(config=model.config)
                 model(input_ids=torch.tensor([ids[:-1]], device=device), use_cache=True, logits_to_keep=1,
                       **{key: prefix})
-            scores: list[float] = []
+            pairs: list[tuple[float, float]] = []
             for start in range(0, len(conts), max(1, batch_size)):
                 chunk = conts[start:start + max(1, batch_size)]
-                n, width = len(chunk), max(len(c) for c in chunk) + 1
-                inp = torch.full((n, width), pad, dtype=torch.long)
-                mask = torch.zeros((n, width), dtype=torch.long)
-                for r, c in enumerate(chunk):
-                    inp[r, :len(c) + 1] = torch.tensor([ids[-1]] + c)
-                    mask[r, :len(c) + 1] = 1
-                kwargs = {}
-                if prefix is not None:
-                    cache = copy.deepcopy(prefix)
-                    cache.batch_repeat_interleave(n)
-                    kwargs[key] = cache
-                    mask = torch.cat([torch.ones((n, past), dtype=torch.long), mask], dim=1)
-                pos = torch.arange(past, past + width).unsqueeze(0).expand(n, -1)
-                logits = model(input_ids=inp.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                               use_cache=prefix is not None, **kwargs).logits
-                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
-                target = inp[:, 1:].to(device)
-                tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-                valid = mask[:, -width + 1:].to(device).bool()  # the candidate's own tokens
-                sums = (tok_lp * valid).sum(-1)
-                means = sums / valid.sum(-1)
-                for sm, mn in zip(sums.cpu().tolist(), means.cpu().tolist()):
-                    scores.append({"sum": float(sm), "mean": float(mn), "both": (float(sm), float(mn))}[reduce])
+                score = _score_tree if tree else _score_padded
+                pairs += score(model, key, prefix, past, ids[-1], chunk, pad)
+            pick = {"sum": lambda sm, mn: sm, "mean": lambda sm, mn: mn, "both": lambda sm, mn: (sm, mn)}[reduce]
+            scores = [pick(sm, mn) for sm, mn in pairs]
     finally:
         if was_training:
             model.train()
     return scores
+
+
+def token_tree(seqs: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int], list[list[int]]]:
+    """The prefix tree of token sequences: (token, parent, depth) of each node, parents before their
+    children, and each sequence's path of node indices; a parent of -1 is a root.
+
+    >>> tokens, parent, depth, paths = token_tree([[7, 1, 2], [7, 1, 3], [7, 4]])
+    >>> tokens, parent, depth
+    ([7, 1, 2, 3, 4], [-1, 0, 1, 1, 0], [0, 1, 2, 2, 1])
+    >>> paths
+    [[0, 1, 2], [0, 1, 3], [0, 4]]
+    """
+    tokens: list[int] = []
+    parent: list[int] = []
+    depth: list[int] = []
+    child: dict[tuple[int, int], int] = {}
+    paths = []
+    for seq in seqs:
+        at, path = -1, []
+        for t in seq:
+            node = child.get((at, int(t)))
+            if node is None:
+                node = child[(at, int(t))] = len(tokens)
+                tokens.append(int(t))
+                parent.append(at)
+                depth.append(depth[at] + 1 if at >= 0 else 0)
+            path.append(node)
+            at = node
+        paths.append(path)
+    return tokens, parent, depth, paths
+
+
+def _score_tree(model, key: str, prefix, past: int, last: int, chunk: list[list[int]], pad: int):
+    """(sum, mean) log-likelihood of each candidate of ``chunk`` after the cached prompt: one forward
+    over the token tree of [last prompt token] + each candidate."""
+    import torch
+
+    device = model.device
+    tokens, parent, depth, paths = token_tree([[last] + c for c in chunk])
+    n = len(tokens)
+    seen = torch.zeros((n, n), dtype=torch.bool)  # node i attends node j: j is i or one of its ancestors
+    for i, p in enumerate(parent):
+        if p >= 0:
+            seen[i] = seen[p]
+        seen[i, i] = True
+    seen = torch.cat([torch.ones((n, past), dtype=torch.bool), seen], dim=1)
+    dtype = model.dtype if model.dtype.is_floating_point else torch.float32
+    mask = torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)
+    scored = sorted({p for path in paths for p in path[:-1]})  # the nodes whose next token is scored
+    row = {node: r for r, node in enumerate(scored)}
+    kwargs = {key: copy.deepcopy(prefix)} if prefix is not None else {}  # the forward appends to it
+    logits = model(input_ids=torch.tensor([tokens], device=device), attention_mask=mask[None, None].to(device),
+                   position_ids=torch.tensor([[past + d for d in depth]], device=device), use_cache=prefix is not None,
+                   logits_to_keep=torch.tensor(scored, device=device), **kwargs).logits[0]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    out = []
+    for c, path in zip(chunk, paths):
+        rows = torch.tensor([row[p] for p in path[:-1]], device=device)
+        sm = float(logp[rows, torch.tensor(c, device=device)].sum())
+        out.append((sm, sm / len(c)))
+    return out
+
+
+def _score_padded(model, key: str, prefix, past: int, last: int, chunk: list[list[int]], pad: int):
+    """(sum, mean) log-likelihood of each candidate of ``chunk``: a right-padded batch over copies of
+    the prompt's cache, the LM head at every position (``score_continuations(tree=False)``)."""
+    import torch
+
+    device = model.device
+    n, width = len(chunk), max(len(c) for c in chunk) + 1
+    inp = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for r, c in enumerate(chunk):
+        inp[r, :len(c) + 1] = torch.tensor([last] + c)
+        mask[r, :len(c) + 1] = 1
+    kwargs = {}
+    if prefix is not None:
+        cache = copy.deepcopy(prefix)
+        cache.batch_repeat_interleave(n)
+        kwargs[key] = cache
+        mask = torch.cat([torch.ones((n, past), dtype=torch.long), mask], dim=1)
+    pos = torch.arange(past, past + width).unsqueeze(0).expand(n, -1)
+    logits = model(input_ids=inp.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                   use_cache=prefix is not None, **kwargs).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
+    target = inp[:, 1:].to(device)
+    tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    valid = mask[:, -width + 1:].to(device).bool()  # the candidate's own tokens
+    sums = (tok_lp * valid).sum(-1)
+    means = sums / valid.sum(-1)
+    return [(float(sm), float(mn)) for sm, mn in zip(sums.cpu().tolist(), means.cpu().tolist())]
 
 
 def score_admissible(model, tokenizer, states: Sequence[dict], history_len: int = 3, batch_size: int = 64,
