@@ -84,9 +84,10 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
     a token shared by candidates that begin alike (``go to drawer 1`` / ``go to drawer 2``) is
     encoded once, every node attending the prompt's cache and its own ancestors (a 4-D mask), at
     the position its depth gives, and the LM head runs only on the nodes whose next token is
-    scored; nothing is padded and the prompt's cache is not copied per candidate. Without
-    ``tree``: a right-padded batch over copies of the prompt's cache, the LM head at every position
-    (the way before; the benchmarks' comparison). Both equal a full forward pass per candidate to
+    scored; nothing is padded and the prompt's cache is not copied per candidate (where the
+    model's attention takes the mask as given, :func:`tree_masks_apply`). Without ``tree``: a
+    right-padded batch over copies of the prompt's cache, the LM head at every position (the way
+    before; the benchmarks' comparison). Both equal a full forward pass per candidate to
     float rounding (tests/test_constrained.py). Log-probabilities are taken in float32 whatever the
     model's dtype.
     """
@@ -117,7 +118,7 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
             pairs: list[tuple[float, float]] = []
             for start in range(0, len(conts), max(1, batch_size)):
                 chunk = conts[start:start + max(1, batch_size)]
-                score = _score_tree if tree else _score_padded
+                score = _score_tree if tree and tree_masks_apply(model) else _score_padded
                 pairs += score(model, key, prefix, past, ids[-1], chunk, pad)
             pick = {"sum": lambda sm, mn: sm, "mean": lambda sm, mn: mn, "both": lambda sm, mn: (sm, mn)}[reduce]
             scores = [pick(sm, mn) for sm, mn in pairs]
@@ -125,6 +126,23 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
         if was_training:
             model.train()
     return scores
+
+
+def tree_masks_apply(model) -> bool:
+    """Whether the token tree's 4-D mask is what the model's attention uses as given: sdpa or eager
+    attention (flash-attention kernels take no custom mask), every layer full attention (a sliding
+    window would not be applied to a custom mask).
+
+    >>> from types import SimpleNamespace as NS
+    >>> [tree_masks_apply(NS(config=NS(**c))) for c in ({"_attn_implementation": "sdpa"},
+    ...  {"_attn_implementation": "flash_attention_2"}, {"layer_types": ["full_attention", "sliding_attention"]},
+    ...  {"sliding_window": 4096}, {"sliding_window": 4096, "use_sliding_window": False})]
+    [True, False, False, False, True]
+    """
+    cfg = model.config
+    full = all(t == "full_attention" for t in (getattr(cfg, "layer_types", None) or ["full_attention"]))
+    window = getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True)
+    return getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager") and full and not window
 
 
 def token_tree(seqs: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int], list[list[int]]]:
