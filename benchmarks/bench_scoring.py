@@ -1,10 +1,8 @@
 """1b. Constrained scoring (the default profile's ``sampling.policy: constrained``): every admissible
 action of a state scored by pi_0's mean token log-likelihood after the agent prompt
 (:func:`act_pipeline.sampling.constrained.score_continuations`), the token tree (kept) against the
-right-padded batch over copies of the prompt's cache (before), on real expert states, and the
-pipeline's call (:func:`~act_pipeline.sampling.constrained.score_admissible`: the tree, and each
-task's prompt head encoded once) against the least time of its own work on this CPU
-(:mod:`benchmarks.roofline`)."""
+right-padded batch over copies of the prompt's cache (before), on real expert states, and the tree
+way's time against the least time of its own work on this CPU (:mod:`benchmarks.roofline`)."""
 
 from __future__ import annotations
 
@@ -26,43 +24,29 @@ def run(ctx: Ctx) -> list[dict]:
     def scores(tree: bool) -> list[list[float]]:
         return [C.score_continuations(model, tok, p, c, 64, tree=tree) for p, c in zip(prompts, conts)]
 
-    def pipeline() -> list[list[float]]:  # the sampling step's call
-        got = C.score_admissible(model, tok, states, history_len)
-        return [got[s["state_id"]] for s in states]
-
-    scores(True), scores(False), pipeline()  # warm-up (first-call costs), not timed
-    t = interleaved({"padded": lambda: scores(False), "tree": lambda: scores(True), "pipeline": pipeline}, 2, ctx.log)
+    scores(True), scores(False)  # warm-up (first-call costs), not timed
+    t = interleaved({"padded": lambda: scores(False), "tree": lambda: scores(True)}, 2, ctx.log)
     a = way("a right-padded batch per state over copies of the prompt's cache, LM head at every position "
             "(score_continuations(tree=False))", t["padded"], len(states), "states/s")
-    tree_only = way("the candidates' token tree, one forward per state, LM head at the scored nodes only",
-                    t["tree"], len(states), "states/s")
-    b = way("score_admissible: the token tree, and each task's prompt head (system text, task) encoded once (kept)",
-            t["pipeline"], len(states), "states/s")
-    tree_s, padded_s, pipe_s = t["tree"]["result"], t["padded"]["result"], t["pipeline"]["result"]
-    diff = max(abs(x - y) for w in (tree_s, pipe_s) for u, v in zip(w, padded_s) for x, y in zip(u, v))
+    b = way("the candidates' token tree, one forward per state, LM head at the scored nodes only (kept)",
+            t["tree"], len(states), "states/s")
+    tree_s, padded_s = t["tree"]["result"], t["padded"]["result"]
+    diff = max(abs(x - y) for u, v in zip(tree_s, padded_s) for x, y in zip(u, v))
 
     def drawn(sc):  # the default profile's draws: K = 4 at the constrained temperature 0.25
         return [[act for act, _ in C.draw_constrained(s, x, 4, 0.25, ctx.seed)] for s, x in zip(states, sc)]
 
-    # the least time of the pipeline's own work: each distinct prompt head encoded once, each prompt's
-    # rest (all but its last token), then its tree's nodes, the LM head at the scored nodes (one row is
-    # in flops() already)
-    from act_pipeline.act.prompts import task_head_end
-
+    # the least time of the tree way's own work: each prompt (all but its last token) encoded once, then
+    # its tree's nodes after it, the LM head at the scored nodes (one row is in flops() already)
     roof = roofline.measure(model, ctx.quick)
     head_s = 2 * roof.hidden * roof.vocab / (roof.peak_GFLOPs * 1e9)
-    bound_s, tokens, nodes, padded, heads = 0.0, 0, 0, 0, set()
+    bound_s, tokens, nodes, padded = 0.0, 0, 0, 0
     for p, c in zip(prompts, conts):
         ids = tok(p, add_special_tokens=False)["input_ids"]
-        h = len(tok(p[:task_head_end(p)], add_special_tokens=False)["input_ids"])
         seqs = [[ids[-1]] + tok(x, add_special_tokens=False)["input_ids"] for x in c]
         _, parent, _, _ = C.token_tree(seqs)
         scored = len(set(parent) - {-1})
-        if tuple(ids[:h]) not in heads:
-            heads.add(tuple(ids[:h]))
-            bound_s += roof.call_s(1, h, 0)
-        bound_s += (roof.call_s(1, len(ids) - 1 - h, h) + roof.call_s(1, len(parent), len(ids) - 1)
-                    + (scored - 1) * head_s)
+        bound_s += roof.call_s(1, len(ids) - 1, 0) + roof.call_s(1, len(parent), len(ids) - 1) + (scored - 1) * head_s
         tokens, nodes = tokens + len(ids) - 1, nodes + len(parent)
         padded += len(seqs) * max(len(s) for s in seqs)
     fraction = bound_s / b["median_s"]
@@ -71,20 +55,15 @@ def run(ctx: Ctx) -> list[dict]:
         "by pi_0 (the default profile's sampling step)",
         a, b, a["median_s"] / b["median_s"], f">= {GOAL:g} of the bound (B vs A reported)", fraction >= GOAL,
         n_states=len(states), candidates=sum(map(len, conts)), model=ctx.model_name, history_len=history_len,
-        tokens={"prompt": tokens, "tree_nodes": nodes, "padded_batch": padded, "distinct_heads": len(heads)},
-        checks={"max_abs_score_diff": diff,
-                "identical_draws": drawn(tree_s) == drawn(padded_s) == drawn(pipe_s)},
+        tokens={"prompt": tokens, "tree_nodes": nodes, "padded_batch": padded},
+        checks={"max_abs_score_diff": diff, "identical_draws": drawn(tree_s) == drawn(padded_s)},
         bound={"bound_s": round(bound_s, 4), "fraction_of_bound": round(fraction, 3),
-               "meaning": "the least time of the pipeline's own work on this CPU: each distinct prompt head "
-                          "once, each prompt's rest (all but its last token) and its tree's nodes after it, each "
-                          "call max(FLOPs / matmul peak, bytes / read bandwidth), plus the LM head at the scored nodes (benchmarks/roofline.py); "
+               "meaning": "the least time of the tree way's own work on this CPU: each prompt (all but its last "
+                          "token) encoded once and its tree's nodes after it, each call max(FLOPs / matmul peak, "
+                          "bytes / read bandwidth), plus the LM head at the scored nodes (benchmarks/roofline.py); "
                           "fraction_of_bound = bound_s / B's median seconds",
                "roofline": roof.brief()},
         before_after=[{"lever": "constrained scoring over the candidates' token tree (a shared token encoded once, "
                                 "no padding, no per-candidate copy of the prompt's cache, LM head at scored nodes)",
-                       "before": a, "after": tree_only},
-                      {"lever": "each task's prompt head (system text and task line) encoded once and its cache "
-                                "reused by the task's other states (score_admissible; the same bits as each state alone)",
-                       "before": tree_only, "after": b,
-                       "max_abs_score_diff": max(abs(x - y) for u, v in zip(tree_s, pipe_s) for x, y in zip(u, v))}],
+                       "before": a, "after": b}],
     )]

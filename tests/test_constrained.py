@@ -116,31 +116,6 @@ def test_the_token_tree_encodes_each_shared_token_once(model, monkeypatch):
     assert tree[1][:2] == (1, len(set(parent) - {-1}))  # the parents: the nodes whose next token counts
 
 
-def test_a_tasks_prompt_head_is_encoded_once_and_changes_no_score(model, monkeypatch):
-    """States of one task share the prompt's head (system text and task): score_admissible encodes it
-    once, and every state's scores are the same bits as when it is scored alone."""
-    from act_pipeline.act.prompts import task_head_end
-
-    m, tok = model
-    states = _states(4)
-    alone = {s["state_id"]: constrained.score_admissible(m, tok, [s], history_len=2)[s["state_id"]] for s in states}
-    prompt = constrained.scoring_prompt(tok, states[0], 2)
-    head = len(tok(prompt[:task_head_end(prompt)], add_special_tokens=False)["input_ids"])
-    assert 0 < head < len(tok(prompt, add_special_tokens=False)["input_ids"]) - 1
-    lengths = []
-    real = type(m).forward
-
-    @functools.wraps(real)
-    def spy(self, *a, **kw):
-        lengths.append(kw["input_ids"].shape[1])
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(type(m), "forward", spy)
-    together = constrained.score_admissible(m, tok, states, history_len=2)
-    assert together == alone  # bit for bit
-    assert lengths.count(head) == 1  # the head, once for the 4 states
-
-
 def test_draws_are_admissible_unique_without_the_expert_and_seeded(model):
     m, tok = model
     states = _states(6)

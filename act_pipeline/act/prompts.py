@@ -55,20 +55,6 @@ def _state_block(state: State, history_len: int) -> str:
     return "\n".join(lines)
 
 
-def task_head_end(prompt: str) -> int:
-    r"""Where the part of an agent or critic prompt that every state of one task shares ends: after
-    the system text, the chat template's opening and the task's line (``Task: ...``), in characters;
-    0 where the prompt has no task line.
-
-    >>> p = "<s>system: be an agent\nuser: Task: put a mug in the sink.\nCurrent observation: ..."
-    >>> p[:task_head_end(p)]
-    '<s>system: be an agent\nuser: Task: put a mug in the sink.\n'
-    """
-    at = prompt.find("Task: ")
-    end = prompt.find("\n", at) if at >= 0 else -1
-    return end + 1 if end >= 0 else 0
-
-
 def agent_messages(state: State, history_len: int = 3, thinking: bool = False) -> list[dict]:
     how = (
         "Think step by step inside <think></think>, then give the action inside <action></action>."

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from act_pipeline.envs.actions import normalize_action
-from act_pipeline.act.prompts import State, agent_prompt, task_head_end
+from act_pipeline.act.prompts import State, agent_prompt
 
 ORIGIN = "model_constrained"
 # what a score is: part of the score cache's key (change it when the definition changes)
@@ -72,8 +72,7 @@ def _cache_kwarg(model) -> str:
 
 
 def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str],
-                        batch_size: int = 64, reduce: str = "mean", tree: bool = True,
-                        heads: dict | None = None) -> list:
+                        batch_size: int = 64, reduce: str = "mean", tree: bool = True) -> list:
     """Log-likelihood of each candidate text right after ``prompt`` (its tokens as the prompt's own
     tokenization followed by the candidate's, ``add_special_tokens=False``): summed over its tokens
     (``reduce="sum"``, log pi_0(candidate | prompt)), their mean (``"mean"``), or both as
@@ -88,18 +87,12 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
     scored; nothing is padded and the prompt's cache is not copied per candidate (where the
     model's attention takes the mask as given, :func:`tree_masks_apply`). Without ``tree``: a
     right-padded batch over copies of the prompt's cache, the LM head at every position (the way
-    before; the benchmarks' comparison).
-
-    ``heads`` (a dict the caller keeps across calls; :func:`score_admissible` does) holds the KV
-    cache of prompt heads, the part up to and including the task's line that every state of one task
-    shares (:func:`act_pipeline.act.prompts.task_head_end`), keyed by their tokens: a prompt whose
-    head is there encodes only the rest. A head's cache depends on its tokens alone, so a state's
-    scores are the same bits whichever states were scored before it, in any process.
-
-    All of these equal a full forward pass per candidate to float rounding
-    (tests/test_constrained.py). Log-probabilities are taken in float32 whatever the model's dtype.
+    before; the benchmarks' comparison). Both equal a full forward pass per candidate to
+    float rounding (tests/test_constrained.py). Log-probabilities are taken in float32 whatever the
+    model's dtype.
     """
     import torch
+    from transformers import DynamicCache
 
     if not candidates:
         return []
@@ -117,7 +110,11 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
     try:
         with torch.inference_mode():
             past = len(ids) - 1
-            prefix = _prompt_cache(model, tokenizer, key, prompt, ids, heads) if past else None
+            prefix = None
+            if past:
+                prefix = DynamicCache(config=model.config)
+                model(input_ids=torch.tensor([ids[:-1]], device=device), use_cache=True, logits_to_keep=1,
+                      **{key: prefix})
             pairs: list[tuple[float, float]] = []
             for start in range(0, len(conts), max(1, batch_size)):
                 chunk = conts[start:start + max(1, batch_size)]
@@ -129,37 +126,6 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
         if was_training:
             model.train()
     return scores
-
-
-HEADS_KEPT = 8  # prompt heads (tasks) whose caches score_admissible keeps, the oldest dropped first
-
-
-def _prompt_cache(model, tokenizer, key: str, prompt: str, ids: list[int], heads: dict | None):
-    """The KV cache of all but the prompt's last token; its head (``task_head_end``) taken from
-    ``heads`` (computed and kept there when missing) where the tokenizer gives offsets."""
-    import torch
-    from transformers import DynamicCache
-
-    device = model.device
-    head = 0
-    if heads is not None and getattr(tokenizer, "is_fast", False):
-        end = task_head_end(prompt)
-        offsets = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        head = sum(1 for _, stop in offsets if stop <= end) if end else 0
-        head = head if head < len(ids) - 1 else 0  # at least one token of the rest to encode
-    cache = DynamicCache(config=model.config)
-    if head:
-        hk = tuple(ids[:head])
-        if hk not in heads:
-            c = DynamicCache(config=model.config)
-            model(input_ids=torch.tensor([ids[:head]], device=device), use_cache=True, logits_to_keep=1, **{key: c})
-            heads[hk] = c
-            while len(heads) > HEADS_KEPT:
-                heads.pop(next(iter(heads)))
-        cache = copy.deepcopy(heads[hk])
-    model(input_ids=torch.tensor([ids[head:-1]], device=device), use_cache=True, logits_to_keep=1,
-          position_ids=torch.arange(head, len(ids) - 1, device=device)[None], **{key: cache})
-    return cache
 
 
 def tree_masks_apply(model) -> bool:
@@ -278,11 +244,10 @@ def score_admissible(model, tokenizer, states: Sequence[dict], history_len: int 
     if reduce not in ("sum", "mean", "both"):
         raise ValueError(f"reduce must be sum, mean or both, got {reduce!r}")
     out: dict[str, list] = {}
-    heads: dict = {}  # the prompt heads' caches (the states of one task share theirs)
     for i, s in enumerate(states):
         out[s["state_id"]] = score_continuations(
             model, tokenizer, scoring_prompt(tokenizer, s, history_len),
-            [continuation(a) for a in s["admissible"]], batch_size, reduce, heads=heads)
+            [continuation(a) for a in s["admissible"]], batch_size, reduce)
         if progress:
             progress(i + 1, len(states))
     return out
