@@ -10,8 +10,9 @@ agent prompt (which ends with the pre-filled ``<action>``), as the mean token lo
 expert's action at chance, where the mean ranks it first 27.5 % of the time (chance 4 %); but the
 mean's softmax is nearly flat, so the draws use a temperature of their own,
 ``sampling.constrained_temperature`` (docs/evidence/constrained_alternatives.md). The prompt is encoded
-once per state (``use_cache=True``) and all candidates are scored in one batched forward over
-copies of that KV cache (right-padded, masked).
+once per state (``use_cache=True``) and all candidates are scored in one forward over their token
+tree after that KV cache (a token that candidates begin with alike encoded once, a 4-D mask, the
+LM head only where a next token is scored; :func:`score_continuations`).
 
 K alternatives are then drawn without replacement with probabilities proportional to
 ``p ** (1 / T)``, where ``p`` is the softmax of the scores over the admissible actions (``T`` =
