@@ -116,10 +116,10 @@ def score_continuations(model, tokenizer, prompt: str, candidates: Sequence[str]
                 prefix = DynamicCache(config=model.config)
                 model(input_ids=torch.tensor([ids[:-1]], device=device), use_cache=True, logits_to_keep=1,
                       **{key: prefix})
+            score = _score_tree if tree and tree_masks_apply(model) else _score_padded
             pairs: list[tuple[float, float]] = []
             for start in range(0, len(conts), max(1, batch_size)):
                 chunk = conts[start:start + max(1, batch_size)]
-                score = _score_tree if tree and tree_masks_apply(model) else _score_padded
                 pairs += score(model, key, prefix, past, ids[-1], chunk, pad)
             pick = {"sum": lambda sm, mn: sm, "mean": lambda sm, mn: mn, "both": lambda sm, mn: (sm, mn)}[reduce]
             scores = [pick(sm, mn) for sm, mn in pairs]
