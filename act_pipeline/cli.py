@@ -244,7 +244,7 @@ def _run(args) -> int:
                 recon = dg.build_reconstructable_job("act_pipeline.cli", "step_job",
                                                      reconstructable_kwargs={"profile": str(profile), "root": root,
                                                                              "log_file": str(log_file)})
-                with thread_env(threads):  # the step processes start with it (spawned: they inherit it)
+                with thread_env(threads):  # the step processes start with it (their fork server starts in the run)
                     result = run_job(job, recon, instance, selection=selection, run_id=run_id, run_config=config,
                                      jobs=jobs, model_steps=model_steps)
     if selection == []:
@@ -330,10 +330,10 @@ def threads_text(profile_threads: int, threads: int | None, env: Mapping[str, st
 @contextmanager
 def thread_env(threads: int | None):
     """``OMP_NUM_THREADS`` set to ``threads`` (None: left as it is) while the block runs, and back as
-    it was after: the processes started meanwhile (Dagster's step processes, seed runs; spawned,
-    they inherit this process's environment and read it when torch loads; the training processes
-    ``launch.child_env`` starts inherit it from theirs) take that many threads; this process's own
-    torch, if loaded, keeps its own."""
+    it was after. The processes started meanwhile inherit it and take that many torch threads:
+    Dagster's step processes (forked from a server that the run starts, so it has the variable),
+    seed runs (spawned), and the training processes ``launch.child_env`` starts from theirs. This
+    process's own torch, if loaded, keeps its own."""
     if threads is None:
         yield
         return
@@ -371,16 +371,41 @@ def step_job(profile: str, root: str, log_file: str) -> dg.JobDefinition:
     return console.with_loggers(make_definitions(profile, root)).resolve_job_def(JOB)
 
 
+# What a step's process would otherwise import itself: the job's code (rebuilt in every step) and the
+# libraries the model steps load (torch, transformers with the Llama modules, TRL's trainers: ~10 s
+# here per step). Not alfworld: importing it sets ALFWORLD_DATA (act_pipeline.envs.alfworld). Not
+# this module: a run started as `python -m act_pipeline.cli` has multiprocessing re-run it as each
+# step's __main__, which warns where it is imported already.
+STEP_PRELOAD = ("act_pipeline.definitions", "torch", "transformers",
+                "transformers.models.llama.modeling_llama", "trl.trainer.sft_trainer", "trl.trainer.grpo_trainer")
+
+
 def executor_config(executor_def: dg.ExecutorDefinition, jobs: int, model_steps: int) -> dict:
     """The run config of a job's executor for ``jobs`` steps at once, ``model_steps`` of them steps
-    tagged act-pipeline/gpu: Dagster's default executor in multiprocess mode (CPU profiles); the GPU
-    profiles' executor (``definitions.gpu_executor``) keeps its GPU steps one at a time."""
+    tagged act-pipeline/gpu: Dagster's default executor in multiprocess mode (CPU profiles), its step
+    processes forked from a server that has imported ``STEP_PRELOAD`` once (Dagster's ``forkserver``
+    start method; ``run_job`` stops the server after the run); the GPU profiles' executor
+    (``definitions.gpu_executor``) keeps its GPU steps one at a time, spawned."""
     from act_pipeline.assets.common import GPU_TAG
 
     if executor_def is dg.multi_or_in_process_executor:
         return {"multiprocess": {"max_concurrent": jobs,
-                                 "tag_concurrency_limits": [{"key": GPU_TAG, "limit": model_steps}]}}
+                                 "tag_concurrency_limits": [{"key": GPU_TAG, "limit": model_steps}],
+                                 "start_method": {"forkserver": {"preload_modules": list(STEP_PRELOAD)}}}}
     return {"max_concurrent": jobs}
+
+
+def stop_forkserver() -> None:
+    """Stop this process's multiprocessing fork server, if one runs. It holds the environment of the
+    moment it started (its children, the step processes, get that one, not this process's current
+    one), so each run starts its own: a later run in the same process (tests, a seed's runs) sees
+    the variables as they are then (``thread_env``, ``ALFWORLD_DATA``, ...). Python has no public
+    call for this; ``_stop`` is the one its own tests use (absent: nothing to do)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        stop()
 
 
 def run_job(job: dg.JobDefinition, recon, instance, *, selection, run_id: str, run_config: dict, jobs: int,
@@ -406,7 +431,11 @@ def run_job(job: dg.JobDefinition, recon, instance, *, selection, run_id: str, r
     run = instance.create_run_for_job(job_def=recon.get_definition(), run_id=run_id, run_config=config,
                                       tags=job.run_tags, asset_selection=frozenset(selection) if selection else None,
                                       job_code_origin=recon.get_python_origin(), repository_load_data=load_data)
-    return execute_run(recon, run, instance, raise_on_error=False)
+    stop_forkserver()  # one started before (by whom else) has an older environment
+    try:
+        return execute_run(recon, run, instance, raise_on_error=False)
+    finally:
+        stop_forkserver()
 
 
 def _seeds(defs) -> list[str]:

@@ -11,7 +11,9 @@ profile's ``threads: 0`` each step's process ``cores // jobs`` threads (``cli.st
 ``cli.main`` with ``run_job`` stood in for.
 """
 
+import json
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -71,8 +73,17 @@ def tiny_job(folder: str, wait_s: float, model: bool, log_file: str) -> dg.JobDe
         Path(folder, "torch_threads").write_text(str(torch.get_num_threads()))
         return torch.get_num_threads()
 
+    @dg.asset
+    def process_seen() -> int:
+        """What its step's process had before the step did anything: the test's variable, whether torch
+        was imported already (nothing on this module's import path imports it), and its parent."""
+        seen = {"mark": os.environ.get("ACT_TEST_RUN_MARK"), "torch_loaded": "torch" in sys.modules,
+                "ppid": os.getppid()}
+        Path(folder, "process_seen.json").write_text(json.dumps(seen))
+        return 1
+
     defs = console.with_loggers(dg.Definitions(assets=[side("left", "right"), side("right", "left"), joined, broken,
-                                                       torch_threads],
+                                                       torch_threads, process_seen],
                                                jobs=[dg.define_asset_job("tiny_job")]))
     return defs.resolve_job_def("tiny_job")
 
@@ -111,6 +122,24 @@ def test_step_processes_get_the_threads_the_cli_sets(tmp_path_factory, monkeypat
     assert result.success
     assert not isinstance(result, dg.ExecuteInProcessResult)  # the multiprocess executor
     assert Path(log_file.parent, "torch_threads").read_text() == str(want)
+
+
+def test_step_processes_fork_from_a_preloaded_server_with_the_environment_of_their_run(tmp_path_factory,
+                                                                                       monkeypatch):
+    """Step processes are forked from a server that imported ``cli.STEP_PRELOAD`` (torch is there
+    before the step starts); each run starts its own server, so a variable changed between two runs
+    of one process reaches the second run's steps (a server kept from the first would hand them the
+    first run's environment)."""
+    seen = []
+    for mark in ("first", "second"):
+        monkeypatch.setenv("ACT_TEST_RUN_MARK", mark)
+        result, spans, log_file = _run(tmp_path_factory, jobs=2, keys=("process_seen", "left"))
+        assert result.success and not isinstance(result, dg.ExecuteInProcessResult)
+        seen.append(json.loads(Path(log_file.parent, "process_seen.json").read_text()))
+    assert [s["mark"] for s in seen] == ["first", "second"]
+    assert all(s["torch_loaded"] for s in seen), seen
+    assert all(s["ppid"] != os.getpid() for s in seen), seen  # not this process's own children: the server's
+    assert seen[0]["ppid"] != seen[1]["ppid"], seen  # a server per run
 
 
 def test_thread_env_leaves_a_set_variable_as_it_was(monkeypatch):
