@@ -15,6 +15,7 @@ This module imports nothing from the rest of the package: every core package may
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -23,7 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,16 +84,37 @@ def write_json(path: str | Path, data, indent: int | None = 2) -> Path:
 
 
 @contextmanager
-def atomic_dir(dst: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``dst``; rename it to ``dst`` if the block succeeds."""
+def atomic_dir(dst: str | Path, keep_if: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside ``dst``; rename it to ``dst`` if the block succeeds.
+
+    ``keep_if``: for a cache whose content its name fixes (a model built from its settings), whether
+    a folder at ``dst`` is complete. A complete one that another process put there meanwhile stays,
+    and ours is dropped: processes filling the same cache at once neither fail nor take the folder
+    away from under a reader (``replace_dir`` moves the old one aside first). An incomplete one is
+    replaced."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     try:
         yield tmp
-        replace_dir(tmp, dst)
+        if keep_if is None or not _put_unless_complete(tmp, dst, keep_if):
+            replace_dir(tmp, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _put_unless_complete(tmp: Path, dst: Path, complete: Callable[[Path], bool]) -> bool:
+    """Whether ``dst`` is complete afterwards: someone else's kept, or ``tmp`` renamed to a ``dst``
+    that was not there (a rename never replaces a folder that has files in it)."""
+    if complete(dst):
+        return True
+    try:
+        os.rename(tmp, dst)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        return complete(dst)
 
 
 def replace_dir(tmp: Path, dst: Path) -> None:

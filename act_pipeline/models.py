@@ -43,12 +43,17 @@ def smollm2_gguf_file() -> Path:
 
 
 
+def _has_weights(folder: Path) -> bool:
+    """A model folder of the cache is complete (``resolve_base_model`` builds one where it is not)."""
+    return (folder / "model.safetensors").exists()
+
+
 def convert_smollm2(dst: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_file()
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, keep_if=_has_weights) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -81,7 +86,7 @@ def build_tiny_random(tokenizer_dir: Path, dst: Path, cfg: ModelConfig, seed: in
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, keep_if=_has_weights) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "act_source.json").write_text(
@@ -102,13 +107,13 @@ def resolve_base_model(cfg: ModelConfig, seed: int, log: Callable[[str], None] =
         return cfg.path
     cache = model_cache_dir()
     smol = cache / "SmolLM2-135M-Instruct"
-    if not (smol / "model.safetensors").exists():
+    if not _has_weights(smol):
         log(f"converting the bundled SmolLM2-135M-Instruct GGUF to {smol} (once)")
         convert_smollm2(smol)
     if cfg.source == "smollm2-gguf":
         return str(smol)
     tiny = cache / f"tiny-llama-h{cfg.hidden_size}-l{cfg.num_layers}-a{cfg.num_heads}-s{seed}"
-    if not (tiny / "model.safetensors").exists():
+    if not _has_weights(tiny):
         build_tiny_random(smol, tiny, cfg, seed)
     return str(tiny)
 

@@ -80,3 +80,36 @@ def test_killed_checkpoint_save_leaves_previous_version(tmp_path, tiny_model):
     other = resolve_base_model(ModelConfig(source="tiny-random"), 1, log=lambda m: None)
     subprocess.run([sys.executable, "-c", SAVE_CHECKPOINT, other, str(ckpt)], check=True)
     assert dir_hash(ckpt) == dir_hash(Path(other)) != before
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "weights").exists()
+
+
+def test_a_cache_folder_another_process_completed_meanwhile_stays(tmp_path):
+    """``atomic_dir(keep_if=...)``, as the model cache uses it: two processes building the same cached
+    model at once (e.g. two pytest-xdist workers). Whoever finishes second keeps the first one's
+    folder and drops its own, without an error and without moving the folder a reader may be loading;
+    a folder at the target that is not complete is replaced."""
+    from act_pipeline.files import atomic_dir
+
+    dst = tmp_path / "cache" / "model"
+    with atomic_dir(dst, keep_if=_complete) as tmp:
+        (tmp / "weights").write_text("ours")
+        # the other process finishes first: its complete folder appears under the name
+        with atomic_dir(dst, keep_if=_complete) as theirs:
+            (theirs / "weights").write_text("theirs")
+        inode = dst.stat().st_ino
+    assert (dst / "weights").read_text() == "theirs" and dst.stat().st_ino == inode  # never moved aside
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["model"]  # no temporary folder left behind
+
+    (dst / "weights").unlink()  # an incomplete folder (with a file in it) under the name: replaced
+    (dst / "config").write_text("left by a build that died")
+    with atomic_dir(dst, keep_if=_complete) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (dst / "weights").read_text() == "new" and not (dst / "config").exists()
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["model"]
+
+    with atomic_dir(dst) as tmp:  # without keep_if: replaced, as every artifact is
+        (tmp / "weights").write_text("newer")
+    assert (dst / "weights").read_text() == "newer"
