@@ -31,8 +31,19 @@ def asset(cfg, key: str):
     return found[0]
 
 
+# The modules that take longest (their module fixtures run a whole graph): collected first, so that
+# under pytest-xdist (scripts/test.sh: two workers, one module at a time each, in collection order)
+# they start at once on both workers instead of leaving one worker alone with the last of them.
+LONGEST_FIRST = ("test_pipeline_smoke.py", "test_paper_path.py", "test_seeds.py")
+
+
 def pytest_configure(config):
     configure()  # ACT_TEST_NO_OFFICIAL_DATA=1: the official data out of sight
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
