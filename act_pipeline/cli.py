@@ -215,8 +215,8 @@ def _run(args) -> int:
         job = defs.resolve_job_def(JOB)
         seeds = _seeds(defs)
         jobs, model_steps = concurrency(args.jobs, args.model_steps)
-        if job.executor_def is not dg.multi_or_in_process_executor:
-            model_steps = 1  # a GPU profile's executor: one GPU step at a time (definitions.gpu_executor)
+        if job.tags.get("act-pipeline/device") == "gpu":
+            model_steps = 1  # a GPU profile: one GPU step at a time (each takes every GPU of the node)
         with dg.DagsterInstance.get() as instance:
             selection, result = None, None
             if seeds:  # training seeds as partitions: shared data, then the seeds (concurrently), then the report
@@ -371,28 +371,20 @@ def step_job(profile: str, root: str, log_file: str) -> dg.JobDefinition:
     return console.with_loggers(make_definitions(profile, root)).resolve_job_def(JOB)
 
 
-# What a step's process would otherwise import itself: the job's code (rebuilt in every step) and the
-# libraries the model steps load (torch, transformers with the Llama modules, TRL's trainers: ~10 s
-# here per step). Not alfworld: importing it sets ALFWORLD_DATA (act_pipeline.envs.alfworld). Not
-# this module: a run started as `python -m act_pipeline.cli` has multiprocessing re-run it as each
-# step's __main__, which warns where it is imported already.
-STEP_PRELOAD = ("act_pipeline.definitions", "torch", "transformers",
-                "transformers.models.llama.modeling_llama", "trl.trainer.sft_trainer", "trl.trainer.grpo_trainer")
-
-
 def executor_config(executor_def: dg.ExecutorDefinition, jobs: int, model_steps: int) -> dict:
     """The run config of a job's executor for ``jobs`` steps at once, ``model_steps`` of them steps
-    tagged act-pipeline/gpu: Dagster's default executor in multiprocess mode (CPU profiles), its step
-    processes forked from a server that has imported ``STEP_PRELOAD`` once (Dagster's ``forkserver``
-    start method; ``run_job`` stops the server after the run); the GPU profiles' executor
-    (``definitions.gpu_executor``) keeps its GPU steps one at a time, spawned."""
+    tagged act-pipeline/gpu. The graph's executor (``definitions.step_executor``) takes them as they
+    are; a job on Dagster's default executor (a plain Dagster job) gets its multiprocess mode, with
+    the step processes forked from a server that has imported ``definitions.STEP_PRELOAD``, as the
+    graph's CPU runs are. ``run_job`` stops the server after the run."""
     from act_pipeline.assets.common import GPU_TAG
+    from act_pipeline.definitions import STEP_PRELOAD
 
     if executor_def is dg.multi_or_in_process_executor:
         return {"multiprocess": {"max_concurrent": jobs,
                                  "tag_concurrency_limits": [{"key": GPU_TAG, "limit": model_steps}],
                                  "start_method": {"forkserver": {"preload_modules": list(STEP_PRELOAD)}}}}
-    return {"max_concurrent": jobs}
+    return {"max_concurrent": jobs, "model_steps": model_steps}
 
 
 def stop_forkserver() -> None:

@@ -25,6 +25,7 @@ import yaml
 
 from act_pipeline import cli, console
 from act_pipeline.assets.common import GPU_TAG
+from act_pipeline.definitions import make_definitions, step_executor
 
 from .conftest import REPO, SMOKE, dagster_home, overlap, step_spans
 
@@ -41,8 +42,9 @@ def _step_processes_import_this_module(monkeypatch):
 WARNING = "a warning from a step's process"
 
 
-def tiny_job(folder: str, wait_s: float, model: bool, log_file: str) -> dg.JobDefinition:
-    """The tiny graph's job (module level: each step's process rebuilds it from these arguments)."""
+def tiny_job(folder: str, wait_s: float, model: bool, log_file: str, executor: str = "") -> dg.JobDefinition:
+    """The tiny graph's job (module level: each step's process rebuilds it from these arguments).
+    ``executor``: "cpu" or "gpu" for the graph's own (``definitions.step_executor``), else Dagster's default."""
     console.step_process(log_file)  # as cli.step_job does
 
     def side(name: str, other: str) -> dg.AssetsDefinition:
@@ -84,7 +86,8 @@ def tiny_job(folder: str, wait_s: float, model: bool, log_file: str) -> dg.JobDe
 
     defs = console.with_loggers(dg.Definitions(assets=[side("left", "right"), side("right", "left"), joined, broken,
                                                        torch_threads, process_seen],
-                                               jobs=[dg.define_asset_job("tiny_job")]))
+                                               jobs=[dg.define_asset_job("tiny_job", executor_def=(
+                                                   step_executor(executor == "gpu") if executor else None))]))
     return defs.resolve_job_def("tiny_job")
 
 
@@ -126,7 +129,7 @@ def test_step_processes_get_the_threads_the_cli_sets(tmp_path_factory, monkeypat
 
 def test_step_processes_fork_from_a_preloaded_server_with_the_environment_of_their_run(tmp_path_factory,
                                                                                        monkeypatch):
-    """Step processes are forked from a server that imported ``cli.STEP_PRELOAD`` (torch is there
+    """Step processes are forked from a server that imported ``definitions.STEP_PRELOAD`` (torch is there
     before the step starts); each run starts its own server, so a variable changed between two runs
     of one process reaches the second run's steps (a server kept from the first would hand them the
     first run's environment)."""
@@ -140,6 +143,31 @@ def test_step_processes_fork_from_a_preloaded_server_with_the_environment_of_the
     assert all(s["torch_loaded"] for s in seen), seen
     assert all(s["ppid"] != os.getpid() for s in seen), seen  # not this process's own children: the server's
     assert seen[0]["ppid"] != seen[1]["ppid"], seen  # a server per run
+
+
+@pytest.mark.parametrize("device, forked", [("cpu", True), ("gpu", False)])
+def test_runs_launched_as_the_ui_does_use_the_graphs_executor(tmp_path_factory, device, forked):
+    """A run with no executor config, as the UI and the daemon launch one (``dg.execute_job``): the
+    graph's executor of a CPU profile forks the steps from a preloaded server (torch is there before
+    the step starts), a GPU profile's spawns them; ``make_definitions`` gives that executor to its jobs
+    and to the UI's asset materializations alike."""
+    folder = tmp_path_factory.mktemp("ui_run")
+    kwargs = {"folder": str(folder), "wait_s": 0.0, "model": False, "log_file": str(folder / "run.log"),
+              "executor": device}
+    recon = dg.build_reconstructable_job(__name__, tiny_job.__name__, reconstructable_kwargs=kwargs)
+    with console.RunLog(folder / "run.log"), dg.DagsterInstance.from_config(str(dagster_home(tmp_path_factory))) as inst:
+        try:
+            with dg.execute_job(recon, inst, asset_selection=[dg.AssetKey("process_seen")]) as result:
+                assert result.success
+        finally:
+            cli.stop_forkserver()
+    seen = json.loads(Path(folder, "process_seen.json").read_text())
+    assert seen["torch_loaded"] is forked, seen
+
+    defs = make_definitions(str(SMOKE), str(folder / "home"))
+    job = defs.resolve_job_def("act_pipeline_job")
+    assert job.executor_def is not dg.multi_or_in_process_executor
+    assert defs.resolve_implicit_global_asset_job_def().executor_def is job.executor_def  # the UI's Materialize
 
 
 def test_thread_env_leaves_a_set_variable_as_it_was(monkeypatch):
