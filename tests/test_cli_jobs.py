@@ -180,13 +180,14 @@ def test_thread_env_leaves_a_set_variable_as_it_was(monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "5"
 
 
-def _default_run(tmp_path_factory, monkeypatch, capsys, alfworld_data, *argv, threads=0, cores=4):
-    """``act-pipeline run`` of the smoke profile with ``threads`` on a machine of ``cores`` CPU cores
-    (``os.cpu_count`` stood in for), up to the run: ``run_job`` records its ``jobs`` and the step
-    processes' ``OMP_NUM_THREADS`` and fails the run. (those, the console's first run line)"""
+def _default_run(tmp_path_factory, monkeypatch, capsys, alfworld_data, *argv, threads=0, cores=4, source=SMOKE):
+    """``act-pipeline run`` of the smoke profile (or ``source``) with ``threads`` on a machine of
+    ``cores`` CPU cores (``os.cpu_count`` stood in for), up to the run: ``run_job`` records its
+    ``jobs``, ``model_steps`` and the step processes' ``OMP_NUM_THREADS`` and fails the run. (those,
+    the console's first run line)"""
     tmp = tmp_path_factory.mktemp("default_run")
     profile = tmp / "profile.yaml"
-    d = yaml.safe_load(SMOKE.read_text())
+    d = yaml.safe_load(source.read_text())
     d["threads"] = threads
     profile.write_text(yaml.safe_dump(d, sort_keys=False))
     seen = {}
@@ -213,6 +214,16 @@ def test_default_run_takes_every_core_with_a_thread_each(tmp_path_factory, monke
     assert seen["jobs"] == 4 and seen["omp"] == "1", seen  # --jobs 0: as many steps as cores, cores // jobs each
     assert "up to 4 steps at a time" in line and "1 torch thread each" in line, line
     assert "OMP_NUM_THREADS" not in os.environ  # this process's own, as it was
+
+
+def test_a_gpu_profile_runs_one_model_step_at_a_time(tmp_path_factory, monkeypatch, capsys, alfworld_data):
+    """A GPU profile's steps that load a model each take every GPU of the node: one at a time, whatever
+    --model-steps says (the job's tag act-pipeline/device: gpu); a CPU profile keeps the number asked."""
+    seen, _ = _default_run(tmp_path_factory, monkeypatch, capsys, alfworld_data, "--jobs", "2", "--model-steps", "2",
+                           source=REPO / "configs" / "gpu-qwen3-8b.yaml")
+    assert (seen["jobs"], seen["model_steps"]) == (2, 1), seen
+    seen, _ = _default_run(tmp_path_factory, monkeypatch, capsys, alfworld_data, "--jobs", "2", "--model-steps", "2")
+    assert (seen["jobs"], seen["model_steps"]) == (2, 2), seen
 
 
 @pytest.mark.parametrize("argv, threads, omp, want_jobs, want_omp, text", [
