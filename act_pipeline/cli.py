@@ -371,22 +371,6 @@ def step_job(profile: str, root: str, log_file: str) -> dg.JobDefinition:
     return console.with_loggers(make_definitions(profile, root)).resolve_job_def(JOB)
 
 
-def executor_config(executor_def: dg.ExecutorDefinition, jobs: int, model_steps: int) -> dict:
-    """The run config of a job's executor for ``jobs`` steps at once, ``model_steps`` of them steps
-    tagged act-pipeline/gpu. The graph's executor (``definitions.step_executor``) takes them as they
-    are; a job on Dagster's default executor (a plain Dagster job) gets its multiprocess mode, with
-    the step processes forked from a server that has imported ``definitions.STEP_PRELOAD``, as the
-    graph's CPU runs are. ``run_job`` stops the server after the run."""
-    from act_pipeline.assets.common import GPU_TAG
-    from act_pipeline.definitions import STEP_PRELOAD
-
-    if executor_def is dg.multi_or_in_process_executor:
-        return {"multiprocess": {"max_concurrent": jobs,
-                                 "tag_concurrency_limits": [{"key": GPU_TAG, "limit": model_steps}],
-                                 "start_method": {"forkserver": {"preload_modules": list(STEP_PRELOAD)}}}}
-    return {"max_concurrent": jobs, "model_steps": model_steps}
-
-
 def stop_forkserver() -> None:
     """Stop this process's multiprocessing fork server, if one runs. It holds the environment of the
     moment it started (its children, the step processes, get that one, not this process's current
@@ -404,7 +388,8 @@ def run_job(job: dg.JobDefinition, recon, instance, *, selection, run_id: str, r
             model_steps: int):
     """One run of ``job`` (``recon``: the same job, reconstructable) with the run id ``run_id``; its
     result (``.success``). ``jobs`` 1: every step one after another in this process
-    (``execute_in_process``). Otherwise Dagster's multiprocess executor: each step in its own process,
+    (``execute_in_process``). Otherwise the job's executor, the graph's (``definitions.step_executor``,
+Dagster's multiprocess executor): each step in its own process,
     as many at once as ``jobs`` (and ``model_steps`` of them loading a model), the others as soon as
     their inputs are there; blocking asset checks block what reads their asset, as in process.
 
@@ -417,7 +402,8 @@ def run_job(job: dg.JobDefinition, recon, instance, *, selection, run_id: str, r
                                       run_id=run_id, run_config=run_config)
     from dagster._core.execution.api import execute_run
 
-    config = {**run_config, "execution": {"config": executor_config(job.executor_def, jobs, model_steps)}}
+    # the graph's executor (definitions.step_executor): its steps at once, and how many of them load a model
+    config = {**run_config, "execution": {"config": {"max_concurrent": jobs, "model_steps": model_steps}}}
     load_data = recon.repository.get_definition().repository_load_data
     recon = recon.with_repository_load_data(load_data)
     run = instance.create_run_for_job(job_def=recon.get_definition(), run_id=run_id, run_config=config,

@@ -42,9 +42,9 @@ def _step_processes_import_this_module(monkeypatch):
 WARNING = "a warning from a step's process"
 
 
-def tiny_job(folder: str, wait_s: float, model: bool, log_file: str, executor: str = "") -> dg.JobDefinition:
-    """The tiny graph's job (module level: each step's process rebuilds it from these arguments).
-    ``executor``: "cpu" or "gpu" for the graph's own (``definitions.step_executor``), else Dagster's default."""
+def tiny_job(folder: str, wait_s: float, model: bool, log_file: str, gpu: bool = False) -> dg.JobDefinition:
+    """The tiny graph's job (module level: each step's process rebuilds it from these arguments), on the
+    graph's own executor (``definitions.step_executor``) of a CPU profile, or of a GPU one (``gpu``)."""
     console.step_process(log_file)  # as cli.step_job does
 
     def side(name: str, other: str) -> dg.AssetsDefinition:
@@ -86,8 +86,7 @@ def tiny_job(folder: str, wait_s: float, model: bool, log_file: str, executor: s
 
     defs = console.with_loggers(dg.Definitions(assets=[side("left", "right"), side("right", "left"), joined, broken,
                                                        torch_threads, process_seen],
-                                               jobs=[dg.define_asset_job("tiny_job", executor_def=(
-                                                   step_executor(executor == "gpu") if executor else None))]))
+                                               jobs=[dg.define_asset_job("tiny_job", executor_def=step_executor(gpu))]))
     return defs.resolve_job_def("tiny_job")
 
 
@@ -145,15 +144,15 @@ def test_step_processes_fork_from_a_preloaded_server_with_the_environment_of_the
     assert seen[0]["ppid"] != seen[1]["ppid"], seen  # a server per run
 
 
-@pytest.mark.parametrize("device, forked", [("cpu", True), ("gpu", False)])
-def test_runs_launched_as_the_ui_does_use_the_graphs_executor(tmp_path_factory, device, forked):
+@pytest.mark.parametrize("gpu, forked", [(False, True), (True, False)])
+def test_runs_launched_as_the_ui_does_use_the_graphs_executor(tmp_path_factory, gpu, forked):
     """A run with no executor config, as the UI and the daemon launch one (``dg.execute_job``): the
     graph's executor of a CPU profile forks the steps from a preloaded server (torch is there before
     the step starts), a GPU profile's spawns them; ``make_definitions`` gives that executor to its jobs
     and to the UI's asset materializations alike."""
     folder = tmp_path_factory.mktemp("ui_run")
     kwargs = {"folder": str(folder), "wait_s": 0.0, "model": False, "log_file": str(folder / "run.log"),
-              "executor": device}
+              "gpu": gpu}
     recon = dg.build_reconstructable_job(__name__, tiny_job.__name__, reconstructable_kwargs=kwargs)
     with console.RunLog(folder / "run.log"), dg.DagsterInstance.from_config(str(dagster_home(tmp_path_factory))) as inst:
         try:
