@@ -251,7 +251,10 @@ class AlfworldGame:
     def __init__(self, gamefile: str | Path, expert: str | None = None):
         import textworld
         from textworld.envs import PddlEnv
+
+        from act_pipeline.envs import textworld_cache
         import_alfworld()
+        textworld_cache.install()  # the same games, ~4x faster (see that module)
         from alfworld.agents.environment.alfred_tw_env import (
             AlfredDemangler, AlfredExpert, AlfredInfos,
         )

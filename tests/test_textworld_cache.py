@@ -1,0 +1,123 @@
+"""The memoized TextWorld translation and parsing (act_pipeline.envs.textworld_cache) play real
+ALFWorld games exactly as the library's own functions do, and really serve resets and steps."""
+
+import random
+
+import pytest
+
+from act_pipeline.envs import alfworld as aw
+from act_pipeline.envs import textworld_cache
+
+
+@pytest.fixture
+def plain_then_restored(monkeypatch):
+    """The library's own functions for the test's first games (AlfworldGame installs the memo: not
+    here), and the memo back afterwards if the process had it."""
+    had = textworld_cache.installed()
+    textworld_cache.uninstall()
+    monkeypatch.setattr(textworld_cache, "install", lambda: None)
+    yield monkeypatch
+    textworld_cache.uninstall()
+    if had:
+        textworld_cache.install()
+
+
+def _play(gamefile, expert, seed: int, resets: int = 2, steps: int = 10) -> list:
+    """A seeded random walk over the admissible actions, from ``resets`` resets: every observation,
+    done flag and info (admissible list, won, the expert's action)."""
+    game = aw.AlfworldGame(gamefile, expert=expert)
+    rng = random.Random(seed)
+    trace = []
+    try:
+        for _ in range(resets):
+            obs, info = game.reset()
+            trace.append((obs, game.task, info))
+            for _ in range(steps):
+                action = rng.choice(info["admissible"])
+                obs, done, info = game.step(action)
+                trace.append((action, obs, done, info))
+                if done:
+                    break
+    finally:
+        game.close()
+    return trace
+
+
+def test_memoized_games_play_exactly_as_the_librarys(alfworld_data, tmp_path, plain_then_restored):
+    specs = aw.select_balanced(aw.discover_games(alfworld_data, "train"), 3)
+    games = [(aw.build_game(s.path, tmp_path / s.game_id.replace("/", "_")), expert)
+             for s, expert in zip(specs, [None, "planner", "handcoded"])]
+    plain = [_play(f, expert, seed=i) for i, (f, expert) in enumerate(games)]
+    assert not textworld_cache.installed()
+
+    plain_then_restored.undo()  # AlfworldGame installs the memo again
+    memo = [_play(f, expert, seed=i) for i, (f, expert) in enumerate(games)]
+    assert textworld_cache.installed()
+    for (f, expert), a, b in zip(games, plain, memo):
+        assert len(a) > 2
+        assert a == b, f"{f} (expert {expert}): the memoized game played differently"
+    # the expert infos were there to compare
+    assert any(step[-1].get("expert_action") for step in memo[1])
+
+
+def test_resets_and_steps_are_served_from_the_memo(alfworld_data, tmp_path, plain_then_restored):
+    plain_then_restored.undo()
+    textworld_cache.install()
+    spec = aw.discover_games(alfworld_data, "train")[0]
+    game = aw.AlfworldGame(aw.build_game(spec.path, tmp_path / "g"))
+    try:
+        game.reset()
+        before = textworld_cache.stats()
+        for _ in range(3):
+            obs, info = game.reset()
+            for action in info["admissible"][:2]:
+                game.step(action)
+        after = textworld_cache.stats()
+    finally:
+        game.close()
+    translate, words, logic = (after[k] for k in ("fast_downward.pddl2sas",
+                                                  "textworld.envs.pddl.textgen._parse_and_convert",
+                                                  "textworld.logic._parse_and_convert"))
+    # three resets translate the problem twice each (plain, optimized), all from the memo
+    assert translate["hits"] - before["fast_downward.pddl2sas"]["hits"] == 6
+    assert translate["misses"] == before["fast_downward.pddl2sas"]["misses"]
+    # the command templates and the grammar's conditions, parsed once: the steps hit
+    for name, now in (("textworld.envs.pddl.textgen._parse_and_convert", words),
+                      ("textworld.logic._parse_and_convert", logic)):
+        assert now["hits"] > before[name]["hits"]
+        assert now["misses"] - before[name]["misses"] <= now["hits"] - before[name]["hits"]
+
+
+def test_uninstall_restores_the_librarys_functions(plain_then_restored):
+    import fast_downward
+    import textworld.envs.pddl.textgen as textgen
+
+    original = fast_downward.pddl2sas, textgen._parse_and_convert
+    plain_then_restored.undo()
+    textworld_cache.install()
+    textworld_cache.install()  # idempotent: wrapped once
+    assert fast_downward.pddl2sas is not original[0]
+    assert fast_downward.pddl2sas.__wrapped__ is original[0]
+    textworld_cache.uninstall()
+    assert (fast_downward.pddl2sas, textgen._parse_and_convert) == original
+    assert textworld_cache.stats() == {}
+
+
+def test_a_memoized_translation_is_the_translators(alfworld_data, tmp_path, plain_then_restored):
+    import json
+
+    import fast_downward
+
+    specs = aw.discover_games(alfworld_data, "train")[:2]
+    data = [json.loads(aw.build_game(s.path, tmp_path / str(i)).read_text()) for i, s in enumerate(specs)]
+    aw.import_alfworld()
+    plain = [fast_downward.pddl2sas(d["pddl_domain"], d["pddl_problem"], optimize=o)[1] for d in data
+             for o in (False, True)]
+    plain_then_restored.undo()
+    textworld_cache.install()
+    memo = [fast_downward.pddl2sas(d["pddl_domain"], d["pddl_problem"], optimize=o)[1] for d in data
+            for o in (False, True)]
+    again = [fast_downward.pddl2sas(d["pddl_domain"], d["pddl_problem"], optimize=o)[1] for d in data
+             for o in (False, True)]
+    assert memo == plain == again
+    assert len(set(plain)) == 4  # two games, each translated two ways: four different texts
