@@ -121,3 +121,21 @@ def test_a_memoized_translation_is_the_translators(alfworld_data, tmp_path, plai
              for o in (False, True)]
     assert memo == plain == again
     assert len(set(plain)) == 4  # two games, each translated two ways: four different texts
+
+
+def test_a_parse_of_an_unhashable_argument_goes_to_the_library(plain_then_restored):
+    import textworld.logic as logic
+
+    plain_then_restored.undo()
+    textworld_cache.install()
+    calls = []
+    original = textworld_cache._originals[(logic, "_parse_and_convert")]
+    wrapped = textworld_cache._memo_parse(lambda *a, **k: calls.append(a) or original(*a, **k))
+    text = "P(x: t)"
+    assert str(wrapped(text, rule_name="onlyProposition")) == str(original(text, rule_name="onlyProposition"))
+    wrapped(text, rule_name="onlyProposition")
+    assert len(calls) == 1  # the second parse came from the memo
+    with pytest.raises(Exception) as e:
+        wrapped([text], rule_name="onlyProposition")  # a list: no key; the library's own error, not the memo's
+    assert not isinstance(e.value, TypeError) or "unhashable" not in str(e.value)
+    assert len(calls) == 2
