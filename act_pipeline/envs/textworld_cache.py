@@ -57,11 +57,12 @@ def _memo_parse(parse):
 
     @functools.wraps(parse)
     def parse_copy(*args, **kwargs):
+        key = (args, tuple(sorted(kwargs.items())))
         try:
-            hit = cached(args, tuple(sorted(kwargs.items())))
+            hash(key)
         except TypeError:  # an argument that cannot be a key (TextWorld passes strings and flags): not memoized
             return parse(*args, **kwargs)
-        return copy.deepcopy(hit)
+        return copy.deepcopy(cached(*key))
 
     parse_copy.cache_info = cached.cache_info
     return parse_copy
