@@ -389,9 +389,9 @@ def run_job(job: dg.JobDefinition, recon, instance, *, selection, run_id: str, r
     """One run of ``job`` (``recon``: the same job, reconstructable) with the run id ``run_id``; its
     result (``.success``). ``jobs`` 1: every step one after another in this process
     (``execute_in_process``). Otherwise the job's executor, the graph's (``definitions.step_executor``,
-Dagster's multiprocess executor): each step in its own process,
-    as many at once as ``jobs`` (and ``model_steps`` of them loading a model), the others as soon as
-    their inputs are there; blocking asset checks block what reads their asset, as in process.
+    Dagster's multiprocess executor): each step in its own process, as many at once as ``jobs`` (and
+    ``model_steps`` of them loading a model), the others as soon as their inputs are there; blocking
+    asset checks block what reads their asset, as in process.
 
     ``dg.execute_job`` is the public entry point of that executor but picks its own run id, and this
     run's log file is named after ``run_id`` before it starts; so this does what ``execute_job`` does

@@ -111,14 +111,15 @@ def test_a_memoized_translation_is_the_translators(alfworld_data, tmp_path, plai
     specs = aw.discover_games(alfworld_data, "train")[:2]
     data = [json.loads(aw.build_game(s.path, tmp_path / str(i)).read_text()) for i, s in enumerate(specs)]
     aw.import_alfworld()
-    plain = [fast_downward.pddl2sas(d["pddl_domain"], d["pddl_problem"], optimize=o)[1] for d in data
-             for o in (False, True)]
+
+    def translations() -> list[str]:  # each game's SAS+ text, plain and optimized
+        return [fast_downward.pddl2sas(d["pddl_domain"], d["pddl_problem"], optimize=o)[1] for d in data
+                for o in (False, True)]
+
+    plain = translations()
     plain_then_restored.undo()
     textworld_cache.install()
-    memo = [fast_downward.pddl2sas(d["pddl_domain"], d["pddl_problem"], optimize=o)[1] for d in data
-            for o in (False, True)]
-    again = [fast_downward.pddl2sas(d["pddl_domain"], d["pddl_problem"], optimize=o)[1] for d in data
-             for o in (False, True)]
+    memo, again = translations(), translations()
     assert memo == plain == again
     assert len(set(plain)) == 4  # two games, each translated two ways: four different texts
 
