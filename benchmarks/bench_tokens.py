@@ -99,6 +99,69 @@ def long_prompt_lever(model, tok, batch: int, n_new: int, log, n_prompt: int = 4
             "identical_greedy_tokens": bool(torch.equal(t["dynamic"]["result"][1], t["growing"]["result"][1]))}
 
 
+def matmul_floor(model, batch: int, step_s: float) -> dict:
+    """A decoding step's matrix products alone (:func:`benchmarks.roofline.linear_floor`, plain and
+    MKL-packed weights) against the measured step: ``products_share`` is what the products take of
+    it, the rest being attention, norms, activations and the Python around the model."""
+    plain = roofline.linear_floor(model, batch)
+    packed = roofline.linear_floor(model, batch, packed=True)
+    return {"plain": plain, "packed": packed, "measured_step_s": round(step_s, 5),
+            "products_share": round(plain["seconds"] / step_s, 3),
+            "rest_s": round(step_s - plain["seconds"], 5),
+            "meaning": "the step's nn.Linear products alone over the model's real weights at batch rows "
+                       "(best of 3) vs the measured decoding step; the roofline's peak comes from the "
+                       "best shape, and a few-row product runs below it"}
+
+
+def packed_lever(floor: dict, batch: int) -> dict:
+    """MKL's packed GEMM at the step's shapes: measured on the products alone; not applied."""
+    plain, packed = floor["plain"], floor["packed"]
+    gain = plain["seconds"] / packed["seconds"]
+    return {"lever": f"MKL packed weights (torch.ops.mkl._mkl_linear, as Inductor's CPU freezing uses), batch {batch}: "
+                     "the decoding step's products alone",
+            "before": _way(f"torch.nn.functional.linear, the step's {plain['linears']} products", None,
+                           plain["seconds"]),
+            "after": _way(f"packed weights, the same {packed['linears']} products", None, packed["seconds"]),
+            "identical_products": packed["identical"], "max_abs_diff": packed["max_abs_diff"],
+            "note": f"kept: no; {gain:.2f}x on the products (LM head {plain['head_s'] / packed['head_s']:.2f}x), "
+                    f"{'bit-identical' if packed['identical'] else 'not bit-identical'} here, and a packed "
+                    "copy of every weight per model process"}
+
+
+def compile_lever(model, enc, n_new: int, measured: float, dec_s: float, greedy, log) -> dict:
+    """torch.compile of the decoding forward (transformers' auto-compile with a static cache, forced
+    on a CPU): compile seconds, decoding tokens/s after it, and whether the greedy tokens match."""
+    from transformers import CompileConfig
+
+    batch = enc["input_ids"].shape[0]
+    cc = CompileConfig(fullgraph=True, dynamic=False)
+    cc._compile_all_devices = True  # transformers compiles only on accelerators unless told
+    kw = dict(cache_implementation="static", compile_config=cc)
+    log(f"  torch.compile, batch {batch}: compiling ...")
+    t0 = time.perf_counter()
+    _, out = decode_run(model, enc, n_new + 1, False, **kw)
+    compile_s = time.perf_counter() - t0
+    t = interleaved({"first": lambda: decode_run(model, enc, 1, False, **kw)[0],
+                     "all": lambda: decode_run(model, enc, n_new + 1, False, **kw)[0]}, 2, log)
+    c_s = t["all"]["median_s"] - t["first"]["median_s"]
+    saved = dec_s / n_new - c_s / n_new  # seconds per decoding step
+    torch._dynamo.reset()
+    even = round(compile_s / saved) if saved > 0 else None
+    return {"lever": f"torch.compile (inductor, fullgraph, static cache; transformers' generate auto-compile "
+                     f"forced on the CPU), batch {batch}",
+            "before": _way("eager, GrowingCache (kept)", measured, round(dec_s, 4)),
+            "after": _way("compiled, static cache", batch * n_new / c_s, round(c_s, 4),
+                          {k: t[k]["seconds"] for k in ("first", "all")}),
+            "compile_s": round(compile_s, 1), "identical_greedy_tokens": bool(torch.equal(out, greedy)),
+            "break_even_steps": even,
+            "note": f"compiling took {compile_s:.0f} s: "
+                    + (f"paid back after {even} decoding steps of this batch shape" if even else "never paid back")
+                    + "; kept: no, a compile per process and per static-cache shape (batch x prompt + new "
+                      "tokens), where the pipeline's model steps decode a few hundred steps each at batch sizes "
+                      "and prompt lengths that change from call to call (rollouts, GRPO) and sample their "
+                      "alternatives by scoring, without decoding"}
+
+
 def _way(label, rate, median_s=None, seconds=None, **extra) -> dict:
     return {"label": label, "rate": None if rate is None else round(rate, 2), "unit": "tokens/s",
             "median_s": median_s, "seconds": seconds if seconds is not None else [], **extra}
@@ -191,8 +254,11 @@ def run(ctx: Ctx) -> list[dict]:
                                     "meaning": "share of a generate call spent outside the model's forward "
                                                "(sampling, stopping checks, cache and mask bookkeeping)"},
             **common)
+        res["matmul_floor"] = matmul_floor(model, batch, dec_s / n_new)
+        res["before_after"] = [packed_lever(res["matmul_floor"], batch)]
+        if not ctx.quick:  # a compile per process and batch shape: minutes with the real model
+            res["before_after"].append(compile_lever(model, enc, n_new, measured, dec_s, greedy, ctx.log))
         if "static_all" in t:
-            res["before_after"] = []
             for name, label in (("dynamic", "transformers' DynamicCache (copies the whole cache at every token)"),
                                 ("static", "static cache (cache_implementation='static', no torch.compile)")):
                 st_s = t[f"{name}_all"]["median_s"] - t[f"{name}_first"]["median_s"]

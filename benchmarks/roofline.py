@@ -224,3 +224,63 @@ class ForwardLog:
                 "decode_bound_s": round(dec_s, 4), "prefill_calls": len(pre),
                 "prefill_tokens": sum(r * t for r, t, _ in pre), "decode_steps": len(dec),
                 "decode_rows": sum(r for r, _, _ in dec), "forward_s": round(self.seconds, 4)}
+
+
+
+def _linears(model) -> list:
+    """The ``nn.Linear`` modules of ``model`` in module order, its output embedding (LM head) last."""
+    lins = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, torch.nn.Linear) and head in lins:
+        lins = [m for m in lins if m is not head] + [head]
+    return lins
+
+
+def linear_floor(model, rows: int, repeats: int = 3, packed: bool = False) -> dict:
+    """The time of one forward call's matrix products alone: every ``nn.Linear`` of ``model`` (its
+    real weights, in module order, the LM head last) applied to a (rows x in) input, as a decoding
+    step of ``rows`` sequences applies them; best of ``repeats`` after a warm-up. ``body_s`` is all
+    but the last product, ``head_s`` the last (the LM head).
+
+    It is what this machine's BLAS takes at the step's own shapes (a 16-row product runs below the
+    peak that the roofline takes from its best shape), so a step's measured time splits into these
+    products and everything else (attention, norms, activations, the Python around the model).
+    With ``packed`` the weights are first reordered for MKL's packed GEMM
+    (``torch.ops.mkl._mkl_reorder_linear_weight``, what Inductor's CPU freezing uses) and applied
+    with ``torch.ops.mkl._mkl_linear``; ``identical`` / ``max_abs_diff`` then compare its products
+    with the plain ones.
+
+    >>> tiny = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    >>> f = linear_floor(tiny, rows=2, repeats=1)
+    >>> f["linears"], f["seconds"] > 0, f["seconds"] >= f["head_s"]
+    (2, True, True)
+    """
+    import torch.nn.functional as F
+
+    weights = [m.weight.detach() for m in _linears(model)]
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(rows, w.shape[1], generator=gen) for w in weights]
+    with torch.inference_mode():
+        if packed:
+            pw = [torch.ops.mkl._mkl_reorder_linear_weight(w, rows) for w in weights]
+            prods = [lambda x, w=w, p=p: torch.ops.mkl._mkl_linear(x, p, w, None, rows) for w, p in zip(weights, pw)]
+        else:
+            prods = [lambda x, w=w: F.linear(x, w) for w in weights]
+        outs = [f(x) for f, x in zip(prods, xs)]  # warm-up
+        best = (float("inf"), 0.0, 0.0)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for f, x in zip(prods[:-1], xs[:-1]):
+                f(x)
+            t1 = time.perf_counter()
+            prods[-1](xs[-1])
+            t2 = time.perf_counter()
+            best = min(best, (t2 - t0, t1 - t0, t2 - t1))
+        out = {"rows": rows, "linears": len(weights), "seconds": round(best[0], 5), "body_s": round(best[1], 5),
+               "head_s": round(best[2], 5), "repeats": repeats,
+               "op": "torch.ops.mkl._mkl_linear (packed weights)" if packed else "torch.nn.functional.linear"}
+        if packed:
+            plain = [F.linear(x, w) for x, w in zip(xs, weights)]
+            out["identical"] = all(torch.equal(a, b) for a, b in zip(outs, plain))
+            out["max_abs_diff"] = float(max((a - b).abs().max() for a, b in zip(outs, plain)))
+    return out

@@ -87,8 +87,12 @@ def _extra(r: dict) -> str:
         return f"wins {c['successes_sequential']} vs {c['successes_batched']}"
     if "read_GBps" in r.get("roofline", {}):  # the prefill / decode lines (older tokens lines: below)
         roof = r["roofline"]
+        floor = r.get("matmul_floor")
         return (f"bound by {r['a'].get('bound_by')}; {roof['read_GBps']} GB/s read, "
-                f"peak {roof['peak_GFLOPs']} GFLOP/s ({roof['peak']['peak_shape']})")
+                f"peak {roof['peak_GFLOPs']} GFLOP/s ({roof['peak']['peak_shape']})"
+                + (f"; the step's {floor['plain']['linears']} products alone at batch {floor['plain']['rows']}: "
+                   f"{floor['plain']['seconds'] * 1e3:.0f} of {floor['measured_step_s'] * 1e3:.0f} ms "
+                   f"({floor['products_share']:.2f})" if floor else ""))
     if "roofline_fraction" in r:
         f = r["roofline_fraction"]
         return (f"roofline fraction: pipeline {f['pipeline']:.2f}, plain TRL {f['plain_trl']:.2f} "

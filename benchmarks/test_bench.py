@@ -48,6 +48,11 @@ def test_quick_suite_writes_the_results(tmp_path):
         assert r["roofline"]["peak_GFLOPs"] > 0 and r["roofline"]["read_GBps"] > 0, name
         assert r["a"]["bound_by"] in ("compute", "memory bandwidth"), name
     assert by["tokens_b1"]["a"]["bound_by"] == "memory bandwidth"
+    for name in ("tokens_b1", "tokens_b16"):  # a decoding step's products alone, plain and MKL-packed
+        f = by[name]["matmul_floor"]
+        assert f["plain"]["linears"] == f["packed"]["linears"] > 2 and f["plain"]["rows"] == by[name]["batch"], name
+        assert f["plain"]["seconds"] > f["plain"]["head_s"] > 0 and f["products_share"] > 0, name
+        assert f["packed"]["max_abs_diff"] < 1e-3 and isinstance(f["packed"]["identical"], bool), name
     assert {x["lever"].split(" (")[0] for x in by["prefill_b1"]["before_after"]} >= {"attention implementation"}
     assert all(x["identical_greedy_tokens"] for r in by.values() for x in r.get("before_after", [])
                if "identical_greedy_tokens" in x)
