@@ -28,11 +28,13 @@ def arms(cfg: PipelineConfig) -> list[str]:
 
 _RUNNER = ["act_pipeline.act.prompts", "act_pipeline.training.common", "act_pipeline.training.launch"]
 STAGE_MODULES = {
-    "act": ["act_pipeline.training.act_grpo", "act_pipeline.training.grpo_shared", "act_pipeline.act.rewards",
-            "act_pipeline.act.parsing", *_RUNNER],
+    "act": ["act_pipeline.training.act_grpo", "act_pipeline.training.grpo_shared", "act_pipeline.sampling.repeated",
+            "act_pipeline.sampling.kv", "act_pipeline.act.rewards", "act_pipeline.act.parsing", *_RUNNER],
     "il": ["act_pipeline.training.sft", *_RUNNER],
-    # RL trains through act_grpo's train_grpo (TRL's own trainer: its completions are many tokens)
-    "rl": ["act_pipeline.training.rl_grpo", "act_pipeline.training.act_grpo", "act_pipeline.act.rewards",
+    # RL trains through act_grpo's train_grpo: SharedPromptGRPOTrainer, whose generation encodes each prompt
+    # once; its training forward is TRL's (the completions are many tokens)
+    "rl": ["act_pipeline.training.rl_grpo", "act_pipeline.training.act_grpo", "act_pipeline.training.grpo_shared",
+           "act_pipeline.sampling.repeated", "act_pipeline.sampling.kv", "act_pipeline.act.rewards",
            "act_pipeline.act.parsing", *_RUNNER],
     "ee": ["act_pipeline.training.sft", *_RUNNER],
 }

@@ -20,13 +20,13 @@ transformers' DynamicCache copies the whole cache into new tensors at every gene
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 
 from act_pipeline.machine import tune_malloc
 from act_pipeline.sampling.base import Completion, Sampler, SamplingParams
+from act_pipeline.sampling.repeated import cache_argument
 
 
 class TransformersSampler(Sampler):
@@ -132,8 +132,7 @@ class TransformersSampler(Sampler):
         """Encode each prompt once (all but its last token), copy the cache n times, then decode (into
         a cache with room for the new tokens: :mod:`act_pipeline.sampling.kv`)."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        # transformers renamed `past_key_values` to `cache` (5.x); use whichever this one takes
-        key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        key = cache_argument(self.model)
         room = int(kwargs.get("max_new_tokens") or 64)
         cache = (self._ragged_prefill(ids, mask, key, self.share_across_prompts, room)
                  if self.ragged_prefill else None)
@@ -214,3 +213,4 @@ def _common_prefix(a, b) -> int:
     n = min(a.numel(), b.numel())
     diff = (a[:n] != b[:n]).nonzero()
     return int(diff[0]) if diff.numel() else n
+

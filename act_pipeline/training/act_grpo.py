@@ -99,8 +99,10 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
 
     ``restrict(tokenizer)`` (optional) gives the token ids a completion may be: each completion is
     then one token drawn from the model's distribution restricted to them (:func:`restricted_generation`),
-    and the trainer runs each distinct prompt of a batch once (:class:`SharedPromptGRPOTrainer`;
-    ``shared_prompts=False``: TRL's one forward per completion, for comparison).
+    and the trainer runs each distinct prompt of a batch once in its training forward. In generation
+    each distinct prompt is encoded once whatever the completions' length
+    (:class:`SharedPromptGRPOTrainer`; ``shared_prompts=False``: TRL's trainer, which encodes each of
+    a prompt's ``num_generations`` copies, and runs one forward per completion, for comparison).
 
     ``compact_head``: on a CPU TRL's fused LM head scores the completion's positions only, not the
     prompt's (:func:`~act_pipeline.training.common.labelled_positions_only`; False: every position,
@@ -141,7 +143,7 @@ def train_grpo(init_model: str, make_dataset, reward_func, out_dir: str | Path, 
         dataloader_num_workers=0,
     )
     progress = progress_callback(log, cfg.max_steps)
-    trainer_cls = SharedPromptGRPOTrainer if restrict is not None and shared_prompts else GRPOTrainer
+    trainer_cls = SharedPromptGRPOTrainer if shared_prompts else GRPOTrainer
     trainer = trainer_cls(
         model=model,
         reward_funcs=reward_func,

@@ -1,7 +1,13 @@
-"""TRL's ``GRPOTrainer`` with one model forward per distinct prompt when every completion is one token.
+"""TRL's ``GRPOTrainer`` with each distinct prompt encoded once: in generation, and in the training
+forward when every completion is one token.
 
-With ``act.answer: choice`` each GRPO completion is a single token right after the prompt, so the
-``num_generations`` rows of one prompt differ only in their last token, and that token's
+TRL repeats each prompt ``num_generations`` times and its transformers generation encodes every
+copy; here each distinct prompt is encoded once and its cache copied to its rows
+(:func:`act_pipeline.sampling.repeated.generate_repeated_prompts`). The draws are the same as
+TRL's from the same seed (the logits agree to float rounding).
+
+In training, with ``act.answer: choice`` each GRPO completion is a single token right after the
+prompt, so the ``num_generations`` rows of one prompt differ only in their last token, and that token's
 log-probability (and the entropy there) depends only on the hidden state at the last prompt
 position, the same for all of them. TRL runs the whole row through the model once per row; here
 the model's backbone runs once per distinct prompt in a chunk, its last hidden state is handed to
@@ -13,14 +19,37 @@ auxiliary losses, a chunk without duplicates) goes to TRL's method unchanged.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import partial
+
 import torch
 from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 
 
 class SharedPromptGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` for one-token completions: each distinct prompt of a chunk is run once
-    (tests/test_grpo_dedup.py: the same log-probabilities, entropies and gradients as TRL's)."""
+    """``GRPOTrainer`` that runs each distinct prompt once: in generation (any completion length;
+    :meth:`_generate_single_turn`) and, for one-token completions, in the training forward
+    (tests/test_grpo_dedup.py: the same log-probabilities, entropies and gradients as TRL's;
+    tests/test_grpo_generation.py: the same sequences and logits in generation; both: the same
+    draws and the same trained weights as TRL's trainer)."""
+
+    encode_prompts_once = True  # in generation; False: TRL's, each copy encoded (the benchmark's before)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's transformers generation, each distinct prompt encoded once: TRL repeats every prompt
+        ``num_generations`` times and ``generate`` would encode each copy
+        (:func:`act_pipeline.sampling.repeated.generate_repeated_prompts`). vLLM, continuous
+        batching and multimodal inputs take TRL's path unchanged."""
+        def trl():
+            return super(SharedPromptGRPOTrainer, self)._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+        if (not self.encode_prompts_once or self.use_vllm or self.use_transformers_continuous_batching or images
+                or multimodal_fields):
+            return trl()
+        with repeated_prompts_encoded_once(self.accelerator.unwrap_model(self.model_wrapped)):
+            return trl()
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):
@@ -66,6 +95,23 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         finally:
             handle.remove()
         return out.log_probs, out.entropy if compute_entropy else None
+
+
+@contextmanager
+def repeated_prompts_encoded_once(model):
+    """While it is open, ``model.generate`` encodes each distinct prompt of a batch once
+    (:func:`act_pipeline.sampling.repeated.generate_repeated_prompts`). TRL's generation calls the
+    model it unwraps, this same object (were it another, that call would run unchanged)."""
+    from act_pipeline.sampling.repeated import generate_repeated_prompts
+
+    own = model.__dict__.get("generate")  # an instance attribute of its own, if any, comes back after
+    model.generate = partial(generate_repeated_prompts, model, generate=model.generate)
+    try:
+        yield model
+    finally:
+        del model.generate
+        if own is not None:
+            model.generate = own
 
 
 def distinct_rows(keys: torch.Tensor) -> tuple[list[int], list[int]]:
