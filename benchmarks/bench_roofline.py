@@ -219,12 +219,21 @@ def plain_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: P
             "gradient_checkpointing": bool(args.gradient_checkpointing)}
 
 
-def pipeline_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: Path) -> dict:
+def pipeline_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: Path,
+                  encode_prompts_once: bool = True) -> dict:
+    """The pipeline's ``train_act``; ``encode_prompts_once=False``: with TRL's generation (each of a
+    prompt's ``num_generations`` copies encoded), the lever's before."""
     from act_pipeline.training import act_grpo
+    from act_pipeline.training.grpo_shared import SharedPromptGRPOTrainer
 
     meter = Meter()
-    with metered(act_grpo, meter):
-        act_grpo.train_act(model_path, pairs, out, cfg, history_len=history_len, log=lambda m: None)
+    before = SharedPromptGRPOTrainer.encode_prompts_once
+    SharedPromptGRPOTrainer.encode_prompts_once = encode_prompts_once
+    try:
+        with metered(act_grpo, meter):
+            act_grpo.train_act(model_path, pairs, out, cfg, history_len=history_len, log=lambda m: None)
+    finally:
+        SharedPromptGRPOTrainer.encode_prompts_once = before
     return meter.summary()
 
 
@@ -345,6 +354,8 @@ def run(ctx: Ctx) -> list[dict]:
     t = interleaved({"plain_trl": lambda: plain_grpo(ctx.model, pairs, act, history_len, fresh()),
                      "plain_trl_checkpointing": lambda: plain_grpo(ctx.model, pairs, act, history_len, fresh(),
                                                                    checkpointing=True),
+                     "pipeline_trl_generation": lambda: pipeline_grpo(ctx.model, pairs, act, history_len, fresh(),
+                                                                      encode_prompts_once=False),
                      "pipeline": lambda: pipeline_grpo(ctx.model, pairs, act, history_len, fresh())},
                     repeats, ctx.log)
     seqs = act.per_device_train_batch_size  # sequences per step (one process, no accumulation)
@@ -379,7 +390,7 @@ def run(ctx: Ctx) -> list[dict]:
                 "plain_trl_gradient_checkpointing": {k: r0[k]["gradient_checkpointing"]
                                                      for k in ("plain_trl", "plain_trl_checkpointing")}},
         notes="the pipeline's shared-prompt trainer (act.answer: choice) runs each distinct prompt once in training "
-              "(train_positions_per_step) and the LM head at the answer position only, so it does fewer FLOPs than "
+              "(train_positions_per_step) and in generation (generate_positions_per_step), and the LM head at the answer position only, so it does fewer FLOPs than "
               "the formula counts; plain TRL on a CPU runs the LM head (log-softmax, entropy) at every position and "
               "keeps the completion's (its fused head compacts to the scored positions only with Triton, on "
               "CUDA/XPU): on the tiny model (LM head ~97% of P) that is ~95% of its step (pyinstrument); the "
@@ -399,6 +410,17 @@ def run(ctx: Ctx) -> list[dict]:
          "before": {"rate": grpo["a"]["rate"], "unit": "tokens/s"}, "after": {"rate": grpo["b"]["rate"], "unit": "tokens/s"},
          "note": "before = plain TRL (checkpointing off, one forward per completion, the LM head at every position on "
                  "a CPU, all but the completion's discarded), after = the pipeline; no GRPOConfig value does either"},
+        {"lever": "generation: each distinct prompt encoded once (TRL repeats a prompt num_generations times and "
+                  "its transformers generation encodes every copy; SharedPromptGRPOTrainer._generate_single_turn, "
+                  "tests/test_grpo_generation.py: the same sequences, RL trained to the same weights)",
+         "before": {"rate": round(rate["pipeline_trl_generation"]["tokens_per_s"], 3), "unit": "tokens/s"},
+         "after": {"rate": grpo["b"]["rate"], "unit": "tokens/s"},
+         "step_s": {"before": t["pipeline_trl_generation"]["results"][0]["step_seconds"],
+                    "after": t["pipeline"]["results"][0]["step_seconds"]},
+         "identical_reward_logs": r0["pipeline_trl_generation"]["rewards"] == r0["pipeline"]["rewards"],
+         "note": f"generation positions per step {grpo['generate_positions_per_step']['pipeline_trl_generation']:.0f} "
+                 f"-> {grpo['generate_positions_per_step']['pipeline']:.0f}; kept: the default (before = the "
+                 "pipeline with TRL's generation)"},
         {"lever": "reference model at beta = 0",
          "result": f"TRL loads none at beta = 0 (GRPOTrainer.ref_model is None: "
                    f"{not r0['plain_trl']['ref_model_loaded']}); nothing to remove"},

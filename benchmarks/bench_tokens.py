@@ -10,7 +10,9 @@ the pipeline's sampler uses (:class:`act_pipeline.sampling.kv.GrowingCache`). Th
 
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 import time
 
 import torch
@@ -138,9 +140,20 @@ def compile_lever(model, enc, n_new: int, measured: float, dec_s: float, greedy,
     cc._compile_all_devices = True  # transformers compiles only on accelerators unless told
     kw = dict(cache_implementation="static", compile_config=cc)
     log(f"  torch.compile, batch {batch}: compiling ...")
-    t0 = time.perf_counter()
-    _, out = decode_run(model, enc, n_new + 1, False, **kw)
-    compile_s = time.perf_counter() - t0
+    # a cold compile, as a fresh machine's first model step has it: Inductor's on-disk caches in a new
+    # folder (an earlier compile of these shapes would otherwise be read back from /tmp)
+    old_dir = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="inductor-") as cache_dir:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+        try:
+            t0 = time.perf_counter()
+            _, out = decode_run(model, enc, n_new + 1, False, **kw)
+            compile_s = time.perf_counter() - t0
+        finally:
+            if old_dir is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = old_dir
     t = interleaved({"first": lambda: decode_run(model, enc, 1, False, **kw)[0],
                      "all": lambda: decode_run(model, enc, n_new + 1, False, **kw)[0]}, 2, log)
     c_s = t["all"]["median_s"] - t["first"]["median_s"]
@@ -154,7 +167,7 @@ def compile_lever(model, enc, n_new: int, measured: float, dec_s: float, greedy,
                           {k: t[k]["seconds"] for k in ("first", "all")}),
             "compile_s": round(compile_s, 1), "identical_greedy_tokens": bool(torch.equal(out, greedy)),
             "break_even_steps": even,
-            "note": f"compiling took {compile_s:.0f} s: "
+            "note": f"the first call (compiling, Inductor's disk cache empty) took {compile_s:.0f} s: "
                     + (f"paid back after {even} decoding steps of this batch shape" if even else "never paid back")
                     + "; kept: no, a compile per process and per static-cache shape (batch x prompt + new "
                       "tokens), where the pipeline's model steps decode a few hundred steps each at batch sizes "
