@@ -13,33 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def one_run(model: str, rows: list[dict], cfg, history_len: int, out: Path, once: bool) -> dict:
-    from act_pipeline.act.rewards import make_action_reward
-    from act_pipeline.training import act_grpo
-    from act_pipeline.training.grpo_shared import SharedPromptGRPOTrainer
-    from act_pipeline.training.rl_grpo import state_dataset
-    from benchmarks.bench_roofline import Meter, metered
-
-    meter = Meter()
-    before = SharedPromptGRPOTrainer.encode_prompts_once
-    SharedPromptGRPOTrainer.encode_prompts_once = once
-    try:
-        with metered(act_grpo, meter):
-            reward = make_action_reward(act_grpo.stop_token_ids(model))
-            act_grpo.train_grpo(model, lambda tok: state_dataset(rows, tok, history_len), reward, out, cfg, False,
-                                lambda m: None, None, None, None, "RL GRPO", "states")
-    finally:
-        SharedPromptGRPOTrainer.encode_prompts_once = before
-    return meter.summary()
+from benchmarks.common import REPO
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,45 +29,52 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
+    from transformers import AutoConfig
+
     from act_pipeline.config import load_config
     from act_pipeline.models import resolve_base_model
-    from benchmarks.common import Ctx, expert_states, machine_info, pick_spread
+    from act_pipeline.training.rl_grpo import train_rl
+    from benchmarks.bench_roofline import metered_grpo
+    from benchmarks.common import Ctx, expert_states, fresh_dirs, interleaved, machine_info, pick_spread
     from benchmarks.roofline import model_peak
 
     prof = load_config(REPO / "configs" / "default.yaml")
     model = resolve_base_model(prof.model, 0, log=print)
-    scratch = Path(tempfile.mkdtemp(prefix="ab-rl-"))
     ctx = Ctx(quick=False, model=model, model_name="SmolLM2-135M-Instruct", tiny_model="", threads=1, seed=0,
-              scratch=scratch, alfworld=Path(os.environ.get("ALFWORLD_DATA", REPO.parent / "shared" / "alfworld")))
+              scratch=Path(tempfile.mkdtemp(prefix="ab-rl-")),
+              alfworld=Path(os.environ.get("ALFWORLD_DATA", REPO.parent / "shared" / "alfworld")))
     rows = pick_spread(expert_states(ctx, 4), 16)
-    from transformers import AutoConfig
-
     peak = {k: v for k, v in model_peak(AutoConfig.from_pretrained(model)).items() if k in ("peak_GFLOPs", "peak_shape")}
     cfg = prof.rl.model_copy(update={"max_steps": args.steps, "save_steps": 0, "save_every_s": 0.0})
-    runs = []
-    for i, once in enumerate([True, False, False, True]):
-        t0 = time.perf_counter()
-        r = one_run(model, rows, cfg, prof.alfworld.history_len, scratch / f"run{i}", once)
-        r.update(encode_prompts_once=once, wall_s=round(time.perf_counter() - t0, 1))
-        print(f"run {i} encode_prompts_once={once}: steps {r['step_seconds']}, "
-              f"generate positions {r['generate_positions']}, rewards {r['rewards']}", flush=True)
-        runs.append(r)
-    way = {k: [r for r in runs if r["encode_prompts_once"] is k] for k in (True, False)}
+    history_len = prof.alfworld.history_len
+    fresh = fresh_dirs(ctx, "run")
 
-    def med(rs):
-        steps = sorted(s for r in rs for s in r["step_seconds"])
-        return steps[len(steps) // 2] if steps else None
+    def way(once: bool):
+        return lambda: metered_grpo(lambda: train_rl(model, rows, fresh(), cfg, history_len=history_len,
+                                                     log=lambda m: None), once)
+
+    # after, before, then before, after (interleaved's A B B A)
+    t = interleaved({"after": way(True), "before": way(False)}, 2)
+    runs = {}
+    for name, once in (("after", True), ("before", False)):
+        runs[name] = [{**r, "encode_prompts_once": once, "wall_s": round(sec, 1)}
+                      for r, sec in zip(t[name]["results"], t[name]["seconds"])]
+        for r in runs[name]:
+            print(f"{name}: steps {r['step_seconds']}, generate positions {r['generate_positions']}, "
+                  f"rewards {r['rewards']}", flush=True)
+
+    def per_step(name: str) -> float:
+        return runs[name][0]["generate_positions"] / runs[name][0]["steps_timed"]
 
     doc = {"what": "RL GRPO (configs/default.yaml rl section) with each distinct prompt encoded once in "
                    "generation (after) against TRL's generation, each copy encoded (before)",
            "machine": machine_info(1), "matmul_peak": peak, "rows": len(rows), "steps_per_run": args.steps,
-           "rl": cfg.model_dump(), "history_len": prof.alfworld.history_len,
-           "median_step_s": {"before": med(way[False]), "after": med(way[True])},
-           "generate_positions_per_step": {
-               "before": way[False][0]["generate_positions"] / way[False][0]["steps_timed"],
-               "after": way[True][0]["generate_positions"] / way[True][0]["steps_timed"]},
-           "identical_reward_logs": len({tuple(r["rewards"]) for r in runs}) == 1,
-           "runs": runs}
+           "rl": cfg.model_dump(), "history_len": history_len,
+           "median_step_s": {k: statistics.median_high([s for r in runs[k] for s in r["step_seconds"]])
+                             for k in ("before", "after")},
+           "generate_positions_per_step": {k: per_step(k) for k in ("before", "after")},
+           "identical_reward_logs": len({tuple(r["rewards"]) for rs in runs.values() for r in rs}) == 1,
+           "runs": runs["after"] + runs["before"]}
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({k: doc[k] for k in ("median_step_s", "generate_positions_per_step", "identical_reward_logs")}))
     return 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -219,10 +220,10 @@ def plain_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: P
             "gradient_checkpointing": bool(args.gradient_checkpointing)}
 
 
-def pipeline_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: Path,
-                  encode_prompts_once: bool = True) -> dict:
-    """The pipeline's ``train_act``; ``encode_prompts_once=False``: with TRL's generation (each of a
-    prompt's ``num_generations`` copies encoded), the lever's before."""
+def metered_grpo(train: Callable[[], object], encode_prompts_once: bool = True) -> dict:
+    """The meter's summary of ``train()``, a pipeline GRPO training (``act_grpo.train_grpo``: ACT's
+    ``train_act`` or RL's ``train_rl``); ``encode_prompts_once=False``: with TRL's generation (each
+    of a prompt's ``num_generations`` copies encoded), the lever's before."""
     from act_pipeline.training import act_grpo
     from act_pipeline.training.grpo_shared import SharedPromptGRPOTrainer
 
@@ -231,10 +232,19 @@ def pipeline_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out
     SharedPromptGRPOTrainer.encode_prompts_once = encode_prompts_once
     try:
         with metered(act_grpo, meter):
-            act_grpo.train_act(model_path, pairs, out, cfg, history_len=history_len, log=lambda m: None)
+            train()
     finally:
         SharedPromptGRPOTrainer.encode_prompts_once = before
     return meter.summary()
+
+
+def pipeline_grpo(model_path: str, pairs: list[dict], cfg, history_len: int, out: Path,
+                  encode_prompts_once: bool = True) -> dict:
+    """The pipeline's ``train_act``, metered (:func:`metered_grpo`)."""
+    from act_pipeline.training import act_grpo
+
+    return metered_grpo(lambda: act_grpo.train_act(model_path, pairs, out, cfg, history_len=history_len,
+                                                   log=lambda m: None), encode_prompts_once)
 
 
 def _rates(results: list[dict], flops_of, peak: float) -> dict:
