@@ -6,11 +6,52 @@ batched way's time against its bound: the least time of its own forward calls on
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 from benchmarks import roofline
 from benchmarks.common import Ctx, build_games, entry, interleaved, load, profile_call, way
 
 GOAL = 0.8  # of the bound
+SMALL_ROWS = 8  # the products lever: inputs of at most this many rows computed as W @ x^T
+
+
+@contextmanager
+def products_as_weight_times_input(max_rows: int = SMALL_ROWS):
+    """While active, every ``nn.Linear`` whose input has at most ``max_rows`` rows computes
+    ``(W @ x^T)^T`` instead of ``x @ W^T``: the same product with the weight as the left operand, which
+    MKL runs with another kernel (measured here: its 4-row ``x @ W^T`` runs at about the speed of
+    four 1-row products). Float rounding may differ from ``F.linear`` (not bit-identical); a
+    benchmark lever, not used by the pipeline.
+
+    >>> import torch
+    >>> lin = torch.nn.Linear(8, 3)
+    >>> x = torch.randn(2, 4, 8)
+    >>> with products_as_weight_times_input(8):
+    ...     y = lin(x)
+    >>> y.shape, torch.allclose(y, torch.nn.functional.linear(x, lin.weight, lin.bias), atol=1e-6)
+    (torch.Size([2, 4, 3]), True)
+    >>> with products_as_weight_times_input(7):  # 8 rows: F.linear as before
+    ...     torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+    True
+    """
+    import torch
+
+    plain = torch.nn.Linear.forward
+
+    def forward(self, x):
+        rows = x.numel() // x.shape[-1]
+        if rows > max_rows:
+            return plain(self, x)
+        y = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    torch.nn.Linear.forward = forward
+    try:
+        yield
+    finally:
+        torch.nn.Linear.forward = plain
 
 
 def run(ctx: Ctx) -> list[dict]:
@@ -111,8 +152,16 @@ def run(ctx: Ctx) -> list[dict]:
                     return m.outcomes, [e.trace for e in eps]
                 return play
 
+            def batched_transposed():  # the batched way, small products as W @ x^T
+                with products_as_weight_times_input():
+                    m, eps = rollout_success(sampler, tok, games, make_env=pool, **kw)
+                return m.outcomes, [e.trace for e in eps]
+
             t_before = interleaved({"batched_padded_prefill": batched_with(ragged_prefill=False),
                                     "batched_dynamic_cache": batched_with(grow_cache=False)}, 1, ctx.log)
+            # the products lever: after (W @ x^T) beside a fresh run of the kept way, alternated
+            t_small = interleaved({"batched": batched, "batched_products_transposed": batched_transposed}, 2,
+                                  ctx.log)
             res["before_after"] = [{
                 "lever": "ragged prefill: each prompt of the batch encoded alone, caches left-padded for decoding",
                 "before": way("batched, prompts encoded as one left-padded batch", t_before["batched_padded_prefill"],
@@ -126,6 +175,14 @@ def run(ctx: Ctx) -> list[dict]:
                               "episodes/min"),
                 "after": b,
                 "identical_action_traces": t_before["batched_dynamic_cache"]["result"][1] == bat_traces,
+            }, {
+                "lever": f"decoding's small products (inputs of <= {SMALL_ROWS} rows) as W @ x^T instead of "
+                         "x @ W^T (F.linear), another MKL kernel for the same product; not bit-identical",
+                "before": way("batched, F.linear (kept)", t_small["batched"], n_games * 60, "episodes/min"),
+                "after": way("batched, small products as W @ x^T", t_small["batched_products_transposed"],
+                             n_games * 60, "episodes/min"),
+                "identical_action_traces": t_small["batched_products_transposed"]["result"][1] == bat_traces,
+                "note": "kept: no; a patch of nn.Linear for a gain at few rows only, and not bit-identical",
             }]
             res["profile"] = profile_call(ctx, "rollouts", batched, {
                 "generate": ("generate",), "env_calls": ("call",), "prompt_render": ("agent_prompt",)})

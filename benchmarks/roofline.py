@@ -181,18 +181,25 @@ def measure(model, quick: bool = False) -> Roofline:
 
 class ForwardLog:
     """Records the forward calls of ``model`` while :meth:`record` runs a function: per call the
-    rows, the new tokens per row and the tokens already in the cache. ``seconds`` is the time spent
-    inside the calls (the time outside them is the Python around the model: sampling, stopping,
-    cache bookkeeping)."""
+    rows, the new tokens per row, the tokens already in the cache and the seconds inside the call.
+    ``seconds`` is the time spent inside the calls (the time outside them is the Python around the
+    model: sampling, stopping, cache bookkeeping).
+
+    >>> lin = torch.nn.Linear(4, 4)
+    >>> log = ForwardLog(lin)
+    >>> _ = log.record(lambda: (lin(torch.ones(2, 3, 4)), lin(torch.ones(2, 1, 4))))
+    >>> [c[:3] for c in log.calls], all(c[3] > 0 for c in log.calls)
+    ([(2, 3, 0), (2, 1, 0)], True)
+    """
 
     def __init__(self, model):
         self.model = model
-        self.calls: list[tuple[int, int, int]] = []
+        self.calls: list[tuple[int, int, int, float]] = []  # (rows, new tokens, cached tokens, seconds)
         self.seconds = 0.0
 
     def record(self, fn):
         self.calls, self.seconds = [], 0.0
-        t_in = []
+        open_calls = []  # (rows, new, past, start) of the calls entered and not yet left
 
         def pre(_mod, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
@@ -200,11 +207,13 @@ class ForwardLog:
                 ids = kwargs["inputs_embeds"]
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
             past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
-            self.calls.append((int(ids.shape[0]), int(ids.shape[1]), past))
-            t_in.append(time.perf_counter())
+            open_calls.append((int(ids.shape[0]), int(ids.shape[1]), past, time.perf_counter()))
 
         def post(_mod, _args, _kwargs, _out):
-            self.seconds += time.perf_counter() - t_in.pop()
+            rows, new, past, t0 = open_calls.pop()
+            dt = time.perf_counter() - t0
+            self.calls.append((rows, new, past, dt))
+            self.seconds += dt
 
         h1 = self.model.register_forward_pre_hook(pre, with_kwargs=True)
         h2 = self.model.register_forward_hook(post, with_kwargs=True)
@@ -215,16 +224,22 @@ class ForwardLog:
             h2.remove()
 
     def summary(self, roof: Roofline) -> dict:
-        """The least time of the recorded calls, split into prompt encoding (T > 1) and decoding."""
+        """The least time of the recorded calls, split into prompt encoding (T > 1) and decoding,
+        beside the seconds the calls of each kind took (``prefill_s`` / ``decode_s``) and each kind's
+        fraction of its bound (bound / measured)."""
         pre = [c for c in self.calls if c[1] > 1]
         dec = [c for c in self.calls if c[1] == 1]
-        pre_s = sum(roof.call_s(*c) for c in pre)
-        dec_s = sum(roof.call_s(*c) for c in dec)
+        pre_s = sum(roof.call_s(*c[:3]) for c in pre)
+        dec_s = sum(roof.call_s(*c[:3]) for c in dec)
+        pre_m = sum(c[3] for c in pre)
+        dec_m = sum(c[3] for c in dec)
         return {"bound_s": round(pre_s + dec_s, 4), "prefill_bound_s": round(pre_s, 4),
                 "decode_bound_s": round(dec_s, 4), "prefill_calls": len(pre),
-                "prefill_tokens": sum(r * t for r, t, _ in pre), "decode_steps": len(dec),
-                "decode_rows": sum(r for r, _, _ in dec), "forward_s": round(self.seconds, 4)}
-
+                "prefill_tokens": sum(c[0] * c[1] for c in pre), "decode_steps": len(dec),
+                "decode_rows": sum(c[0] for c in dec), "forward_s": round(self.seconds, 4),
+                "prefill_s": round(pre_m, 4), "decode_s": round(dec_m, 4),
+                "prefill_fraction": round(pre_s / pre_m, 3) if pre_m else None,
+                "decode_fraction": round(dec_s / dec_m, 3) if dec_m else None}
 
 
 def _linears(model) -> list:

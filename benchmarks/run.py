@@ -52,10 +52,18 @@ def _goal_cell(r: dict) -> str:
 
 
 def _extra(r: dict) -> str:
-    """The number the goal is about when it is not the ratio."""
+    """The number the goal is about when it is not the ratio.
+
+    >>> _extra({"name": "sampling", "bound": {"fraction_of_bound": 0.5, "bound_s": 9.0, "prefill_s": 8.0,
+    ...         "prefill_fraction": 0.8, "decode_s": 6.0, "decode_fraction": 0.3}})
+    '0.50 of the bound (9 s); prompt encoding 8 s (0.80 of its bound), decoding 6 s (0.30)'
+    """
     bound = r.get("bound") if isinstance(r.get("bound"), dict) else {}
     if "fraction_of_bound" in bound:
         note = f"{bound['fraction_of_bound']:.2f} of the bound ({bound['bound_s']:.3g} s)"
+        if bound.get("prefill_fraction") is not None and bound.get("decode_fraction") is not None:
+            note += (f"; prompt encoding {bound['prefill_s']:.3g} s ({bound['prefill_fraction']:.2f} of its bound), "
+                     f"decoding {bound['decode_s']:.3g} s ({bound['decode_fraction']:.2f})")
         if "checks" in r and "identical_success_counts" in r["checks"]:
             c = r["checks"]
             note += f"; wins {c['successes_sequential']} vs {c['successes_batched']}"
