@@ -65,10 +65,11 @@ def synthesize(n_alt: int, seed: int, out: Path) -> tuple[Path, Path]:
 
 
 def duckdb_pairs(wh, seed: int, out: Path) -> int:
-    from act_pipeline.act.pairs import PAIRS_SQL
+    from act_pipeline.act.pairs import build_pairs
     from act_pipeline.data.store import write_parquet_atomic
 
-    table = wh.query(PAIRS_SQL, [str(seed)])
+    # the pipeline's own call (PAIRS_SQL with its named parameters; no cap, as the pandas way)
+    table, _ = build_pairs(wh, "expert_trajectories", "sampled_alternatives", seed)
     p = write_parquet_atomic(table, out / "pairs_duckdb.parquet")
     wh.register("contrast_pairs", p)
     return table.num_rows
