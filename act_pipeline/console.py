@@ -46,6 +46,7 @@ _STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS
 
 _files: dict[str, logging.FileHandler] = {}
 _starts: dict[tuple, float] = {}  # (run id, step key) -> when the step started (this process)
+_written: dict[tuple, int] = {}  # (run id, step key) -> bytes written so far when the step started (this process)
 _open_logs: list[RunLog] = []  # the RunLogs open in this process (entered, not yet exited)
 
 
@@ -65,6 +66,38 @@ def close_file(path: str | os.PathLike) -> None:
     h = _files.pop(str(Path(path).resolve()), None)
     if h is not None:
         h.close()
+
+
+def bytes_written() -> int | None:
+    """Bytes this process and the child processes it has waited for caused to be written to storage
+    (Linux's per-task I/O accounting, the ``write_bytes`` of ``/proc/<pid>/io``, which ``getrusage``
+    reports as 512-byte ``ru_oublock`` blocks, children included once reaped). None off Linux, where
+    ``ru_oublock`` counts operations, not blocks. Writes to a file removed before they reached the
+    disk are counted too (the kernel's ``cancelled_write_bytes`` is not subtracted): what a step
+    asked the disk to take.
+
+    >>> import tempfile
+    >>> before = bytes_written()
+    >>> with tempfile.NamedTemporaryFile(dir=".") as f:
+    ...     _ = f.write(b"x" * 1_000_000); f.flush(); os.fsync(f.fileno())
+    ...     grew = bytes_written() - before
+    >>> before is None or grew >= 1_000_000
+    True
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import resource
+
+    return 512 * sum(resource.getrusage(who).ru_oublock for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def megabytes(n: int) -> str:
+    """``n`` bytes, for a person: ``2.31 GB``, ``541.6 MB``, ``0.0 MB`` (decimal units, as ``du --si``).
+
+    >>> megabytes(538_090_408), megabytes(2_312_000_000), megabytes(12_000)
+    ('538.1 MB', '2.31 GB', '0.0 MB')
+    """
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def step_label(step_key: str | None) -> str:
@@ -113,13 +146,20 @@ class ConsoleHandler(logging.Handler):
                 return None
             if event.is_step_start:
                 _starts[key] = record.created
+                _written[key] = bytes_written()
                 return f"{stamp}  {label}: started"
-            started = _starts.pop(key, None) if not event.is_step_up_for_retry else _starts.get(key)
+            retry = event.is_step_up_for_retry
+            started = _starts.pop(key, None) if not retry else _starts.get(key)
+            was = _written.pop(key, None) if not retry else _written.get(key)
             took = getattr(data, "duration_ms", None)
             took = took / 1000 if took is not None else (record.created - started if started else None)
             dur = f" in {took:.1f} s" if took is not None else ""
             if event.is_step_success:
-                return f"{stamp}  {label}: done{dur}"
+                # the step's bytes written, where its start was seen in this process (a step process
+                # logs its own start and end; a run in one process logs every step's)
+                now = bytes_written()
+                wrote = f", wrote {megabytes(now - was)}" if was is not None and now is not None else ""
+                return f"{stamp}  {label}: done{dur}{wrote}"
             if event.is_step_failure:
                 where = f" (traceback in {self.log_file})" if self.log_file else ""
                 return f"{stamp}  {label}: FAILED{dur}: {_root_error(data)}{where}"

@@ -6,7 +6,8 @@ default: as many as CPU cores, Dagster's multiprocess executor), torch threads p
 Measured: the command's wall minutes; each step's start and end as Dagster recorded them
 (``DagsterInstance.get_run_step_stats`` of the fresh instance), their sum against the wall span (how
 much ran side by side) and the chain of steps that waited on each other; the bytes the command's
-process tree wrote and left (:func:`benchmarks.common.disk_use`); the machine's least available
+process tree wrote and left (:func:`benchmarks.common.disk_use`), and each step's share as its
+console end line states it (:func:`step_writes`); the machine's least available
 memory during the run (``/proc/meminfo``, every 2 s; the machine is shared, so other processes are
 in it) and the load average before and after. The console goes to ``<results>/default_run.log``
 (``tail -f`` it). Goals (issue #14): at most 15 wall minutes and at most 5 GB written.
@@ -16,6 +17,7 @@ Only on request (``--only default_run``, ≈ 45 min); ``--quick`` runs the same 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -62,6 +64,26 @@ def idle_s(steps: list[dict]) -> float:
         idle += max(0, s["start_s"] - reached)
         reached = max(reached, s["end_s"])
     return idle
+
+
+_DONE = re.compile(r"^\d\d:\d\d:\d\d  (?P<label>\S+): done in [\d.]+ s, wrote (?P<n>[\d.]+) (?P<unit>MB|GB)$")
+
+
+def step_writes(console: str) -> dict[str, int]:
+    r"""Bytes each step wrote, by step key, from the run's console: a step's end line says what its
+    process and the processes it waited for wrote (``act_pipeline.console.bytes_written``). Steps
+    that only run checks print no end line and are not in it.
+
+    >>> step_writes("03:54:36  alfworld/il_baseline: done in 529.6 s, wrote 541.6 MB\n"
+    ...             "03:54:37  base_model: done in 1.5 s, wrote 1.20 GB\n03:54:38  x: started\n")
+    {'alfworld__il_baseline': 541600000, 'base_model': 1200000000}
+    """
+    out = {}
+    for line in console.splitlines():
+        m = _DONE.match(line.strip())
+        if m:
+            out[m["label"].replace("/", "__")] = round(float(m["n"]) * (1e9 if m["unit"] == "GB" else 1e6))
+    return out
 
 
 def stage_times(dagster_home: Path) -> dict:
@@ -170,6 +192,12 @@ def run(ctx: Ctx) -> list[dict]:
         raise RuntimeError(f"act-pipeline run failed ({rc}); its console: {log}\n"
                            + log.read_text()[-3000:])
     stages = stage_times(dagster_home)
+    wrote = step_writes(log.read_text(errors="replace"))
+    for s in stages["steps"]:
+        s["written_bytes"] = wrote.get(s["step"])
+    # what the steps that print their bytes wrote, against the whole process tree's (the rest: the
+    # check-only steps, the CLI and Dagster's executor, the fork server)
+    stages["steps_written_bytes"] = sum(wrote.values())
     wall_min = wall / 60
     goals = {f"wall_minutes<={GOAL_WALL_MIN:g}": wall_min <= GOAL_WALL_MIN,
              "written<=5GB": disk["written_bytes"] is not None and disk["written_bytes"] <= GOAL_WRITTEN_BYTES}

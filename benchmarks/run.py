@@ -51,6 +51,24 @@ def _goal_cell(r: dict) -> str:
     return "yes" if r["met"] else "**no**"
 
 
+def _writers(stages: dict, n: int = 3) -> str:
+    """The steps that wrote most (their console end lines), for the default_run note.
+
+    >>> _writers({"steps_written_bytes": 1.6e9, "steps": [{"step": "a", "written_bytes": 1.0e9},
+    ...           {"step": "b", "written_bytes": 6e8}, {"step": "c", "written_bytes": None}]})
+    '; steps wrote 1.6 GB (most: a 1 GB, b 600 MB)'
+    >>> _writers({"steps": []})
+    ''
+    """
+    from benchmarks.common import fmt_bytes
+
+    if not stages.get("steps_written_bytes"):
+        return ""
+    top = sorted((s for s in stages["steps"] if s.get("written_bytes")), key=lambda s: -s["written_bytes"])[:n]
+    return (f"; steps wrote {fmt_bytes(stages['steps_written_bytes'])} (most: "
+            + ", ".join(f"{s['step']} {fmt_bytes(s['written_bytes'])}" for s in top) + ")")
+
+
 def _extra(r: dict) -> str:
     """The number the goal is about when it is not the ratio.
 
@@ -87,7 +105,8 @@ def _extra(r: dict) -> str:
         return (f"{r['wall_min']:.1f} wall min, --jobs {r['jobs']} ({r['model_steps']} model steps, "
                 f"{r['torch_threads_per_step']} torch thread(s) each); wait chain {r['stages']['wait_chain_min']:.1f} min, "
                 f"no step running {r['stages']['no_step_min']:.1f} min; "
-                f"peak memory used {fmt_bytes(m)}; load {r['load_avg']['start'][0]:.1f} → {r['load_avg']['end'][0]:.1f}")
+                f"peak memory used {fmt_bytes(m)}; load {r['load_avg']['start'][0]:.1f} → {r['load_avg']['end'][0]:.1f}"
+                + _writers(r["stages"]))
     if r["name"] == "noop_rerun":
         return f"no-op {r['b']['median_s']:.1f} s"
     if "checks" in r and "identical_success_counts" in r["checks"]:

@@ -100,3 +100,35 @@ def test_failure_line_points_to_the_log(tmp_path, capsys):
     assert len(failed) == 1 and "the reason it broke" in failed[0] and "traceback in" in failed[0], out.out
     assert "Traceback" not in out.out
     assert "ValueError" in log and "STEP_FAILURE" in log
+
+
+def test_done_line_states_the_bytes_the_step_wrote(tmp_path, capsys):
+    """A step that writes 3 MB itself and 2 MB in a child process it waits for: its end line says at
+    least 5.0 MB; a step that writes nothing says well under 1 MB (the log file's lines)."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    if console.bytes_written() is None:
+        pytest.skip("per-process write accounting is Linux's")
+    child = ("import os, sys\nwith open(sys.argv[1], 'wb') as f:\n"
+             "    f.write(b'y' * 2_000_000); f.flush(); os.fsync(f.fileno())")
+
+    @dg.asset
+    def writer():
+        with open(tmp_path / "own.bin", "wb") as f:
+            f.write(b"x" * 3_000_000)
+            f.flush()
+            os.fsync(f.fileno())
+        subprocess.run([sys.executable, "-c", child, str(tmp_path / "child.bin")], check=True)
+        return 1
+
+    result, out, _, _ = _run(tmp_path, [first, writer], capsys)
+    assert result.success
+    done = {line.split("  ", 1)[1].split(":")[0]: line for line in out.out.splitlines() if ": done in " in line}
+    wrote = {k: float(line.rsplit("wrote ", 1)[1].split()[0]) * (1000 if line.endswith("GB") else 1)
+             for k, line in done.items()}
+    assert wrote["writer"] >= 5.0, done
+    assert wrote["first"] < 1.0, done
