@@ -140,3 +140,73 @@ def test_a_parse_of_an_unhashable_argument_goes_to_the_library(plain_then_restor
         wrapped([text], rule_name="onlyProposition")  # a list: no key; the library's own error, not the memo's
     assert not isinstance(e.value, TypeError) or "unhashable" not in str(e.value)
     assert len(calls) == 2
+
+
+def _written() -> int | None:
+    """Bytes this process has caused to be written to storage (Linux's /proc/self/io)."""
+    try:
+        for line in open("/proc/self/io"):
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+
+
+def _interleaved(files, experts, seed: int, steps: int = 6) -> list:
+    """Games open at once, stepped in turn (a worker hosts several): each must keep its own
+    library copy."""
+    games = [aw.AlfworldGame(f, expert=e) for f, e in zip(files, experts)]
+    rng = random.Random(seed)
+    trace = []
+    try:
+        infos = []
+        for g in games:
+            obs, info = g.reset()
+            infos.append(info)
+            trace.append((obs, g.task, info))
+        for _ in range(steps):
+            for i, g in enumerate(games):
+                action = rng.choice(infos[i]["admissible"])
+                obs, done, infos[i] = g.step(action)
+                trace.append((i, action, obs, done, infos[i]))
+    finally:
+        for g in games:
+            g.close()
+    return trace
+
+
+def test_games_on_reused_library_copies_play_as_on_fresh_ones(alfworld_data, tmp_path, plain_then_restored):
+    """Games one after another on the library copy of a closed game, and two open at once, play
+    step for step as each did on a fresh copy (the library's own load_lib: a copy per game); a
+    reused copy writes no new libdownward.so to disk."""
+    import fast_downward
+
+    specs = aw.select_balanced(aw.discover_games(alfworld_data, "train"), 4)
+    files = [aw.build_game(s.path, tmp_path / s.game_id.replace("/", "_")) for s in specs]
+    # the planner replans after every step of a random walk: on two of these scenes that takes
+    # minutes (as on fresh copies), so it plays the two quick ones
+    plan = [(files[0], "planner"), (files[1], None), (files[0], "handcoded"), (files[2], None),
+            (files[3], "handcoded"), (files[1], "planner")]
+
+    def games():
+        seq = [_play(f, expert, seed=i, resets=2, steps=8) for i, (f, expert) in enumerate(plan)]
+        return seq, _interleaved([files[0], files[3]], ["planner", None], seed=7), _play(files[1], "planner", seed=9)
+
+    fresh = games()
+    plain_then_restored.undo()
+    textworld_cache.install()
+    load_lib = fast_downward.load_lib
+    reused = games()
+    assert reused == fresh
+    info = textworld_cache.stats()["fast_downward.load_lib"]
+    # 6 games in turn: one copy, then reused; the two open at once: the free one and one new copy;
+    # the last game: one of those two, freed when they closed
+    assert (info["misses"], info["hits"], info["free"]) == (2, 7, 2), info
+
+    before = _written()
+    g = aw.AlfworldGame(files[0])  # a copy is free: no libdownward.so written
+    g.reset()
+    g.close()
+    if before is not None:
+        assert _written() - before < 5_000_000
+    assert fast_downward.load_lib is load_lib and textworld_cache.stats()["fast_downward.load_lib"]["hits"] == 8

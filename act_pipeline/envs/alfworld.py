@@ -262,6 +262,7 @@ class AlfworldGame:
         extras = ["gamefile"] + (["expert_plan"] if expert else [])
         infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=extras)
         env = PddlEnv(infos)
+        self._lib = env.downward_lib  # handed back on close (textworld_cache: a copy per open game)
         env = AlfredDemangler(env, shuffle=False)
         env = AlfredInfos(env)
         if expert:
@@ -304,7 +305,11 @@ class AlfworldGame:
         return info
 
     def close(self) -> None:
+        from act_pipeline.envs import textworld_cache
+
         self.env.close()
+        lib, self._lib = self._lib, None
+        textworld_cache.release_lib(lib)  # the next game opened in this process plays on it
 
 
 def resolve_data_root(configured: str | None) -> Path | None:

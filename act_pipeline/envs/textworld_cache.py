@@ -21,6 +21,17 @@ plays real games both ways and compares every step). The expert's roll-outs, Ear
 replays and the evaluation's games all go through it (:class:`~act_pipeline.envs.alfworld.AlfworldGame`
 installs it).
 
+**Library copies reused.** ``fast_downward.load_lib`` (called by every ``PddlEnv``) copies
+``libdownward.so`` (33.8 MB) into a new temporary folder and loads that copy, so each game gets
+the C++ planner's global state to itself. Measured: every game opened wrote those 33.8 MB to disk
+(in the default run, ~60 games: ~2 GB of its writes) and mapped one more copy of the library. A
+game's state in its copy is set whole by ``load_sas`` each time the game is loaded or reset
+(``PddlState``): that is how TextWorld's own reset starts a game over. So a copy whose game has
+been closed (:func:`release_lib`, called by ``AlfworldGame.close``) is handed to the next game this
+process opens instead of a new copy; games open at the same time still each have their own
+(a worker hosts several). tests/test_textworld_cache.py plays games one after another on reused
+copies and compares every step with fresh copies.
+
 :func:`uninstall` puts the library's functions back (the tests play both ways in one process).
 """
 
@@ -29,12 +40,16 @@ from __future__ import annotations
 import copy
 import functools
 import threading
+from collections import namedtuple
 
 TRANSLATIONS = 16  # games whose translations are kept (a game's resets hit; a worker plays one game at a time)
 PARSES = 8192  # distinct (text, rule) parses kept: the grammars' templates and conditions
 
 _lock = threading.Lock()
 _originals: dict[tuple[object, str], object] = {}
+_libs_lock = threading.Lock()
+_free_libs: list = []  # library copies whose games have closed: the next games opened here take them
+_LibInfo = namedtuple("_LibInfo", "hits misses free")  # reused, copied, waiting
 
 
 def _memo_translation(pddl2sas):
@@ -68,6 +83,32 @@ def _memo_parse(parse):
     return parse_copy
 
 
+def _reuse_lib(load_lib):
+    counts = {"hits": 0, "misses": 0}
+
+    @functools.wraps(load_lib)
+    def load():
+        with _libs_lock:
+            if _free_libs:
+                counts["hits"] += 1
+                return _free_libs.pop()
+            counts["misses"] += 1
+        return load_lib()  # a fresh copy (written to a temporary folder and loaded)
+
+    load.cache_info = lambda: _LibInfo(counts["hits"], counts["misses"], len(_free_libs))
+    return load
+
+
+def release_lib(lib) -> None:
+    """``lib`` (a game's ``downward_lib``) is free: its game is closed and will not be played again.
+    The next game this process opens takes it instead of a new copy; without :func:`install`, nothing."""
+    if lib is None or not installed():
+        return
+    with _libs_lock:
+        if not any(lib is free for free in _free_libs):
+            _free_libs.append(lib)
+
+
 def _targets():
     import fast_downward
     import textworld.envs.pddl.textgen as textgen
@@ -75,6 +116,7 @@ def _targets():
 
     # (module, attribute, wrapper): each module calls the function through its own global, read at call time
     return [(fast_downward, "pddl2sas", _memo_translation),
+            (fast_downward, "load_lib", _reuse_lib),
             (textgen, "_parse_and_convert", _memo_parse),
             (logic, "_parse_and_convert", _memo_parse)]
 
@@ -94,6 +136,8 @@ def uninstall() -> None:
         for (module, name), original in _originals.items():
             setattr(module, name, original)
         _originals.clear()
+    with _libs_lock:
+        _free_libs.clear()
 
 
 def installed() -> bool:
@@ -101,7 +145,8 @@ def installed() -> bool:
 
 
 def stats() -> dict[str, dict]:
-    """Hits and misses of each memo (empty when not installed)."""
+    """Hits and misses of each memo (empty when not installed); for ``fast_downward.load_lib``,
+    library copies reused (hits) and made (misses), and how many wait for a game (free)."""
     with _lock:
         return {f"{module.__name__}.{name}": getattr(module, name).cache_info()._asdict()
                 for (module, name) in _originals}
