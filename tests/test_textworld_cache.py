@@ -210,3 +210,31 @@ def test_games_on_reused_library_copies_play_as_on_fresh_ones(alfworld_data, tmp
     if before is not None:
         assert _written() - before < 5_000_000
     assert fast_downward.load_lib is load_lib and textworld_cache.stats()["fast_downward.load_lib"]["hits"] == 8
+
+
+def test_a_new_library_copy_is_written_to_memory_not_disk(tmp_path, plain_then_restored):
+    """A copy made for a game goes to a temporary folder under IN_MEMORY (no disk write for its
+    33.8 MB); where that folder is unusable, to the library's own temporary folder, as before."""
+    import os
+    import tempfile
+
+    import fast_downward
+    import fast_downward.interface as interface
+
+    plain_then_restored.undo()
+    textworld_cache.install()
+    if not os.path.isdir(textworld_cache.IN_MEMORY):
+        pytest.skip(f"no {textworld_cache.IN_MEMORY} here")
+    before = _written()
+    lib = fast_downward.load_lib()
+    assert lib._name.startswith(textworld_cache.IN_MEMORY + "/"), lib._name
+    assert not os.path.exists(lib._name)  # removed once loaded, as the library does
+    if before is not None:
+        assert _written() - before < 5_000_000
+    lib.cleanup()  # the library's own call: it answers
+
+    plain_then_restored.setattr(textworld_cache, "IN_MEMORY", str(tmp_path / "missing"))
+    other = fast_downward.load_lib()
+    assert not other._name.startswith(str(tmp_path)) and other._name != lib._name
+    assert other._name.startswith(tempfile.gettempdir())
+    assert interface.tempfile is tempfile  # the stand-in is gone after each load

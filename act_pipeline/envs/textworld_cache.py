@@ -29,16 +29,21 @@ game's state in its copy is set whole by ``load_sas`` each time the game is load
 (``PddlState``): that is how TextWorld's own reset starts a game over. So a copy whose game has
 been closed (:func:`release_lib`, called by ``AlfworldGame.close``) is handed to the next game this
 process opens instead of a new copy; games open at the same time still each have their own
-(a worker hosts several). tests/test_textworld_cache.py plays games one after another on reused
-copies and compares every step with fresh copies.
+(a worker hosts several). A new copy is written to memory (``/dev/shm``, :data:`IN_MEMORY`) rather
+than to disk: the same file loaded the same way, removed once loaded as before; where that folder
+is missing, full or not allowed to hold a library (``noexec``), the library's own temporary folder.
+tests/test_textworld_cache.py plays games one after another on reused copies and compares every
+step with fresh copies.
 
 :func:`uninstall` puts the library's functions back (the tests play both ways in one process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import os
 import threading
 from collections import namedtuple
 
@@ -50,6 +55,7 @@ _originals: dict[tuple[object, str], object] = {}
 _libs_lock = threading.Lock()
 _free_libs: list = []  # library copies whose games have closed: the next games opened here take them
 _LibInfo = namedtuple("_LibInfo", "hits misses free")  # reused, copied, waiting
+IN_MEMORY = "/dev/shm"  # where a new copy of libdownward.so is written (a tmpfs on Linux)
 
 
 def _memo_translation(pddl2sas):
@@ -93,10 +99,43 @@ def _reuse_lib(load_lib):
                 counts["hits"] += 1
                 return _free_libs.pop()
             counts["misses"] += 1
-        return load_lib()  # a fresh copy (written to a temporary folder and loaded)
+            try:  # a fresh copy, written to a temporary folder in memory and loaded
+                with _copies_in(IN_MEMORY):
+                    return load_lib()
+            except OSError:  # no such folder, full, or noexec: the library's own temporary folder
+                return load_lib()
 
     load.cache_info = lambda: _LibInfo(counts["hits"], counts["misses"], len(_free_libs))
     return load
+
+
+@contextlib.contextmanager
+def _copies_in(folder: str):
+    """``fast_downward.load_lib`` makes its temporary folder in ``folder`` (the module's own
+    ``tempfile``, seen through a stand-in that sets ``dir``; nothing else's temporary files move).
+    Called with ``_libs_lock`` held, so one load at a time swaps it."""
+    import tempfile
+
+    import fast_downward.interface as interface
+
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(folder)
+
+    class InFolder:
+        def __getattr__(self, name):
+            return getattr(tempfile, name)
+
+        @staticmethod
+        def TemporaryDirectory(*args, **kwargs):  # noqa: N802 (tempfile's name)
+            kwargs.setdefault("dir", folder)
+            return tempfile.TemporaryDirectory(*args, **kwargs)
+
+    own = interface.tempfile
+    interface.tempfile = InFolder()
+    try:
+        yield
+    finally:
+        interface.tempfile = own
 
 
 def release_lib(lib) -> None:
