@@ -7,6 +7,7 @@ import pytest
 
 from act_pipeline.envs import alfworld as aw
 from act_pipeline.envs import textworld_cache
+from benchmarks.common import io_counters
 
 
 @pytest.fixture
@@ -143,13 +144,8 @@ def test_a_parse_of_an_unhashable_argument_goes_to_the_library(plain_then_restor
 
 
 def _written() -> int | None:
-    """Bytes this process has caused to be written to storage (Linux's /proc/self/io)."""
-    try:
-        for line in open("/proc/self/io"):
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
+    """Bytes this process has caused to be written to storage (Linux's /proc/self/io); None without it."""
+    return io_counters().get("write_bytes")
 
 
 def _interleaved(files, experts, seed: int, steps: int = 6) -> list:
