@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
-
-from benchmarks.common import REPO
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,19 +27,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoConfig
 
-    from act_pipeline.config import load_config
-    from act_pipeline.models import resolve_base_model
     from act_pipeline.training.rl_grpo import train_rl
     from benchmarks.bench_roofline import metered_grpo
-    from benchmarks.common import Ctx, expert_states, fresh_dirs, interleaved, machine_info, pick_spread
+    from benchmarks.common import default_profile_states, fresh_dirs, interleaved, machine_info
     from benchmarks.roofline import model_peak
 
-    prof = load_config(REPO / "configs" / "default.yaml")
-    model = resolve_base_model(prof.model, 0, log=print)
-    ctx = Ctx(quick=False, model=model, model_name="SmolLM2-135M-Instruct", tiny_model="", threads=1, seed=0,
-              scratch=Path(tempfile.mkdtemp(prefix="ab-rl-")),
-              alfworld=Path(os.environ.get("ALFWORLD_DATA", REPO.parent / "shared" / "alfworld")))
-    rows = pick_spread(expert_states(ctx, 4), 16)
+    prof, model, ctx, rows = default_profile_states("ab-rl-")
     peak = {k: v for k, v in model_peak(AutoConfig.from_pretrained(model)).items() if k in ("peak_GFLOPs", "peak_shape")}
     cfg = prof.rl.model_copy(update={"max_steps": args.steps, "save_steps": 0, "save_every_s": 0.0})
     history_len = prof.alfworld.history_len

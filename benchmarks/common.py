@@ -250,3 +250,18 @@ def fmt_bytes(n: int | None) -> str:
         if abs(n) >= size:
             return f"{n / size:.2g} {unit}" if abs(n) < 10 * size else f"{n / size:.0f} {unit}"
     return f"{n} B"
+
+
+def default_profile_states(prefix: str, n_games: int = 4, n_rows: int = 16):
+    """The standalone A/Bs' set-up (``benchmarks/ab_*.py``): configs/default.yaml, its base model
+    (SmolLM2-135M-Instruct), a :class:`Ctx` with a fresh scratch folder named ``prefix``, and
+    ``n_rows`` real expert states spread over the planner's play of ``n_games`` train games."""
+    from act_pipeline.config import load_config
+    from act_pipeline.models import resolve_base_model
+
+    prof = load_config(REPO / "configs" / "default.yaml")
+    model = resolve_base_model(prof.model, 0, log=print)
+    ctx = Ctx(quick=False, model=model, model_name="SmolLM2-135M-Instruct", tiny_model="", threads=1, seed=0,
+              scratch=Path(tempfile.mkdtemp(prefix=prefix)),
+              alfworld=Path(os.environ.get("ALFWORLD_DATA", REPO.parent / "shared" / "alfworld")))
+    return prof, model, ctx, pick_spread(expert_states(ctx, n_games), n_rows)

@@ -77,7 +77,12 @@ def _train_rl(tiny_model, out, compact: bool, monkeypatch):
 
     cfg = RLConfig(max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=5,
                    learning_rate=1e-2, save_every_s=0)
-    reward = make_action_reward(stop_token_ids(tiny_model))
+    action_reward = make_action_reward(stop_token_ids(tiny_model))
+
+    def reward(completions, **kw):  # the random tiny model names no action: its text's length varies, so
+        # each group has an advantage and a gradient (a group of equal rewards skips the model's pass)
+        return [r + len(str(c)) / 100 for r, c in zip(action_reward(completions, **kw), completions)]
+
     res, rows_scored = _spied(monkeypatch, lambda: train_grpo(
         tiny_model, lambda tok: state_dataset(ROWS, tok, 3), reward, out, cfg, False, lambda m: None, None, None,
         None, "RL GRPO", "states", compact_head=compact))

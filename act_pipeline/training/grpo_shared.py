@@ -15,6 +15,16 @@ every row of that prompt (``index_select``: the gradients of the rows add up on 
 over separate copies), and TRL's own fused LM head (temperature, soft-capping, entropy) scores
 each row's own completion token. Anything else (longer completions, multimodal inputs, MoE
 auxiliary losses, a chunk without duplicates) goes to TRL's method unchanged.
+
+A batch whose loss has no gradient skips the model: when every advantage of a micro-batch is 0
+(each group's rewards were all equal, TRL's ``frac_reward_zero_std`` = 1), β = 0 and the loss has
+no entropy bonus or auxiliary term, every term of TRL's loss is a product with an advantage, so its
+gradient is exactly zero. TRL still runs the forward and backward through the whole model for it;
+here each parameter gets a zero gradient without them, and the optimizer step that follows is
+the same (AdamW moves a weight with its moments and weight decay, both unchanged by a zero
+gradient). What is not computed is TRL's diagnostics of that pass (the completions' entropy, clip
+ratios): they are missing from that step's log, and ``zero_advantage_skipped`` (the share of its
+micro-batches skipped) is logged instead.
 """
 
 from __future__ import annotations
@@ -35,6 +45,30 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
     draws and the same trained weights as TRL's trainer)."""
 
     encode_prompts_once = True  # in generation; False: TRL's, each copy encoded (the benchmark's before)
+    skip_no_gradient = True  # a micro-batch with no gradient skips the model; False: TRL's pass (the benchmark's before)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss, or, for a micro-batch whose loss has no gradient (:meth:`no_gradient`), a zero
+        loss that gives every trainable parameter a zero gradient without running the model
+        (tests/test_grpo_zero_advantage.py: the same trained weights as TRL's pass)."""
+        if return_outputs or not self.model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        skip = self.skip_no_gradient and self.no_gradient(inputs)
+        self._metrics["train"]["zero_advantage_skipped"].append(float(skip))
+        if skip:
+            return zero_loss(model)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def no_gradient(self, inputs) -> bool:
+        """Whether TRL's loss on ``inputs`` has a zero gradient: every advantage 0, no KL term (β = 0),
+        no entropy bonus or MoE auxiliary loss, a loss type whose every term is a product with the
+        advantage, one process without DeepSpeed or FSDP (where a skipped backward would leave the
+        other ranks' collectives waiting)."""
+        adv = inputs.get("advantages")
+        return (adv is not None and not bool(torch.any(adv != 0)) and self.beta == 0.0
+                and not getattr(self, "_entropy_bonus_enabled", True) and not self.aux_loss_enabled
+                and self.loss_type in ZERO_WITH_ADVANTAGE and self.accelerator.num_processes == 1
+                and not self.is_deepspeed_enabled and not self.is_fsdp_enabled)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """TRL's transformers generation, each distinct prompt encoded once: TRL repeats every prompt
@@ -95,6 +129,23 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         finally:
             handle.remove()
         return out.log_probs, out.entropy if compute_entropy else None
+
+
+# TRL's loss types whose per-token loss is a product with the advantage (trl 1.16 ``_compute_loss``)
+ZERO_WITH_ADVANTAGE = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "sapo")
+
+
+def zero_loss(model) -> torch.Tensor:
+    """0, as a function of every trainable parameter of ``model``: its backward gives each a zero
+    gradient (a whole tensor of zeros, as a real backward through a loss of 0 would), at the cost of
+    writing those zeros.
+
+    >>> m = torch.nn.Linear(2, 3)
+    >>> loss = zero_loss(m); loss.backward()
+    >>> loss.item() == 0, m.weight.grad.shape, bool((m.weight.grad == 0).all()), bool((m.bias.grad == 0).all())
+    (True, torch.Size([3, 2]), True, True)
+    """
+    return torch.stack([p.reshape(-1)[0] for p in model.parameters() if p.requires_grad]).sum() * 0.0
 
 
 @contextmanager
