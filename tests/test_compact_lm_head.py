@@ -69,20 +69,29 @@ def test_compact_head_trains_as_scoring_every_position(tmp_path, tiny_model, mon
         torch.testing.assert_close(comp[k], full[k], rtol=0, atol=1e-5, msg=k)
 
 
-def _train_rl(tiny_model, out, compact: bool, monkeypatch):
+def varied_action_reward(model_path: str):
+    """RL's action reward plus the completion's length / 100: the random tiny model names no action,
+    so the action reward alone is the same for every completion (no advantage: a group of equal
+    rewards skips the model's training pass); its text's length varies."""
     from act_pipeline.act.rewards import make_action_reward
+    from act_pipeline.training.act_grpo import stop_token_ids
+
+    action_reward = make_action_reward(stop_token_ids(model_path))
+
+    def reward(completions, **kw):
+        return [r + len(str(c)) / 100 for r, c in zip(action_reward(completions, **kw), completions)]
+
+    return reward
+
+
+def _train_rl(tiny_model, out, compact: bool, monkeypatch):
     from act_pipeline.config import RLConfig
-    from act_pipeline.training.act_grpo import stop_token_ids, train_grpo
+    from act_pipeline.training.act_grpo import train_grpo
     from act_pipeline.training.rl_grpo import state_dataset
 
     cfg = RLConfig(max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=5,
                    learning_rate=1e-2, save_every_s=0)
-    action_reward = make_action_reward(stop_token_ids(tiny_model))
-
-    def reward(completions, **kw):  # the random tiny model names no action: its text's length varies, so
-        # each group has an advantage and a gradient (a group of equal rewards skips the model's pass)
-        return [r + len(str(c)) / 100 for r, c in zip(action_reward(completions, **kw), completions)]
-
+    reward = varied_action_reward(tiny_model)  # each group with an advantage: its training pass runs
     res, rows_scored = _spied(monkeypatch, lambda: train_grpo(
         tiny_model, lambda tok: state_dataset(ROWS, tok, 3), reward, out, cfg, False, lambda m: None, None, None,
         None, "RL GRPO", "states", compact_head=compact))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_compact_lm_head import _weights
+from tests.test_compact_lm_head import _weights, varied_action_reward
 from tests.test_sft_padding_free import ROWS
 
 PROMPTS = ["Task: put a mug in the sink. You see a mug 1.", "Task: look.",
@@ -101,10 +101,9 @@ def test_the_context_restores_generate(model_tok):
 
 
 def _train_rl(tiny_model, out, shared: bool, monkeypatch):
-    from act_pipeline.act.rewards import make_action_reward
     from act_pipeline.config import RLConfig
     from act_pipeline.sampling import repeated
-    from act_pipeline.training.act_grpo import stop_token_ids, train_grpo
+    from act_pipeline.training.act_grpo import train_grpo
     from act_pipeline.training.rl_grpo import state_dataset
 
     encoded = []  # (rows, tokens) of the prompt encodings the shared path made
@@ -117,11 +116,7 @@ def _train_rl(tiny_model, out, shared: bool, monkeypatch):
 
     cfg = RLConfig(max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=5,
                    learning_rate=1e-2, save_every_s=0, temperature=1.0)
-    action_reward = make_action_reward(stop_token_ids(tiny_model))
-
-    def reward(completions, **kw):  # the random tiny model names no action: its text's length varies
-        return [r + len(str(c)) / 100 for r, c in zip(action_reward(completions, **kw), completions)]
-
+    reward = varied_action_reward(tiny_model)
     with monkeypatch.context() as m:
         m.setattr(repeated, "generate_repeated_prompts", spy)
         res = train_grpo(tiny_model, lambda tok: state_dataset(ROWS, tok, 3), reward, out, cfg, False,

@@ -51,12 +51,11 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         """TRL's loss, or, for a micro-batch whose loss has no gradient (:meth:`no_gradient`), a zero
         loss that gives every trainable parameter a zero gradient without running the model
         (tests/test_grpo_zero_advantage.py: the same trained weights as TRL's pass)."""
-        if return_outputs or not self.model.training:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        skip = self.skip_no_gradient and self.no_gradient(inputs)
-        self._metrics["train"]["zero_advantage_skipped"].append(float(skip))
-        if skip:
-            return zero_loss(model)
+        if not return_outputs and self.model.training:
+            skip = self.skip_no_gradient and self.no_gradient(inputs)
+            self._metrics["train"]["zero_advantage_skipped"].append(float(skip))
+            if skip:
+                return zero_loss(model)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def no_gradient(self, inputs) -> bool:
