@@ -24,7 +24,8 @@ own name. Symbolic links are never followed: not when walking, sizing or deletin
 goes with its folder; what it points to stays), and a link where an artifact folder would be is
 kept. A root that does not look like a data root, an unreadable manifest, pin file or lineage
 record, or a reference to an artifact of another data root (a moved or copied root) stops gc with
-one error and nothing removed: when unsure, keep.
+one error and nothing removed: when unsure, keep. Hard links (a training checkpoint linking an
+earlier one's files) are counted once, and as freed only when every link goes.
 
 This module imports nothing from Dagster (the CLI passes the instance's unfinished runs and the
 profile's current resume folders in).
@@ -36,8 +37,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +65,10 @@ class GcError(ValueError):
 class Folder:
     rel: str  # relative to the data root, "/"-separated
     kind: str  # "artifact", "resume" (trainer_state), "trash" (an interrupted removal), "link"
-    size: int  # bytes on disk (links not followed)
+    size: int  # bytes on disk only this folder holds: files with one link, and folders (links not followed)
     newest: float  # the newest mtime in it (links not followed)
+    # its regular files with more than one hard link, not in ``size``: (st_dev, st_ino, st_nlink, bytes)
+    linked: tuple[tuple[int, int, int, int], ...] = ()
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -96,7 +101,27 @@ class Plan:
 
     @property
     def freed(self) -> int:
-        return sum(v.folder.size for v in self.remove)
+        return freed_by(v.folder for v in self.remove)
+
+    @property
+    def kept(self) -> int:
+        """Bytes the kept folders hold: their own sizes and each hard-linked file in them once."""
+        folders = [v.folder for v in self.keep]
+        return sum(f.size for f in folders) + sum({(d, i): b for f in folders for d, i, _, b in f.linked}.values())
+
+
+def freed_by(folders: Iterable[Folder]) -> int:
+    """Bytes removing ``folders`` frees: their own sizes, and each hard-linked file's bytes once when
+    every one of its links lies in them (a link elsewhere keeps the file).
+
+    >>> a, b = Folder("a", "artifact", 10, 0, ((1, 7, 2, 100),)), Folder("b", "artifact", 20, 0, ((1, 7, 2, 100),))
+    >>> freed_by([a]), freed_by([a, b])
+    (10, 130)
+    """
+    folders = list(folders)
+    links = Counter((d, i) for f in folders for d, i, _, _ in f.linked)
+    whole = {(d, i): b for f in folders for d, i, n, b in f.linked if links[d, i] >= n}
+    return sum(f.size for f in folders) + sum(whole.values())
 
 
 # ---- the data root ---------------------------------------------------------------------------------
@@ -194,20 +219,24 @@ def read_pins(root: Path) -> dict[str, list[str]]:
 # ---- the folders ---------------------------------------------------------------------------------------
 
 
-def _usage(path: Path) -> tuple[int, float]:
-    """Bytes on disk and the newest mtime of a folder, without following a link."""
+def _usage(path: Path) -> tuple[int, float, tuple[tuple[int, int, int, int], ...]]:
+    """Bytes on disk, the newest mtime and the hard-linked files of a folder (see :class:`Folder`),
+    without following a link."""
     st = path.lstat()
-    size, newest = st.st_blocks * 512, st.st_mtime
+    size, newest, linked = st.st_blocks * 512, st.st_mtime, []
     stack = [path]
     while stack:
         with os.scandir(stack.pop()) as it:
             for e in it:
                 s = e.stat(follow_symlinks=False)
-                size += s.st_blocks * 512
+                if stat.S_ISREG(s.st_mode) and s.st_nlink > 1:
+                    linked.append((s.st_dev, s.st_ino, s.st_nlink, s.st_blocks * 512))
+                else:
+                    size += s.st_blocks * 512
                 newest = max(newest, s.st_mtime)
                 if e.is_dir(follow_symlinks=False):
                     stack.append(Path(e.path))
-    return size, newest
+    return size, newest, tuple(sorted(linked))
 
 
 def _folders(root: Path, top: str, leaf: re.Pattern, kind: str) -> Iterator[Folder]:
@@ -352,7 +381,7 @@ def _kept(f: Folder, root: Path, refs: _Refs, pinned: _Refs, pins: dict, running
 def remove(p: Plan, log: Callable[[str], None] = print) -> tuple[int, list[str]]:
     """Remove the folders ``p`` lists for removal: each renamed to a trash name beside it, then
     deleted (links inside are removed, not followed). Returns (bytes freed, errors)."""
-    freed, errors = 0, []
+    removed, errors = [], []
     allowed = (p.home / "artifacts", p.home / "trainer_state")
     for v in p.remove:
         path = p.home / v.folder.rel
@@ -368,9 +397,9 @@ def remove(p: Plan, log: Callable[[str], None] = print) -> tuple[int, list[str]]
         except (OSError, GcError) as e:
             errors.append(f"{v.folder.rel}: {e}")
             continue
-        freed += v.folder.size
-        log(f"removed {human(v.folder.size):>9s}  {v.folder.rel}")
-    return freed, errors
+        removed.append(v.folder)
+        log(f"removed {_size(v.folder):>9s}  {v.folder.rel}")
+    return freed_by(removed), errors
 
 
 # ---- pins -------------------------------------------------------------------------------------------------
@@ -434,5 +463,11 @@ def report(p: Plan, delete: bool) -> list[str]:
     lines = []
     for v in sorted(p.verdicts, key=lambda v: (v.remove, v.folder.rel)):
         verb = ("remove" if delete else "would free") if v.remove else "keep"
-        lines.append(f"  {verb:10s} {human(v.folder.size):>9s}  {v.folder.rel}  ({v.why})")
+        lines.append(f"  {verb:10s} {_size(v.folder):>9s}  {v.folder.rel}  ({v.why})")
     return lines
+
+
+def _size(f: Folder) -> str:
+    """A folder's own bytes, and its hard-linked files' (freed only with their every link) beside them."""
+    linked = sum(b for _, _, _, b in f.linked)
+    return human(f.size) + (f" + {human(linked)} hard-linked" if f.linked else "")

@@ -658,9 +658,8 @@ def _gc(args) -> int:
     print(f"act-pipeline gc: {plan.home} ({mode}; {len(running)} unfinished run(s) in the Dagster instance at "
           f"{os.environ['DAGSTER_HOME']})")
     print("\n".join(gc.report(plan, args.delete)))
-    kept = sum(v.folder.size for v in plan.keep)
     summary = (f"{len(plan.remove)} folder(s), {gc.human(plan.freed)} ({plan.freed} bytes); "
-               f"kept {len(plan.keep)} folder(s), {gc.human(kept)}")
+               f"kept {len(plan.keep)} folder(s), {gc.human(plan.kept)}")
     if not args.delete:
         print(f"act-pipeline gc: would free {summary}")
         return 0

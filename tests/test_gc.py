@@ -38,7 +38,7 @@ from .conftest import dagster_home as make_dagster_home
 from .test_layers import PKG, _imports
 
 FIRST = ["alfworld/games", "alfworld/imported_expert_steps", "alfworld/expert_trajectories"]
-LINE = re.compile(r"^  (keep|would free|remove)\s+[\d.]+ \S+\s+(\S+)  \((.*)\)$")
+LINE = re.compile(r"^  (keep|would free|remove)\s+[\d.]+ \S+( \+ [\d.]+ \S+ hard-linked)?\s+(\S+)  \((.*)\)$")
 pytestmark = pytest.mark.timeout(1200)  # the module's runs: about a minute on 2 idle cores
 OLD = time.time() - 3 * 3600  # mtimes set on folders a test makes, so that the min-age guard does not keep them
 
@@ -116,7 +116,7 @@ def _gc(built, *argv) -> tuple[int, str, str]:
 
 def _listed(out: str) -> dict[str, tuple[str, str]]:
     """{folder: (verb, why)} from gc's lines."""
-    return {m[2]: (m[1], m[3]) for m in map(LINE.match, out.splitlines()) if m}
+    return {m[3]: (m[1], m[4]) for m in map(LINE.match, out.splitlines()) if m}
 
 
 def _folder(built, asset_: str, run: int) -> str:
@@ -370,6 +370,41 @@ def test_an_interrupted_removal_leaves_a_trash_folder_the_next_gc_finishes(built
     assert not any(t.exists() for t in trash) and _artifact_folders(home) == {
         _folder(built, "games", 0), _folder(built, "imported_expert_steps", 1),
         _folder(built, "expert_trajectories", 1), f"artifacts/alfworld/games/{res.run_id}"}
+
+
+def test_a_hard_linked_checkpoint_is_freed_once_and_only_with_every_link(dagster_dir, tmp_path, capsys):
+    """A training stage whose inputs equal an earlier one's links that checkpoint's files into its
+    own folder: removing one of the two folders frees nothing of the shared file, removing both
+    frees it once."""
+    from act_pipeline.artifact_gc import human
+
+    root = _root(tmp_path)
+    a, b = (root / "artifacts" / "alfworld" / "il_baseline" / str(uuid.uuid4()) / "model" for _ in range(2))
+    for d in (a, b):
+        d.mkdir(parents=True)
+        (d / "model_card.json").write_text("{}")
+    (a / "model.safetensors").write_bytes(os.urandom(1 << 20))
+    os.link(a / "model.safetensors", b / "model.safetensors")
+    _age(a.parent), _age(b.parent)
+    shared = (b / "model.safetensors").lstat().st_blocks * 512
+    own_a, own_b = _du(a.parent) - shared, _du(b.parent) - shared  # (_du counts the inode in each)
+    assert shared >= 1 << 20 and (b / "model.safetensors").lstat().st_nlink == 2
+
+    def gc(current: Path, *argv) -> tuple[int, str]:
+        (root / "manifests" / "a.json").write_text(json.dumps({"uri": str(current)}))
+        capsys.readouterr()
+        rc = run_main(["gc", "--home", str(root), "--min-age", "0", *argv], DAGSTER_HOME=str(dagster_dir))
+        return rc, capsys.readouterr().out
+
+    rel_a, rel_b = (d.parent.relative_to(root).as_posix() for d in (a, b))
+    rc, out = gc(b / "model.safetensors")  # b current: a goes, the shared file stays with b
+    assert rc == 0 and _listed(out)[rel_a][0] == "would free" and _listed(out)[rel_b][0] == "keep"
+    assert f"+ {human(shared)} hard-linked  {rel_a}" in out
+    assert f"would free 1 folder(s), {human(own_a)} ({own_a} bytes); kept 1 folder(s), {human(own_b + shared)}" in out
+
+    rc, out = gc(root / "elsewhere", "--delete")  # neither current: both go, the shared file counted once
+    assert rc == 0 and not a.parent.exists() and not b.parent.exists()
+    assert f"({own_a + own_b + shared} bytes) in 2 folder(s)" in out
 
 
 def _root(tmp_path: Path) -> Path:
