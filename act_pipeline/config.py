@@ -197,6 +197,10 @@ class TrainingConfig(_Section):
     num_processes: Pos = 1  # processes (GPUs) per machine; the global batch is per-device batch x this
     gradient_checkpointing: bool = False
     vllm: VLLMTrainConfig = Field(default_factory=VLLMTrainConfig)
+    # a training whose starting tensors, data, settings, code and libraries equal one done before in
+    # this data root links that checkpoint instead of training again (act_pipeline.training.cache);
+    # false: every arm trains. The checkpoint is the same either way (not in the section hash: SPEED_FIELDS)
+    reuse: bool = True
 
 
 class EvalConfig(_Section):
@@ -304,7 +308,7 @@ ADDED_FIELDS = {"alfworld": ("validation_games",), "eval": ("split", "metrics", 
 # never what it makes: never in the section hash, so changing them never makes an asset stale (nor
 # moves a training's trainer_state folder, which is keyed by the hash)
 SPEED_FIELDS = {"envs": ("expert_workers",), "sampling": ("workers",), "eval": ("arm_workers",),
-                "act": ("save_every_s",), "il": ("save_every_s",), "rl": ("save_every_s",)}
+                "act": ("save_every_s",), "il": ("save_every_s",), "rl": ("save_every_s",), "training": ("reuse",)}
 
 
 class PipelineConfig(_Section):

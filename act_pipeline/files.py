@@ -129,6 +129,26 @@ def replace_dir(tmp: Path, dst: Path) -> None:
         os.replace(tmp, dst)
 
 
+@contextmanager
+def key_lock(root: str | Path, key: str, wait: bool = True) -> Iterator[bool]:
+    """Hold the lock ``root/<key>.lock`` (``fcntl.flock``: released when the process ends, however it
+    ends). Yields True once held; ``wait=False``: yields False at once when another process holds it.
+    What the caches of computed results use, so that two processes never compute the same key at once."""
+    import fcntl
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / f"{key}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def sha256_bytes(data: bytes | str) -> str:
     """
     >>> sha256_bytes("abc")[:16]

@@ -332,6 +332,35 @@ def _evaluations_one_after_another(run, stdout: str) -> None:
     assert most_at_once(spans.values()) == 1
 
 
+def test_stage3_from_an_act_checkpoint_equal_to_the_base_model_is_not_trained_again(run, tmp_path):
+    """ACT at learning rate 0 saves the base model's tensors, so IL and RL from its checkpoint are the
+    trainings IL and RL from the base model did: the run links those checkpoints (the same content
+    hash, the same files) under each arm's own model card instead of training again
+    (``act_pipeline.training.cache``)."""
+    from act_pipeline.training.cache import model_identity
+
+    with restored(run["home"], run["dagster_home"]):
+        profile = tmp_path / "smoke-act-lr0.yaml"
+        profile.write_text(SMOKE.read_text().replace("\nact:\n", "\nact:\n  learning_rate: 0.0\n", 1))
+        assert profile.read_text() != SMOKE.read_text()
+        res = _cli(run, "--jobs", "2", profile=profile)
+        assert res.returncode == 0, res.stderr[-2000:]
+        base = _manifest(run["home"], "base_model")
+        for bench in ("alfworld", "scienceworld"):
+            m = {a: _manifest(run["home"], f"{bench}/{a}")
+                 for a in ("act_checkpoint", "il_policy", "il_baseline", "rl_policy", "rl_baseline")}
+            assert m["act_checkpoint"]["hash"] != run["m"][f"{bench}/act_checkpoint"]["hash"]  # ACT trained again
+            assert model_identity(m["act_checkpoint"]["uri"]) == model_identity(base["uri"])  # ... to the base model
+            for arm, same in (("il_policy", "il_baseline"), ("rl_policy", "rl_baseline")):
+                assert m[arm]["uri"] != run["m"][f"{bench}/{arm}"]["uri"]  # rematerialized (its parent changed)
+                assert m[arm]["hash"] == m[same]["hash"] and m[arm]["uri"] != m[same]["uri"]
+                a, b = Path(m[arm]["uri"]), Path(m[same]["uri"])
+                assert (a / "model.safetensors").stat().st_ino == (b / "model.safetensors").stat().st_ino
+                card = json.loads((a / "model_card.json").read_text())
+                assert card["reused_from"] == str(b) and card["asset"] == f"{bench}/{arm}"
+                assert card["parents"]["init"]["uri"] == m["act_checkpoint"]["uri"]  # its own lineage
+
+
 def test_lineage_chain_from_policy_back_to_games(run, capsys, alfworld_data):
     from act_pipeline.cli import main
 

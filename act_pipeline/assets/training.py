@@ -152,6 +152,7 @@ def resume_dirs(cfg: PipelineConfig, root) -> set[Path]:
 def _train(context, profile: ProfileResource, b: Benchmark, name: str, stage: str, init: dict, data: dict,
            data_name: str) -> dg.Output[dict]:
     from act_pipeline.evaluation.plots import training_curve_png
+    from act_pipeline.training.cache import TrainingCache, model_identity, training_key
     from act_pipeline.training.card import card_markdown
     from act_pipeline.training.launch import make_job, run_job
 
@@ -163,10 +164,18 @@ def _train(context, profile: ProfileResource, b: Benchmark, name: str, stage: st
     job = make_job(cfg, stage, b.history_len(cfg), init, data, out,
                    _work_dir(context, profile, cfg, b, stage, init, data, seed),
                    _card(context, cfg, b, name, parents, stage, seed), probe_split=b.eval_split(cfg), seed=seed)
-    if cfg.training.launcher == "accelerate":
-        res = launch_training(context, cfg, job)
+
+    def train() -> dict:
+        if cfg.training.launcher == "accelerate":
+            return launch_training(context, cfg, job)
+        return {**run_job(job, log=context.log.info), "launcher": "inprocess"}
+
+    if cfg.training.reuse:  # the same training done before (e.g. from an ACT checkpoint that equals the base model)
+        key = training_key(job, model_identity(init["uri"]), data["hash"],
+                           context.assets_def.code_versions_by_key.get(context.asset_key))
+        res = TrainingCache(profile.root() / "training_cache").run(key, out, train, job["card"], context.log.info)
     else:
-        res = {**run_job(job, log=context.log.info), "launcher": "inprocess"}
+        res = train()
     h = res["content_hash"]  # of `out`, computed where it was saved (checked against the folder under accelerate)
     manifest = {"uri": str(out), "hash": h, "global_step": res["global_step"], "seed": job["config"]["seed"],
                 "parents": {k: {"uri": v["uri"], "hash": v["hash"]} for k, v in parents.items()}}
@@ -183,7 +192,7 @@ def _train(context, profile: ProfileResource, b: Benchmark, name: str, stage: st
                   **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
                   # how it ran: in process or `accelerate launch` (processes, backend, ZeRO stage, job file)
                   **{k: summary[k] for k in ("launcher", "distributed_type", "backend", "device", "accelerate_config",
-                                             "job") if isinstance(summary.get(k), str)},
+                                             "job", "reused_from") if isinstance(summary.get(k), str)},
                   parents=dg.MetadataValue.json(manifest["parents"]),
                   model_card=dg.MetadataValue.md(card_markdown(out)) if (out / "README.md").exists() else None,
                   training_curve=png_md(curve))

@@ -11,7 +11,6 @@ roll-outs (:func:`rollouts`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import random
 from collections.abc import Callable, Mapping
@@ -116,18 +115,11 @@ class EvalCache:
     def entry(self, key: str, wait: bool = True):
         """Hold the key's lock; yields (path, cached doc or None). ``wait=False``: yields None at once
         when another process holds the lock (it is scoring that key now)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        from act_pipeline.files import key_lock
+
         path = self.root / f"{key}.json"
-        with open(self.root / f"{key}.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield None
-                return
-            try:
-                yield path, (json.loads(path.read_text()) if path.exists() else None)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with key_lock(self.root, key, wait) as held:
+            yield (path, json.loads(path.read_text()) if path.exists() else None) if held else None
 
 
 def evaluate_arms(plan: list[tuple[str, dict, bool]], pairs: Mapping[str, list[dict]], states: list[dict],

@@ -37,9 +37,9 @@ SOURCE_HUB_IDS = {"smollm2-gguf": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 LICENSES = {"HuggingFaceTB/SmolLM2-": "apache-2.0"}
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names: tuple[str, ...] = ENV_PACKAGES) -> dict[str, str | None]:
     out = {}
-    for name in ENV_PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -214,6 +214,9 @@ def _body(card: dict, data) -> str:
     if "resumed_from" in card:
         r = card["resumed_from"]
         out.append(f"- **Resumed from**: `{r}`" if r else "- **Resumed**: no, trained in one go")
+    if card.get("reused_from"):  # the same training (same start, data, settings, code) done before
+        out.append(f"- **Not trained again**: the same training was done for `{card['reused_from']}`; its "
+                   "weights, config, tokenizer and training log are linked here (`act_pipeline.training.cache`)")
     for key, label in (("profile", "Profile"), ("code_version", "Code version"), ("dagster_run_id", "Dagster run")):
         if card.get(key):
             out.append(f"- **{label}**: `{card[key]}`")
