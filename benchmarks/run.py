@@ -143,22 +143,38 @@ def _disk(r: dict) -> str:
                      for k in ("a", "b") if isinstance(r.get(k), dict) and r[k].get("disk"))
 
 
+def machine_label(m: dict) -> str:
+    """A machine in a few words: its CPU and whether it has native bf16 (the default profile's
+    ``bf16`` and ``inference_dtype: bfloat16`` take effect only there: another computation).
+
+    >>> machine_label({"cpu_model": "AMD EPYC", "cpu_flags": {"avx512_bf16": False, "amx_bf16": False}})
+    'AMD EPYC, no native bf16'
+    """
+    flags = m.get("cpu_flags") or {}
+    return f"{m.get('cpu_model', '?')}, {'native bf16' if flags.get('avx512_bf16') or flags.get('amx_bf16') else 'no native bf16'}"
+
+
 def _runs(doc: dict) -> list[tuple[str, str]]:
+    """(benchmark, "<date> on <machine>") for each line's run; lines from before runs recorded their
+    machine were run on the machine ``earlier_machine`` names."""
     seen: dict[str, str] = {}
+    earlier = doc.get("earlier_machine") or doc["machine"]
     for r in doc["results"]:
-        seen.setdefault(r.get("benchmark", r["name"]), r.get("run", {}).get("date_utc", "?"))
+        run = r.get("run", {})
+        seen.setdefault(r.get("benchmark", r["name"]),
+                        f"{run.get('date_utc', '?')} on {run.get('machine') or machine_label(earlier)}")
     return list(seen.items())
 
 
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     lines = [
-        f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m.get('memory_gib', '?')} GiB; "
+        f"Machine of the latest run: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m.get('memory_gib', '?')} GiB; "
         f"AVX512: {m['cpu_flags']['avx512f']}; torch {m['torch']} ({m['torch_threads']} thread(s)), "
         f"transformers {m['transformers']}, trl {m['trl']}, duckdb {m['duckdb']}, pandas {m['pandas']}; "
         f"commit {m['git_commit'][:10]}{' (dirty)' if m['git_dirty'] else ''}; {m['date_utc']}"
         f"{' (--quick)' if doc['quick'] else ''}"
-        + ("" if len({r.get("run", {}).get("date_utc") for r in doc["results"]}) <= 1 else
+        + ("" if len({d for _, d in _runs(doc)}) <= 1 else
            " Lines from several runs of the suite (`--only`): "
            + "; ".join(f"{', '.join(n for n, d in _runs(doc) if d == day)} at {day}"
                        for day in sorted({d for _, d in _runs(doc)}))) + ".",
@@ -257,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["benchmark"] = name
                 r["wall_s"] = round(time.time() - t0, 1)
                 r["run"] = {"date_utc": doc["machine"]["date_utc"], "git_commit": doc["machine"]["git_commit"],
-                            "git_dirty": doc["machine"]["git_dirty"]}
+                            "git_dirty": doc["machine"]["git_dirty"], "machine": machine_label(doc["machine"])}
             doc["results"] += res
             print(f"   {name}: {time.time() - t0:.0f} s", flush=True)
     finally:
