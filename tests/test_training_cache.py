@@ -2,8 +2,8 @@
 (``act_pipeline.training.cache``), and what it links is what training again would have saved.
 
 Real TRL SFT on the tiny model; the starting folder of the second arm is a different folder with the
-same tensors (saved again by transformers with ``use_cache: false``, a model card and a training log
-beside it), as an ACT checkpoint that learnt nothing is to the base model."""
+same tensors (saved again by transformers with ``use_cache: false`` and another ``transformers_version``,
+a model card and a training log beside it), as an ACT checkpoint that learnt nothing is to the base model."""
 
 import json
 import os
@@ -35,6 +35,10 @@ def _resaved(src: str, dst: Path, perturb: bool = False) -> Path:
             next(model.parameters()).view(-1)[0] += 1e-3
     model.config.use_cache = False  # as a trainer saves it (transformers' Trainer sets it before training)
     model.save_pretrained(dst, safe_serialization=True)
+    # and as another transformers release would write it (a base model converted once by an older one)
+    for name in ("config.json", "generation_config.json"):
+        doc = json.loads((dst / name).read_text())
+        (dst / name).write_text(json.dumps({**doc, "transformers_version": "0.0.0-other"}, indent=2))
     AutoTokenizer.from_pretrained(src).save_pretrained(dst)
     (dst / "model_card.json").write_text(json.dumps({"asset": "act_checkpoint"}))
     (dst / "train_log.json").write_text("[]")

@@ -8,7 +8,7 @@ same job twice and gets the same tensors). :func:`training_key` hashes exactly t
   shape and values, and every other model file (config, generation config, tokenizer, chat
   template) byte for byte; not the files that only record how a folder was made (model card,
   training log, source note), nor ``use_cache`` in the config, which the trainer sets itself before
-  training; so a checkpoint that holds the base model's tensors *is* the base model here, whichever
+  training, nor the ``transformers_version`` that wrote a config; so a checkpoint that holds the base model's tensors *is* the base model here, whichever
   file layout it was saved with;
 - the data file's content hash and the stage's row filter;
 - the job's settings: the stage's section (its training seed included), ``training:``, history
@@ -48,6 +48,10 @@ NOT_LOADED = MODEL_BOOKKEEPING | {"train_log.json", "README.md"}
 # (`model.config.use_cache = args.use_cache`, False), whatever the starting folder says: a trained
 # checkpoint is saved with `use_cache: false`, the base model has true, and training from either is the same
 TRAINER_SET = ("use_cache",)
+# what transformers writes into config.json / generation_config.json about itself when it saves: the
+# version of the library that wrote the file (a base model converted once by an older transformers
+# says so); loading does not act on it, and the version that trains is in the key (`package_versions`)
+WRITER_FIELDS = ("transformers_version",)
 # the card files each arm writes for itself (its own lineage); every other file of a reused folder is linked
 OWN_FILES = {"README.md", "model_card.json"}
 # the job fields that define what a training computes (out_dir, work_dir and the card only say where and why)
@@ -67,8 +71,8 @@ def model_identity(folder: str | Path) -> str:
     >>> save_file({"w": torch.ones(2), "b": torch.zeros(1)}, str(a / "model.safetensors"))
     >>> save_file({"b": torch.zeros(1), "w": torch.ones(2)}, str(b / "model.safetensors"), metadata={"format": "pt"})
     >>> _ = (b / "model_card.json").write_text("{}")
-    >>> _ = (a / "config.json").write_text('{"use_cache": true, "vocab_size": 8}')
-    >>> _ = (b / "config.json").write_text('{"vocab_size": 8, "use_cache": false}')
+    >>> _ = (a / "config.json").write_text('{"use_cache": true, "vocab_size": 8, "transformers_version": "5.24.0"}')
+    >>> _ = (b / "config.json").write_text('{"vocab_size": 8, "use_cache": false, "transformers_version": "5.25.0"}')
     >>> model_identity(a) == model_identity(b)
     True
     >>> _ = (b / "config.json").write_text('{"vocab_size": 9, "use_cache": false}')
@@ -96,10 +100,11 @@ def model_identity(folder: str | Path) -> str:
                     t = st.get_tensor(name).contiguous()
                     h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
                     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif f.name == "config.json":  # less what every trainer overwrites before training
+        elif f.suffix == ".json":  # as loaded: less the writer's version (and what trainers overwrite)
             doc = json.loads(f.read_text(encoding="utf-8"))
-            for k in TRAINER_SET:
-                doc.pop(k, None)
+            if isinstance(doc, dict):
+                for k in (*WRITER_FIELDS, *(TRAINER_SET if f.name == "config.json" else ())):
+                    doc.pop(k, None)
             h.update(f.name.encode())
             h.update(json.dumps(doc, sort_keys=True).encode())
         elif f.suffix in MODEL_FILE_SUFFIXES:
