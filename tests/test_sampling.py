@@ -80,6 +80,19 @@ def test_progress_reports_every_prompt(model):
     assert seen[-1] == (3, 3)
 
 
+def test_the_callers_tokenizer_is_left_as_it_was(model, tiny_model):
+    """Batched generation pads on the left; afterwards the tokenizer it was given has its own padding
+    side and padding state again (a trainer that saves that tokenizer writes the state into
+    tokenizer.json: tests/test_training_cache.py's ACT-with-probe case)."""
+    from transformers import AutoTokenizer
+
+    m, _ = model
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    side, padding = tok.padding_side, tok.backend_tokenizer.padding
+    TransformersSampler(m, tok, batch_size=8).generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=3))
+    assert (tok.padding_side, tok.backend_tokenizer.padding) == (side, padding)
+
+
 def test_completions_say_whether_they_hit_the_token_limit(model):
     m, tok = model
     # the tiny random model repeats itself: PROMPTS[0] -> ">>>>…", PROMPTS[1] -> " swallowing swallowing …"

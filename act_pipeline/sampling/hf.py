@@ -56,7 +56,11 @@ class TransformersSampler(Sampler):
         progress: Callable[[int, int], None] | None = None,
     ) -> list[list[str]]:
         tok = self.tokenizer
-        old_side = tok.padding_side
+        # the caller's tokenizer is left as it was: its padding side, and a fast tokenizer's padding
+        # state, which `padding=True` switches on (a trainer saving this tokenizer would write it
+        # into tokenizer.json)
+        old_side, backend = tok.padding_side, getattr(tok, "backend_tokenizer", None)
+        old_padding = backend.padding if backend is not None else None
         tok.padding_side = "left"
         self.model.eval()
         out: list[list[str] | None] = [None] * len(prompts)
@@ -106,6 +110,8 @@ class TransformersSampler(Sampler):
                     progress(done, len(prompts))
         finally:
             tok.padding_side = old_side
+            if backend is not None:
+                backend.no_padding() if old_padding is None else backend.enable_padding(**old_padding)
             self._last_prefill = None
         return out  # type: ignore[return-value]
 

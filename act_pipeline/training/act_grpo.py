@@ -241,15 +241,8 @@ def judgement_probe(tokenizer, pairs: list[dict], history_len: int, thinking: bo
     plain data parallelism each rank holds the whole model) and the main process logs and keeps it."""
     from transformers import TrainerCallback
 
-    import copy
-
     from act_pipeline.evaluation.metrics import judgement_accuracy
     from act_pipeline.sampling.hf import TransformersSampler
-
-    # its own copy: batched generation pads, and a fast tokenizer keeps that padding (left, to the
-    # longest) in its state, which the trainer's would then save into the checkpoint's tokenizer.json:
-    # a checkpoint would load with other tokenizer settings than the model it started from
-    tokenizer = copy.deepcopy(tokenizer)
 
     class _Probe(TrainerCallback):
         def __init__(self):

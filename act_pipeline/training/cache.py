@@ -8,8 +8,8 @@ same job twice and gets the same tensors). :func:`training_key` hashes exactly t
   shape and values, and every other model file (config, generation config, tokenizer, chat
   template) byte for byte; not the files that only record how a folder was made (model card,
   training log, source note), nor ``use_cache`` in the config, which the trainer sets itself before
-  training, nor the ``transformers_version`` that wrote a config; so a checkpoint that holds the base model's tensors *is* the base model here, whichever
-  file layout it was saved with;
+  training, nor the ``transformers_version`` that wrote a config; so a checkpoint that holds the
+  base model's tensors *is* the base model here, whichever file layout it was saved with;
 - the data file's content hash and the stage's row filter;
 - the job's settings: the stage's section (its training seed included), ``training:``, history
   length, thinking, the held-out probe, the torch threads;
@@ -61,9 +61,10 @@ LIBRARIES = ("torch", "transformers", "trl", "accelerate")
 
 def model_identity(folder: str | Path) -> str:
     """What training loads from a model folder, hashed: each safetensors tensor (name, dtype, shape,
-    values) and each other model file's bytes, except bookkeeping (:data:`NOT_LOADED`). Two folders
-    holding the same tensors saved differently (a GGUF conversion and a trainer's save) hash equal.
-    A hub id (not a folder) hashes as its name.
+    values), each JSON model file less :data:`WRITER_FIELDS` (and config.json less
+    :data:`TRAINER_SET`), each other model file's bytes; never bookkeeping (:data:`NOT_LOADED`). Two
+    folders holding the same tensors saved differently (a GGUF conversion and a trainer's save) hash
+    equal. A hub id (not a folder) hashes as ``files.dir_hash`` does: its name.
 
     >>> import tempfile, torch
     >>> from safetensors.torch import save_file
@@ -87,10 +88,9 @@ def model_identity(folder: str | Path) -> str:
     from safetensors import safe_open
 
     p = Path(folder)
-    h = hashlib.sha256()
     if not p.is_dir():
-        h.update(str(folder).encode())
-        return h.hexdigest()
+        return dir_hash(folder)
+    h = hashlib.sha256()
     for f in sorted(p.iterdir()):
         if not f.is_file() or f.name in NOT_LOADED:
             continue
