@@ -120,6 +120,8 @@ def run(ctx: Ctx) -> list[dict]:
     t = interleaved(ways, 2, ctx.log)
     roof = roofline.measure(model, ctx.quick)
     calls = log.summary(roof)
+    calls.update(log.products())  # the calls' products alone: how much of the bound this BLAS leaves reachable
+    calls["products_ceiling"] = round(calls["bound_s"] / calls["products_s"], 3)
     a = way("one generate(num_return_sequences=K) per state", t["naive"], len(states), "states/s")
     b = way("TransformersSampler.generate (length-sorted, left-padded, prompt KV copied K times)",
             t["batched"], len(states), "states/s")
@@ -143,7 +145,10 @@ def run(ctx: Ctx) -> list[dict]:
                "meaning": "the least time of the batched way's own forward calls (its prompt encodings and "
                           "decode steps, recorded in its last timed run; seeded, so every run makes the same "
                           "calls) on this CPU: each call max(FLOPs / matmul peak, bytes / read bandwidth), "
-                          "benchmarks/roofline.py; fraction_of_bound = bound_s / B's median seconds",
+                          "benchmarks/roofline.py; fraction_of_bound = bound_s / B's median seconds; "
+                          "products_ceiling = bound_s / the calls' matrix products alone at their shapes "
+                          "(roofline.ForwardLog.products): the most of the bound reachable on this BLAS "
+                          "were attention, norms and Python free",
                "roofline": roof.brief(),
                "prefill_once_s": round(prefill, 3),
                "max_ratio_vs_naive_if_decoding_were_free": round(a["median_s"] / prefill, 2)},

@@ -223,6 +223,33 @@ class ForwardLog:
             h1.remove()
             h2.remove()
 
+    def products(self, repeats: int = 2) -> dict:
+        """The recorded calls' matrix products alone, at their own shapes (:func:`linear_floor` over
+        the model's real weights): a call of ``rows`` x ``new`` tokens applies the body's products to
+        rows x new inputs and the LM head to ``rows`` (prompt encoding keeps the last position's
+        logits only; a decoding step has one position). What the calls would take on this machine's
+        BLAS were everything else (attention, norms, activations, Python) free; against the bound it
+        says how much of it the products alone leave reachable.
+
+        >>> net = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 256))
+        >>> log = ForwardLog(net)
+        >>> log.calls = [(8, 128, 0, 0.1), (8, 1, 128, 0.01)]  # 1024 rows through the body, then 8
+        >>> p = log.products(repeats=1)
+        >>> sorted(p), p["prefill_products_s"] > p["decode_products_s"] > 0
+        (['decode_products_s', 'prefill_products_s', 'products_s'], True)
+        """
+        floors: dict[int, dict] = {}
+
+        def floor(rows: int) -> dict:
+            if rows not in floors:
+                floors[rows] = linear_floor(self.model, rows, repeats)
+            return floors[rows]
+
+        pre = sum(floor(r * n)["body_s"] + floor(r)["head_s"] for r, n, _, _ in self.calls if n > 1)
+        dec = sum(floor(r)["seconds"] for r, n, _, _ in self.calls if n == 1)
+        return {"products_s": round(pre + dec, 5), "prefill_products_s": round(pre, 5),
+                "decode_products_s": round(dec, 5)}
+
     def summary(self, roof: Roofline) -> dict:
         """The least time of the recorded calls, split into prompt encoding (T > 1) and decoding,
         beside the seconds the calls of each kind took (``prefill_s`` / ``decode_s``) and each kind's
