@@ -175,6 +175,60 @@ def compile_lever(model, enc, n_new: int, measured: float, dec_s: float, greedy,
                       "alternatives by scoring, without decoding"}
 
 
+def bf16_packed_levers(ctx: Ctx, tok, n_new: int, log) -> dict[str, dict]:
+    """What the pipeline runs on a CPU with native bf16 (the default profile's ``inference_dtype:
+    bfloat16``): the model in bfloat16 with its ``nn.Linear`` s through oneDNN's packed weights
+    (:mod:`act_pipeline.packed_linear`, ``load_model``'s default there) against plain bfloat16
+    products, alternately (off on, on off), each state's packs built before its timed calls. Decoding
+    at batch 1 and 16 (as the tokens lines) and a 400-token prompt at batch 1 (as prefill_b1); the
+    greedy tokens must be the same both ways. Empty where bf16 is not native (nothing is packed)."""
+
+    from act_pipeline import packed_linear
+    from act_pipeline.models import bf16_fast, load_model
+
+    if not (bf16_fast() and packed_linear.available()):
+        return {}
+    model, _ = load_model(str(ctx.model), dtype="bfloat16")
+    model.eval()
+
+    def state(on: bool) -> None:
+        (packed_linear.pack_linears if on else packed_linear.unpack_linears)(model)
+        with torch.inference_mode():
+            model(input_ids=prompt_ids(tok, 2, 1))
+
+    batches = {"tokens_b1": 1, "tokens_b16": 16}
+    secs: dict = {(k, on): [] for k in [*batches, "prefill_b1"] for on in (False, True)}
+    outs: dict = {}
+    for r in range(2):
+        for on in ((False, True) if r % 2 == 0 else (True, False)):
+            state(on)
+            for name, b in batches.items():
+                ids = prompt_ids(tok, 24, b)
+                enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+                first = decode_run(model, enc, 1)[0]
+                all_s, outs[(name, on)] = decode_run(model, enc, n_new + 1)
+                secs[(name, on)].append(round(all_s - first, 4))
+            secs[("prefill_b1", on)].append(round(prefill_seconds(model, prompt_ids(tok, 400, 1)), 4))
+            log(f"  bfloat16, packed weights {'on' if on else 'off'}: "
+                + ", ".join(f"{k} {secs[(k, on)][-1]:.2f} s" for k in [*batches, "prefill_b1"]))
+    packed_linear.unpack_linears(model)
+    out = {}
+    for name in [*batches, "prefill_b1"]:
+        work = batches[name] * n_new if name in batches else 400
+        med = {on: statistics.median(secs[(name, on)]) for on in (False, True)}
+        lever = {"lever": "bfloat16 (the default profile's inference_dtype where bf16 is native): oneDNN's packed "
+                          "weights for every nn.Linear (act_pipeline.packed_linear) against plain bfloat16 products, "
+                          + (f"decoding at batch {batches[name]}" if name in batches else "a 400-token prompt at batch 1"),
+                 "before": _way("bfloat16, plain F.linear", work / med[False], round(med[False], 4), secs[(name, False)]),
+                 "after": _way("bfloat16, packed weights (kept: load_model's default for bfloat16 on a CPU)",
+                               work / med[True], round(med[True], 4), secs[(name, True)]),
+                 "note": "tests/test_packed_linear.py: logits bit-identical"}
+        if name in batches:
+            lever["identical_greedy_tokens"] = bool(torch.equal(outs[(name, False)], outs[(name, True)]))
+        out[name] = lever
+    return out
+
+
 def _way(label, rate, median_s=None, seconds=None, **extra) -> dict:
     return {"label": label, "rate": None if rate is None else round(rate, 2), "unit": "tokens/s",
             "median_s": median_s, "seconds": seconds if seconds is not None else [], **extra}
@@ -286,6 +340,9 @@ def run(ctx: Ctx) -> list[dict]:
             if batch == 16 and not ctx.quick:
                 res["before_after"].append(long_prompt_lever(model, tok, batch, n_new, ctx.log))
         out.append(res)
+
+    for name, lever in bf16_packed_levers(ctx, tok, n_new, ctx.log).items():
+        next(r for r in out if r["name"] == name).setdefault("before_after", []).append(lever)
 
     # the thread-count lever at batch 1 (on a shared 2-core machine the second core may be busy)
     ids = prompt_ids(tok, 24, 1)
