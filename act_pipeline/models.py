@@ -152,14 +152,17 @@ def inference_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32", device: str | None = None):
+def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32", device: str | None = None,
+               inference: bool = False):
     """Model and tokenizer from a folder; refuses anything but safetensors weights.
 
     ``dtype="bfloat16"`` is for inference (sampling, evaluation): about 2.5x faster than float32
     on CPUs with AVX512-BF16. Training loads float32 (the trainer places the model).
     ``device``: move the model there (None: leave it on the CPU). Where bf16 is emulated (no CUDA,
-    no AVX512-BF16/AMX) ``bfloat16`` falls back to float32, which is faster there. A bfloat16 model
-    on the CPU multiplies through oneDNN's packed weights (:mod:`act_pipeline.packed_linear`).
+    no AVX512-BF16/AMX) ``bfloat16`` falls back to float32, which is faster there.
+    ``inference``: the model only runs forward passes (sampling, scoring, evaluation). On the CPU
+    such a model, and any bfloat16 one, multiplies through packed weights: the same numbers, faster
+    (:mod:`act_pipeline.packed_linear`; ``ACT_PACKED_LINEAR=0`` turns it off).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -178,10 +181,10 @@ def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32
         tok.pad_token = tok.eos_token
     if device is not None and device != "cpu":
         model = model.to(device)
-    elif dtype == "bfloat16":
+    elif inference or dtype == "bfloat16":
         from act_pipeline.packed_linear import pack_linears
 
-        pack_linears(model)  # oneDNN's packed weights: the same products, faster (ACT_PACKED_LINEAR=0: off)
+        pack_linears(model)  # packed weights: the same products, faster (ACT_PACKED_LINEAR=0: off)
     return model, tok
 
 

@@ -1,21 +1,32 @@
-"""bfloat16 matrix products on a CPU through oneDNN's prepacked weights (inference only).
+"""Inference matrix products on a CPU through prepacked weights: the same numbers, faster.
 
-``F.linear`` on a bfloat16 CPU tensor runs oneDNN, which lays the weight out in its blocked format
-again at every call. :func:`pack_linears` makes each ``nn.Linear`` of a model keep that layout
-(``torch.ops.mkldnn._reorder_linear_weight``) and multiply with it
-(``torch.ops.mkldnn._linear_pointwise``): what Inductor's CPU freezing does for bf16 linears,
-without compiling. The kernel and its accumulation are the same, so the products are bit-identical
-(``tests/test_packed_linear.py`` checks it on whichever CPU runs the tests: it was measured on an AMX
-Xeon; benchmarks/: the tokens lines' lever). On the 2-core Xeon with AMX (the suite's tokens run
-with the code of 1ae2581) it decoded the 135M model 1.12x faster at batch 1 and 1.16x at batch 16,
-and encoded a 400-token prompt 1.11x faster.
+``F.linear`` lays the weight out for its kernel again at every call. :func:`pack_linears` makes
+each ``nn.Linear`` of a model keep a packed copy, as Inductor's CPU freezing does, without compiling:
 
-Safety: the packed copy is used only when no gradient is being taken, for bfloat16 inputs on the
-CPU; otherwise the module multiplies as before. A weight changed in place (its version counter) or
-replaced is packed again before its next use, so a stale copy is never read. The copy costs the
-weight's size again in memory.
+- **bfloat16** (CPUs with AVX512-BF16 or AMX): oneDNN's blocked layout
+  (``torch.ops.mkldnn._reorder_linear_weight``, applied with ``torch.ops.mkldnn._linear_pointwise``),
+  at every row count. It is the kernel ``F.linear`` runs for bf16 with the same accumulation, so the
+  products are bit-identical (``tests/test_packed_linear.py``). On the 2-core AMX Xeon (the suite's
+  tokens run with the code of 1ae2581) it decoded the 135M model 1.12x faster at batch 1 and 1.16x
+  at batch 16, and encoded a 400-token prompt 1.11x faster.
+- **float32**: MKL's packed GEMM (``torch.ops.mkl._mkl_reorder_linear_weight`` /
+  ``torch.ops.mkl._mkl_linear``) for inputs of exactly ``BATCH_HINT`` (16) rows: a decoding step of
+  the sampler's batch (4 prompts x K=4). MKL packs for one row count; other row counts take the plain
+  product. On the AMX Xeon, one thread, MKL's 16-row products of the 135M model's shapes ran
+  1.5-1.8x faster packed and equalled the plain ones bit for bit (an ad-hoc probe, 2026-12-03; the
+  suite's measurement is the tokens_b16 line's lever); with a packed row count below 16 MKL runs
+  another kernel whose numbers differ from the plain product's, so none is used there.
+  Because that identity is MKL's and the CPU's, not a property of the API, each module's first packed
+  product is compared with the plain one (per thread count): a module whose numbers differ keeps
+  the plain product for good (:func:`verified`).
 
-``load_model(..., dtype="bfloat16")`` applies it on a CPU; ``ACT_PACKED_LINEAR=0`` turns it off.
+Safety: the packed copy is used only when no gradient is being taken and on the CPU; otherwise the
+module multiplies as before. A weight changed in place (its version counter) or replaced is packed
+again before its next use, so a stale copy is never read. The copy costs the weight's size again in
+memory, made at the first product that uses it (float32: the first 16-row one).
+
+``load_model(..., inference=True)`` (sampling, scoring, evaluation) and ``dtype="bfloat16"`` apply it
+on a CPU; ``ACT_PACKED_LINEAR=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -27,53 +38,80 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-BATCH_HINT = 16  # oneDNN's layout hint (rows of a decoding batch); any row count may use the packed weight
+BATCH_HINT = 16  # oneDNN's layout hint; MKL's packed row count (float32 products of other row counts are plain)
 
 _PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> (weight, version, packed)
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {threads: packed == plain}
 
 
-def available() -> bool:
-    """Whether this torch and CPU run bfloat16 products in oneDNN (AVX512-BF16 or AMX), and the user
-    has not turned it off (``ACT_PACKED_LINEAR=0``)."""
+def available(dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether this torch and CPU have packed products for ``dtype`` (bfloat16: native bf16 in
+    oneDNN, AVX512-BF16 or AMX; float32: MKL), and the user has not turned them off
+    (``ACT_PACKED_LINEAR=0``)."""
     if os.environ.get("ACT_PACKED_LINEAR", "1") == "0":
         return False
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if dtype == torch.bfloat16:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if dtype == torch.float32:
+            return bool(torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear"))
     except (AttributeError, RuntimeError):
         return False
+    return False
+
+
+def _pack(w: torch.Tensor) -> torch.Tensor:
+    if w.dtype == torch.bfloat16:
+        return torch.ops.mkldnn._reorder_linear_weight(w.detach(), BATCH_HINT)
+    return torch.ops.mkl._mkl_reorder_linear_weight(w.detach(), BATCH_HINT)
 
 
 def _packed_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     w = self.weight
-    if (x.dtype != torch.bfloat16 or w.dtype != torch.bfloat16 or x.device.type != "cpu" or x.dim() < 2
+    if (x.dtype != w.dtype or x.device.type != "cpu" or x.dim() < 2
             or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))):
         return F.linear(x, w, self.bias)
+    fp32 = w.dtype == torch.float32
+    if fp32 and x.numel() != BATCH_HINT * x.shape[-1]:
+        return F.linear(x, w, self.bias)  # MKL's packed weight is for BATCH_HINT rows only
     entry = _PACKS.get(self)
     if entry is None or entry[0] is not w or entry[1] != w._version:
-        entry = (w, w._version, torch.ops.mkldnn._reorder_linear_weight(w.detach(), BATCH_HINT))
+        entry = (w, w._version, _pack(w))
         _PACKS[self] = entry
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), entry[2], self.bias, "none", [], "")
+    if not fp32:
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), entry[2], self.bias, "none", [], "")
+    y = torch.ops.mkl._mkl_linear(x.contiguous(), entry[2], w, self.bias, BATCH_HINT)
+    checked = _CHECKED.setdefault(self, {})
+    threads = torch.get_num_threads()
+    if threads not in checked:  # the first packed product on this thread count: the same numbers?
+        checked[threads] = torch.equal(y, F.linear(x, w, self.bias))
+    return y if checked[threads] else F.linear(x, w, self.bias)
 
 
 def pack_linears(model: torch.nn.Module) -> int:
-    """Route the bfloat16 CPU ``nn.Linear`` s of ``model`` through packed weights (packed on first
-    use); returns how many. Nothing changes where :func:`available` is false.
+    """Route the bfloat16 and float32 CPU ``nn.Linear`` s of ``model`` through packed weights
+    (packed on first use); returns how many. Nothing changes for a dtype :func:`available` refuses.
 
-    >>> lin = torch.nn.Linear(8, 4, bias=False).to(torch.bfloat16)
+    >>> lin = torch.nn.Linear(8, 4, bias=False)
     >>> n = pack_linears(lin)
-    >>> n == (1 if available() else 0)
+    >>> n == (1 if available(torch.float32) else 0)
     True
-    >>> x = torch.randn(3, 8).to(torch.bfloat16)
+    >>> x = torch.randn(16, 8)
     >>> with torch.inference_mode():
     ...     torch.equal(lin(x), F.linear(x, lin.weight))
     True
     >>> unpack_linears(lin)
+    >>> bf = torch.nn.Linear(8, 4, bias=False).to(torch.bfloat16)
+    >>> pack_linears(bf) == (1 if available(torch.bfloat16) else 0)
+    True
+    >>> with torch.inference_mode():
+    ...     torch.equal(bf(x[:3].to(torch.bfloat16)), F.linear(x[:3].to(torch.bfloat16), bf.weight))
+    True
     """
-    if not available():
-        return 0
     n = 0
     for m in model.modules():
-        if (isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"
+        if (isinstance(m, torch.nn.Linear) and m.weight.device.type == "cpu"
+                and m.weight.dtype in (torch.bfloat16, torch.float32) and available(m.weight.dtype)
                 and "forward" not in m.__dict__):
             m.forward = types.MethodType(_packed_forward, m)
             n += 1
@@ -86,8 +124,15 @@ def unpack_linears(model: torch.nn.Module) -> None:
         if is_packed(m):
             del m.forward
             _PACKS.pop(m, None)
+            _CHECKED.pop(m, None)
 
 
 def is_packed(module: torch.nn.Module) -> bool:
     """Whether :func:`pack_linears` routed ``module`` through packed weights."""
     return getattr(module.__dict__.get("forward"), "__func__", None) is _packed_forward
+
+
+def verified(module: torch.nn.Module) -> dict[int, bool]:
+    """A float32 packed module's identity checks: thread count -> whether its first packed 16-row
+    product equalled the plain one (where False it multiplies plainly). Empty before the first."""
+    return dict(_CHECKED.get(module, {}))

@@ -63,7 +63,7 @@ def run(ctx: Ctx) -> list[dict]:
     max_steps = 3
     max_new_tokens = 16  # the default profile's eval.max_new_tokens
     games = build_games(ctx, "valid_unseen", n_games)
-    model, tok = load(ctx.model)
+    model, tok = load(ctx.model, inference=True)
     sampler = TransformersSampler(model, tok, batch_size=16, stop_strings=["</action>"])
     quiet = lambda m: None  # noqa: E731
     kw = dict(split="valid_unseen", seed=ctx.seed, max_steps=max_steps, history_len=2,

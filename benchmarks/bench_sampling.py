@@ -14,7 +14,8 @@ from unittest.mock import patch
 import torch
 
 from benchmarks import roofline
-from benchmarks.common import Ctx, entry, expert_states, interleaved, load, pick_spread, profile_call, way
+from benchmarks.common import (Ctx, entry, expert_states, interleaved, load, packed_on_off, pick_spread, profile_call,
+                               way)
 
 GOAL = 0.8  # of the bound
 
@@ -54,7 +55,7 @@ def sampler_in_fresh_process(model_path: str, prompts: list[str], params: dict, 
     from act_pipeline.sampling.hf import TransformersSampler
 
     torch.set_num_threads(1)
-    model, tok = load(model_path)
+    model, tok = load(model_path, inference=True)
     sampler = TransformersSampler(model, tok, batch_size=16, stop_strings=stop)
     p = SamplingParams(**params)
     sampler.generate(prompts[:1], p)
@@ -104,7 +105,7 @@ def run(ctx: Ctx) -> list[dict]:
 
     n_states = 8 if ctx.quick else 6
     states = pick_spread(expert_states(ctx, 2 if ctx.quick else 4), n_states)
-    model, tok = load(ctx.model)
+    model, tok = load(ctx.model, inference=True)
     history_len = 2
     prompts = [agent_prompt(tok, State.from_row(s), history_len) for s in states]
     lens = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
@@ -186,4 +187,16 @@ def run(ctx: Ctx) -> list[dict]:
             "model_forward": ("forward",), "prefill_shared_prefix": ("_generate_shared_prefix",),
             "tokenize_decode": ("__call__", "batch_decode")})
     res.setdefault("before_after", []).append(malloc_lever(ctx, prompts, params, stop))
+    from act_pipeline import packed_linear
+
+    if packed_linear.available(torch.float32):
+        tp = packed_on_off(model, lambda: sampler.generate(prompts, params), 2, ctx.log)
+        res["before_after"].append({
+            "lever": "float32 16-row products (the decoding steps of 4 prompts x K=4) through MKL's packed weights "
+                     "(act_pipeline.packed_linear, load_model(inference=True)) against plain F.linear",
+            "before": way("the sampler, plain products", tp["plain"], len(states), "states/s"),
+            "after": way("the sampler, packed weights (kept: the pipeline's inference models)", tp["packed"],
+                         len(states), "states/s"),
+            "identical_completions": all(r == tp["plain"]["results"][0]
+                                         for r in tp["plain"]["results"] + tp["packed"]["results"])})
     return [res]

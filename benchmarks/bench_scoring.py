@@ -16,7 +16,7 @@ def run(ctx: Ctx) -> list[dict]:
     from act_pipeline.sampling import constrained as C
 
     states = pick_spread(expert_states(ctx, 2 if ctx.quick else 4), 3 if ctx.quick else 8)
-    model, tok = load(ctx.model)
+    model, tok = load(ctx.model, inference=True)
     history_len = 1  # the default profile's alfworld.history_len
     prompts = [C.scoring_prompt(tok, s, history_len) for s in states]
     conts = [[C.continuation(a) for a in s["admissible"]] for s in states]

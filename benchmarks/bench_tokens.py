@@ -116,17 +116,21 @@ def matmul_floor(model, batch: int, step_s: float) -> dict:
 
 
 def packed_lever(floor: dict, batch: int) -> dict:
-    """MKL's packed GEMM at the step's shapes: measured on the products alone; not applied."""
+    """MKL's packed GEMM at the step's shapes, on the products alone (the pipeline packs for 16 rows:
+    :mod:`act_pipeline.packed_linear`)."""
     plain, packed = floor["plain"], floor["packed"]
     gain = plain["seconds"] / packed["seconds"]
+    kept = ("kept at 16 rows (act_pipeline.packed_linear: float32 inference, each module's first packed product "
+            "checked against the plain one)" if batch == 16 else
+            "not used at this row count (the pipeline packs for 16 rows only)")
     return {"lever": f"MKL packed weights (torch.ops.mkl._mkl_linear, as Inductor's CPU freezing uses), batch {batch}: "
                      "the decoding step's products alone",
             "before": _way(f"torch.nn.functional.linear, the step's {plain['linears']} products", None,
                            plain["seconds"]),
             "after": _way(f"packed weights, the same {packed['linears']} products", None, packed["seconds"]),
             "identical_products": packed["identical"], "max_abs_diff": packed["max_abs_diff"],
-            "note": f"kept: no; {gain:.2f}x on the products (LM head {plain['head_s'] / packed['head_s']:.2f}x), "
-                    f"{'bit-identical' if packed['identical'] else 'not bit-identical'} here, and a packed "
+            "note": f"{kept}; {gain:.2f}x on the products (LM head {plain['head_s'] / packed['head_s']:.2f}x), "
+                    f"{'bit-identical' if packed['identical'] else 'not bit-identical'} here; costs a packed "
                     "copy of every weight per model process"}
 
 
@@ -139,6 +143,10 @@ def compile_lever(model, enc, n_new: int, measured: float, dec_s: float, greedy,
     cc = CompileConfig(fullgraph=True, dynamic=False)
     cc._compile_all_devices = True  # transformers compiles only on accelerators unless told
     kw = dict(cache_implementation="static", compile_config=cc)
+    from act_pipeline import packed_linear
+
+    packed = [m for m in model.modules() if packed_linear.is_packed(m)]
+    packed_linear.unpack_linears(model)  # compiled: Inductor's own linears (the packed forward is not traceable)
     log(f"  torch.compile, batch {batch}: compiling ...")
     # a cold compile, as a fresh machine's first model step has it: Inductor's on-disk caches in a new
     # folder (an earlier compile of these shapes would otherwise be read back from /tmp)
@@ -159,6 +167,8 @@ def compile_lever(model, enc, n_new: int, measured: float, dec_s: float, greedy,
     c_s = t["all"]["median_s"] - t["first"]["median_s"]
     saved = dec_s / n_new - c_s / n_new  # seconds per decoding step
     torch._dynamo.reset()
+    for m in packed:
+        packed_linear.pack_linears(m)
     even = round(compile_s / saved) if saved > 0 else None
     return {"lever": f"torch.compile (inductor, fullgraph, static cache; transformers' generate auto-compile "
                      f"forced on the CPU), batch {batch}",
@@ -175,29 +185,34 @@ def compile_lever(model, enc, n_new: int, measured: float, dec_s: float, greedy,
                       "alternatives by scoring, without decoding"}
 
 
-def bf16_packed_levers(ctx: Ctx, tok, n_new: int, log) -> dict[str, dict]:
-    """What the pipeline runs on a CPU with native bf16 (the default profile's ``inference_dtype:
-    bfloat16``): the model in bfloat16 with its ``nn.Linear`` s through oneDNN's packed weights
-    (:mod:`act_pipeline.packed_linear`, ``load_model``'s default there) against plain bfloat16
-    products, alternately (off on, on off), each state's packs built before its timed calls. Decoding
-    at batch 1 and 16 (as the tokens lines) and a 400-token prompt at batch 1 (as prefill_b1); the
-    greedy tokens must be the same both ways. Empty where bf16 is not native (nothing is packed)."""
+def packed_levers(ctx: Ctx, tok, n_new: int, log, dtype: torch.dtype) -> dict[str, dict]:
+    """The pipeline's packed weights (:mod:`act_pipeline.packed_linear`, what ``load_model`` gives an
+    inference model on a CPU) against plain products, alternately (off on, on off), each state's packs
+    built before its timed calls; the greedy tokens must be the same both ways.
+
+    bfloat16 (the default profile's ``inference_dtype`` where bf16 is native: oneDNN, every row
+    count): decoding at batch 1 and 16 (as the tokens lines) and a 400-token prompt at batch 1 (as
+    prefill_b1). float32 (MKL, 16-row products only): decoding at batch 16. Empty where the dtype has
+    no packed products here."""
 
     from act_pipeline import packed_linear
     from act_pipeline.models import bf16_fast, load_model
 
-    if not (bf16_fast() and packed_linear.available()):
+    bf16 = dtype == torch.bfloat16
+    if not (packed_linear.available(dtype) and (bf16_fast() or not bf16)):
         return {}
-    model, _ = load_model(str(ctx.model), dtype="bfloat16")
+    model, _ = load_model(str(ctx.model), dtype="bfloat16" if bf16 else "float32", inference=True)
     model.eval()
+    label = "bfloat16" if bf16 else "float32"
 
     def state(on: bool) -> None:
         (packed_linear.pack_linears if on else packed_linear.unpack_linears)(model)
-        with torch.inference_mode():
-            model(input_ids=prompt_ids(tok, 2, 1))
+        with torch.inference_mode():  # the packs (float32: and their identity checks) before the timed calls
+            model(input_ids=prompt_ids(tok, packed_linear.BATCH_HINT, 1))
 
-    batches = {"tokens_b1": 1, "tokens_b16": 16}
-    secs: dict = {(k, on): [] for k in [*batches, "prefill_b1"] for on in (False, True)}
+    batches = {"tokens_b1": 1, "tokens_b16": 16} if bf16 else {"tokens_b16": 16}
+    names = [*batches, "prefill_b1"] if bf16 else [*batches]
+    secs: dict = {(k, on): [] for k in names for on in (False, True)}
     outs: dict = {}
     for r in range(2):
         for on in ((False, True) if r % 2 == 0 else (True, False)):
@@ -208,21 +223,28 @@ def bf16_packed_levers(ctx: Ctx, tok, n_new: int, log) -> dict[str, dict]:
                 first = decode_run(model, enc, 1)[0]
                 all_s, outs[(name, on)] = decode_run(model, enc, n_new + 1)
                 secs[(name, on)].append(round(all_s - first, 4))
-            secs[("prefill_b1", on)].append(round(prefill_seconds(model, prompt_ids(tok, 400, 1)), 4))
-            log(f"  bfloat16, packed weights {'on' if on else 'off'}: "
-                + ", ".join(f"{k} {secs[(k, on)][-1]:.2f} s" for k in [*batches, "prefill_b1"]))
+            if bf16:
+                secs[("prefill_b1", on)].append(round(prefill_seconds(model, prompt_ids(tok, 400, 1)), 4))
+            log(f"  {label}, packed weights {'on' if on else 'off'}: "
+                + ", ".join(f"{k} {secs[(k, on)][-1]:.2f} s" for k in names))
+    checks = [packed_linear.verified(m) for m in model.modules() if packed_linear.is_packed(m)]
     packed_linear.unpack_linears(model)
+    how = ("oneDNN's packed weights for every nn.Linear" if bf16 else
+           "MKL's packed weights for every nn.Linear, used for 16-row products")
     out = {}
-    for name in [*batches, "prefill_b1"]:
+    for name in names:
         work = batches[name] * n_new if name in batches else 400
         med = {on: statistics.median(secs[(name, on)]) for on in (False, True)}
-        lever = {"lever": "bfloat16 (the default profile's inference_dtype where bf16 is native): oneDNN's packed "
-                          "weights for every nn.Linear (act_pipeline.packed_linear) against plain bfloat16 products, "
+        lever = {"lever": (f"{label} (the default profile's inference_dtype where bf16 is native)" if bf16 else
+                           "float32 (inference where bf16 is not native, and these lines)")
+                          + f": {how} (act_pipeline.packed_linear) against plain {label} products, "
                           + (f"decoding at batch {batches[name]}" if name in batches else "a 400-token prompt at batch 1"),
-                 "before": _way("bfloat16, plain F.linear", work / med[False], round(med[False], 4), secs[(name, False)]),
-                 "after": _way("bfloat16, packed weights (kept: load_model's default for bfloat16 on a CPU)",
+                 "before": _way(f"{label}, plain F.linear", work / med[False], round(med[False], 4), secs[(name, False)]),
+                 "after": _way(f"{label}, packed weights (kept: load_model's default for inference on a CPU)",
                                work / med[True], round(med[True], 4), secs[(name, True)]),
                  "note": "tests/test_packed_linear.py: logits bit-identical"}
+        if not bf16:
+            lever["identity_checks_passed"] = f"{sum(all(c.values()) for c in checks if c)} of {len(checks)} modules"
         if name in batches:
             lever["identical_greedy_tokens"] = bool(torch.equal(outs[(name, False)], outs[(name, True)]))
         out[name] = lever
@@ -235,7 +257,7 @@ def _way(label, rate, median_s=None, seconds=None, **extra) -> dict:
 
 
 def run(ctx: Ctx) -> list[dict]:
-    model, tok = load(ctx.model)
+    model, tok = load(ctx.model, inference=True)  # as the sampler loads it: float32 16-row products packed
     roof = roofline.measure(model, ctx.quick)
     rd = roof.as_dict()
     out = []
@@ -341,8 +363,9 @@ def run(ctx: Ctx) -> list[dict]:
                 res["before_after"].append(long_prompt_lever(model, tok, batch, n_new, ctx.log))
         out.append(res)
 
-    for name, lever in bf16_packed_levers(ctx, tok, n_new, ctx.log).items():
-        next(r for r in out if r["name"] == name).setdefault("before_after", []).append(lever)
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, lever in packed_levers(ctx, tok, n_new, ctx.log, dtype).items():
+            next(r for r in out if r["name"] == name).setdefault("before_after", []).append(lever)
 
     # the thread-count lever at batch 1 (on a shared 2-core machine the second core may be busy)
     ids = prompt_ids(tok, 24, 1)

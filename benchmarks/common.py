@@ -59,6 +59,36 @@ def interleaved(ways: dict[str, Callable[[], object]], repeats: int, log=print) 
     return out
 
 
+def packed_on_off(model, fn: Callable[[], object], repeats: int = 2, log=print) -> dict[str, dict]:
+    """:func:`interleaved` for the packed-weights lever (:mod:`act_pipeline.packed_linear`): ``fn``
+    with the model's linears plain and packed, alternately; each state is set up, and its packs built
+    by a 16-row forward, before its timed call. The model is left packed."""
+    import torch
+
+    from act_pipeline import packed_linear
+
+    def state(on: bool) -> None:
+        (packed_linear.pack_linears if on else packed_linear.unpack_linears)(model)
+        with torch.inference_mode():
+            model(input_ids=torch.zeros((1, packed_linear.BATCH_HINT), dtype=torch.long))
+
+    out = {n: {"seconds": [], "results": [], "result": None} for n in ("plain", "packed")}
+    for r in range(repeats):
+        for n in (("plain", "packed") if r % 2 == 0 else ("packed", "plain")):
+            state(n == "packed")
+            t0 = time.perf_counter()
+            res = fn()
+            dt = time.perf_counter() - t0
+            out[n]["seconds"].append(round(dt, 4))
+            out[n]["result"] = res
+            out[n]["results"].append(res)
+            log(f"  weights {n}: {dt:.2f} s (repeat {r + 1}/{repeats})")
+    state(True)
+    for n in out:
+        out[n]["median_s"] = statistics.median(out[n]["seconds"])
+    return out
+
+
 def way(label: str, timing: dict, work: float, unit: str) -> dict:
     """One way's entry: what it is, its runs, and its rate (``work`` units per median second)."""
     return {"label": label, "seconds": timing["seconds"], "median_s": round(timing["median_s"], 4),
@@ -78,11 +108,13 @@ def machine_info(threads: int) -> dict:
     return info(threads, dirty_exclude=("benchmarks/results",))
 
 
-def load(path: str):
-    """Model (float32, eval) and tokenizer through the pipeline's own loader."""
+def load(path: str, inference: bool = False):
+    """Model (float32, eval) and tokenizer through the pipeline's own loader; ``inference``: as the
+    sampler and the evaluation load it (packed weights for 16-row products,
+    :mod:`act_pipeline.packed_linear`)."""
     from act_pipeline.models import load_model
 
-    model, tok = load_model(path)
+    model, tok = load_model(path, inference=inference)
     return model.eval(), tok
 
 

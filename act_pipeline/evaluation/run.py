@@ -300,7 +300,8 @@ def _evaluate_arm(i: int, plan, pairs, states, heldout_split, history_len, model
     decoding = {"temperature": e.temperature, "samples": e.samples}
     trace = None
     log(f"{benchmark}: evaluating arm {i}/{len(plan)} {arm} ({manifest['uri']}{', thinking' if thinks else ''})")
-    mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device())
+    mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device(),
+                          inference=True)
     stops = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</answer>"])
     sampler = TransformersSampler(mdl, tok, e.batch_size, stop_strings=["</action>"])
     new_tokens = budget or (e.thinking_max_new_tokens if thinks else e.max_new_tokens)

@@ -485,7 +485,8 @@ def _evaluate_arm(head: str, manifest: dict, thinks: bool, sets: Mapping[str, li
     from act_pipeline.sampling.hf import TransformersSampler
 
     log(f"{head} ({manifest['uri']}{', thinking' if thinks else ''})")
-    mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device())
+    mdl, tok = load_model(manifest["uri"], model.trust_remote_code, model.inference_dtype, inference_device(),
+                          inference=True)
     ms = evaluate_sampler(TransformersSampler(mdl, tok, e.batch_size), tok, sets, e.seed, t, e.temperature, thinks,
                           log=lambda m: log(f"{head}: {m}"))
     log(f"{head}: " + ", ".join(f"{m.name}={m.value:.3f}" + (f" ± {m.detail['std']:.3f}" if m.detail["std"] is not None

@@ -34,5 +34,6 @@ def make_sampler(cfg: PipelineConfig, model_uri: str, stop_strings: Sequence[str
     from act_pipeline.sampling.hf import TransformersSampler
     from act_pipeline.models import inference_device, load_model
 
-    model, tok = load_model(model_uri, cfg.model.trust_remote_code, cfg.model.inference_dtype, inference_device())
+    model, tok = load_model(model_uri, cfg.model.trust_remote_code, cfg.model.inference_dtype, inference_device(),
+                            inference=True)
     return TransformersSampler(model, tok, batch_size=s.batch_size, stop_strings=stop_strings), tok

@@ -278,7 +278,7 @@ def _init_scoring_process(model_path: str, dtype: str, trust_remote_code: bool, 
 
     tune_malloc()
     torch.set_num_threads(threads)
-    _WORKER["model"], _WORKER["tokenizer"] = load_model(model_path, trust_remote_code, dtype)
+    _WORKER["model"], _WORKER["tokenizer"] = load_model(model_path, trust_remote_code, dtype, inference=True)
 
 
 def _score_share(states: list[dict], history_len: int, batch_size: int, reduce: str) -> dict[str, list]:
