@@ -111,11 +111,19 @@ def machine_info(threads: int) -> dict:
 def load(path: str, inference: bool = False):
     """Model (float32, eval) and tokenizer through the pipeline's own loader; ``inference``: as the
     sampler and the evaluation load it (packed weights for 16-row products,
-    :mod:`act_pipeline.packed_linear`)."""
+    :mod:`act_pipeline.packed_linear`), the packs built by one untimed 16-row forward (the pipeline
+    builds them at its first such product, once per process), so no timed call includes them."""
+    import torch
+
     from act_pipeline.models import load_model
+    from act_pipeline.packed_linear import BATCH_HINT
 
     model, tok = load_model(path, inference=inference)
-    return model.eval(), tok
+    model.eval()
+    if inference:
+        with torch.inference_mode():
+            model(input_ids=torch.zeros((1, BATCH_HINT), dtype=torch.long))
+    return model, tok
 
 
 def build_games(ctx: Ctx, split: str, n: int) -> list[dict]:
