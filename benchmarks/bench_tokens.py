@@ -105,11 +105,17 @@ def matmul_floor(model, batch: int, step_s: float) -> dict:
     """A decoding step's matrix products alone (:func:`benchmarks.roofline.linear_floor`, plain and
     MKL-packed weights) against the measured step: ``products_share`` is what the products take of
     it, the rest being attention, norms, activations and the Python around the model."""
+    from act_pipeline import packed_linear
+
     plain = roofline.linear_floor(model, batch)
     packed = roofline.linear_floor(model, batch, packed=True)
-    return {"plain": plain, "packed": packed, "measured_step_s": round(step_s, 5),
-            "products_share": round(plain["seconds"] / step_s, 3),
-            "rest_s": round(step_s - plain["seconds"], 5),
+    # the products the step runs: packed where the model's float32 linears pack this row count
+    runs = "packed" if (batch == packed_linear.BATCH_HINT and any(packed_linear.is_packed(m) for m in model.modules())
+                        and packed["identical"]) else "plain"
+    own = {"plain": plain, "packed": packed}[runs]
+    return {"plain": plain, "packed": packed, "measured_step_s": round(step_s, 5), "step_products": runs,
+            "products_share": round(own["seconds"] / step_s, 3),
+            "rest_s": round(step_s - own["seconds"], 5),
             "meaning": "the step's nn.Linear products alone over the model's real weights at batch rows "
                        "(best of 3) vs the measured decoding step; the roofline's peak comes from the "
                        "best shape, and a few-row product runs below it"}

@@ -143,9 +143,10 @@ def _extra(r: dict) -> str:
         floor = r.get("matmul_floor")
         return (f"bound by {r['a'].get('bound_by')}; {roof['read_GBps']} GB/s read, "
                 f"peak {roof['peak_GFLOPs']} GFLOP/s ({roof['peak']['peak_shape']})"
-                + (f"; the step's {floor['plain']['linears']} products alone at batch {floor['plain']['rows']}: "
-                   f"{floor['plain']['seconds'] * 1e3:.0f} of {floor['measured_step_s'] * 1e3:.0f} ms "
-                   f"({floor['products_share']:.2f})" if floor else "")
+                + (f"; the step's {floor['plain']['linears']} products alone at batch {floor['plain']['rows']}"
+                   f"{' (packed, as the step runs them)' if floor.get('step_products') == 'packed' else ''}: "
+                   f"{floor[floor.get('step_products', 'plain')]['seconds'] * 1e3:.0f} of "
+                   f"{floor['measured_step_s'] * 1e3:.0f} ms ({floor['products_share']:.2f})" if floor else "")
                 + _ceiling(r))
     if "roofline_fraction" in r:
         f = r["roofline_fraction"]
