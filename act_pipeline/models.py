@@ -161,7 +161,8 @@ def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32
     ``device``: move the model there (None: leave it on the CPU). Where bf16 is emulated (no CUDA,
     no AVX512-BF16/AMX) ``bfloat16`` falls back to float32, which is faster there.
     ``inference``: the model only runs forward passes (sampling, scoring, evaluation). On the CPU
-    such a model, and any bfloat16 one, multiplies through packed weights: the same numbers, faster
+    such a model, and any bfloat16 one, multiplies through packed weights where they are enabled
+    (bfloat16 by default, float32 with ``ACT_PACKED_LINEAR=all``): the same numbers, faster
     (:mod:`act_pipeline.packed_linear`; ``ACT_PACKED_LINEAR=0`` turns it off).
     """
     import torch

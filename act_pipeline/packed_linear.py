@@ -26,7 +26,11 @@ again before its next use, so a stale copy is never read. The copy costs the wei
 memory, made at the first product that uses it (float32: the first 16-row one).
 
 ``load_model(..., inference=True)`` (sampling, scoring, evaluation) and ``dtype="bfloat16"`` apply it
-on a CPU; ``ACT_PACKED_LINEAR=0`` turns it off.
+on a CPU: bfloat16 by default; float32 only with ``ACT_PACKED_LINEAR=all``, because in the default
+profile's runs with float32 inference (two pairs, 2026-12-03, the AMX Xeon, ``--jobs 2``) it won
+nothing end to end: with two processes on two cores the packed 16-row decoding gained 1.03-1.05x
+(alone 1.26x), and each evaluation, which loads a model per arm, took 0.1-0.5 min longer packed in
+all four comparisons. ``ACT_PACKED_LINEAR=0`` turns packing off.
 """
 
 from __future__ import annotations
@@ -44,12 +48,17 @@ _PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> (we
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {threads: packed == plain}
 
 
+def enabled(dtype: torch.dtype) -> bool:
+    """Whether :func:`pack_linears` packs ``dtype`` by default: :func:`available`, and wanted by
+    ``ACT_PACKED_LINEAR`` (unset or ``1``: bfloat16; ``all``: bfloat16 and float32; ``0``: none)."""
+    setting = os.environ.get("ACT_PACKED_LINEAR", "1")
+    wanted = {"0": (), "all": (torch.bfloat16, torch.float32)}.get(setting, (torch.bfloat16,))
+    return dtype in wanted and available(dtype)
+
+
 def available(dtype: torch.dtype = torch.bfloat16) -> bool:
     """Whether this torch and CPU have packed products for ``dtype`` (bfloat16: native bf16 in
-    oneDNN, AVX512-BF16 or AMX; float32: MKL), and the user has not turned them off
-    (``ACT_PACKED_LINEAR=0``)."""
-    if os.environ.get("ACT_PACKED_LINEAR", "1") == "0":
-        return False
+    oneDNN, AVX512-BF16 or AMX; float32: MKL)."""
     try:
         if dtype == torch.bfloat16:
             return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -88,12 +97,13 @@ def _packed_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return y if checked[threads] else F.linear(x, w, self.bias)
 
 
-def pack_linears(model: torch.nn.Module) -> int:
-    """Route the bfloat16 and float32 CPU ``nn.Linear`` s of ``model`` through packed weights
-    (packed on first use); returns how many. Nothing changes for a dtype :func:`available` refuses.
+def pack_linears(model: torch.nn.Module, dtypes: tuple[torch.dtype, ...] | None = None) -> int:
+    """Route the CPU ``nn.Linear`` s of ``model`` whose weights have one of ``dtypes`` (None: those
+    :func:`enabled` by default) through packed weights (packed on first use); returns how many.
+    Nothing changes for a dtype :func:`available` refuses.
 
     >>> lin = torch.nn.Linear(8, 4, bias=False)
-    >>> n = pack_linears(lin)
+    >>> n = pack_linears(lin, (torch.float32,))
     >>> n == (1 if available(torch.float32) else 0)
     True
     >>> x = torch.randn(16, 8)
@@ -102,16 +112,17 @@ def pack_linears(model: torch.nn.Module) -> int:
     True
     >>> unpack_linears(lin)
     >>> bf = torch.nn.Linear(8, 4, bias=False).to(torch.bfloat16)
-    >>> pack_linears(bf) == (1 if available(torch.bfloat16) else 0)
+    >>> pack_linears(bf, (torch.bfloat16,)) == (1 if available(torch.bfloat16) else 0)
     True
     >>> with torch.inference_mode():
     ...     torch.equal(bf(x[:3].to(torch.bfloat16)), F.linear(x[:3].to(torch.bfloat16), bf.weight))
     True
     """
+    ok = {d: (available(d) if dtypes is not None else enabled(d)) and (dtypes is None or d in dtypes)
+          for d in (torch.bfloat16, torch.float32)}
     n = 0
     for m in model.modules():
-        if (isinstance(m, torch.nn.Linear) and m.weight.device.type == "cpu"
-                and m.weight.dtype in (torch.bfloat16, torch.float32) and available(m.weight.dtype)
+        if (isinstance(m, torch.nn.Linear) and m.weight.device.type == "cpu" and ok.get(m.weight.dtype, False)
                 and "forward" not in m.__dict__):
             m.forward = types.MethodType(_packed_forward, m)
             n += 1

@@ -193,9 +193,9 @@ def run(ctx: Ctx) -> list[dict]:
         tp = packed_on_off(model, lambda: sampler.generate(prompts, params), 4, ctx.log)  # 4 each: a ~5 % effect
         res["before_after"].append({
             "lever": "float32 16-row products (the decoding steps of 4 prompts x K=4) through MKL's packed weights "
-                     "(act_pipeline.packed_linear, load_model(inference=True)) against plain F.linear",
+                     "(act_pipeline.packed_linear, ACT_PACKED_LINEAR=all) against plain F.linear",
             "before": way("the sampler, plain products", tp["plain"], len(states), "states/s"),
-            "after": way("the sampler, packed weights (kept: the pipeline's inference models)", tp["packed"],
+            "after": way("the sampler, packed weights (opt-in: ACT_PACKED_LINEAR=all)", tp["packed"],
                          len(states), "states/s"),
             "identical_completions": all(r == tp["plain"]["results"][0]
                                          for r in tp["plain"]["results"] + tp["packed"]["results"])})

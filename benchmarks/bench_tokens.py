@@ -126,8 +126,8 @@ def packed_lever(floor: dict, batch: int) -> dict:
     :mod:`act_pipeline.packed_linear`)."""
     plain, packed = floor["plain"], floor["packed"]
     gain = plain["seconds"] / packed["seconds"]
-    kept = ("kept at 16 rows (act_pipeline.packed_linear: float32 inference, each module's first packed product "
-            "checked against the plain one)" if batch == 16 else
+    kept = ("opt-in at 16 rows (act_pipeline.packed_linear, ACT_PACKED_LINEAR=all: float32 inference, each module's "
+            "first packed product checked against the plain one; no end-to-end gain in the default run)" if batch == 16 else
             "not used at this row count (the pipeline packs for 16 rows only)")
     return {"lever": f"MKL packed weights (torch.ops.mkl._mkl_linear, as Inductor's CPU freezing uses), batch {batch}: "
                      "the decoding step's products alone",
@@ -212,7 +212,10 @@ def packed_levers(ctx: Ctx, tok, n_new: int, log, dtype: torch.dtype) -> dict[st
     label = "bfloat16" if bf16 else "float32"
 
     def state(on: bool) -> None:
-        (packed_linear.pack_linears if on else packed_linear.unpack_linears)(model)
+        if on:
+            packed_linear.pack_linears(model, (dtype,))
+        else:
+            packed_linear.unpack_linears(model)
         with torch.inference_mode():  # the packs (float32: and their identity checks) before the timed calls
             model(input_ids=prompt_ids(tok, packed_linear.BATCH_HINT, 1))
 
@@ -246,7 +249,9 @@ def packed_levers(ctx: Ctx, tok, n_new: int, log, dtype: torch.dtype) -> dict[st
                           + f": {how} (act_pipeline.packed_linear) against plain {label} products, "
                           + (f"decoding at batch {batches[name]}" if name in batches else "a 400-token prompt at batch 1"),
                  "before": _way(f"{label}, plain F.linear", work / med[False], round(med[False], 4), secs[(name, False)]),
-                 "after": _way(f"{label}, packed weights (kept: load_model's default for inference on a CPU)",
+                 "after": _way(f"{label}, packed weights ("
+                               + ("kept: load_model's default for inference on a CPU)" if bf16 else
+                                  "opt-in, ACT_PACKED_LINEAR=all: no end-to-end gain in the default run)"),
                                work / med[True], round(med[True], 4), secs[(name, True)]),
                  "note": "tests/test_packed_linear.py: logits bit-identical"}
         if not bf16:
@@ -263,7 +268,7 @@ def _way(label, rate, median_s=None, seconds=None, **extra) -> dict:
 
 
 def run(ctx: Ctx) -> list[dict]:
-    model, tok = load(ctx.model, inference=True)  # as the sampler loads it: float32 16-row products packed
+    model, tok = load(ctx.model, inference=True)  # as the sampler loads it (float32: plain unless ACT_PACKED_LINEAR=all)
     roof = roofline.measure(model, ctx.quick)
     rd = roof.as_dict()
     out = []

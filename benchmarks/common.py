@@ -62,13 +62,16 @@ def interleaved(ways: dict[str, Callable[[], object]], repeats: int, log=print) 
 def packed_on_off(model, fn: Callable[[], object], repeats: int = 2, log=print) -> dict[str, dict]:
     """:func:`interleaved` for the packed-weights lever (:mod:`act_pipeline.packed_linear`): ``fn``
     with the model's linears plain and packed, alternately; each state is set up, and its packs built
-    by a 16-row forward, before its timed call. The model is left packed."""
+    by a 16-row forward, before its timed call. The model is left as the pipeline loads it."""
     import torch
 
     from act_pipeline import packed_linear
 
     def state(on: bool) -> None:
-        (packed_linear.pack_linears if on else packed_linear.unpack_linears)(model)
+        if on:
+            packed_linear.pack_linears(model, (model.dtype,))
+        else:
+            packed_linear.unpack_linears(model)
         with torch.inference_mode():
             model(input_ids=torch.zeros((1, packed_linear.BATCH_HINT), dtype=torch.long))
 
@@ -83,7 +86,8 @@ def packed_on_off(model, fn: Callable[[], object], repeats: int = 2, log=print) 
             out[n]["result"] = res
             out[n]["results"].append(res)
             log(f"  weights {n}: {dt:.2f} s (repeat {r + 1}/{repeats})")
-    state(True)
+    packed_linear.unpack_linears(model)
+    packed_linear.pack_linears(model)  # the default
     for n in out:
         out[n]["median_s"] = statistics.median(out[n]["seconds"])
     return out
@@ -110,9 +114,10 @@ def machine_info(threads: int) -> dict:
 
 def load(path: str, inference: bool = False):
     """Model (float32, eval) and tokenizer through the pipeline's own loader; ``inference``: as the
-    sampler and the evaluation load it (packed weights for 16-row products,
-    :mod:`act_pipeline.packed_linear`), the packs built by one untimed 16-row forward (the pipeline
-    builds them at its first such product, once per process), so no timed call includes them."""
+    sampler and the evaluation load it (float32 16-row products packed only with
+    ``ACT_PACKED_LINEAR=all``, :mod:`act_pipeline.packed_linear`), any packs built by one untimed
+    16-row forward (the pipeline builds them at its first such product, once per process), so no
+    timed call includes them."""
     import torch
 
     from act_pipeline.models import load_model

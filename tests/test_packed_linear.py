@@ -1,7 +1,8 @@
 """Inference products through packed weights (act_pipeline/packed_linear.py): bfloat16 through
-oneDNN, float32 through MKL at 16 rows. The same numbers as the plain products (a float32 module whose
-first packed product differs keeps the plain one), a weight changed after packing is never read
-stale, gradients take the plain path, and load_model applies it to inference models only."""
+oneDNN, float32 through MKL at 16 rows (opt-in: ACT_PACKED_LINEAR=all). The same numbers as the plain
+products (a float32 module whose first packed product differs keeps the plain one), a weight changed
+after packing is never read stale, gradients take the plain path, and load_model applies it to
+inference models only, float32 only when asked."""
 
 import pytest
 import torch
@@ -25,7 +26,8 @@ def _linears(model):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_the_model_computes_the_same_numbers_packed(tiny_model, dtype):
+def test_the_model_computes_the_same_numbers_packed(tiny_model, dtype, monkeypatch):
+    monkeypatch.setenv("ACT_PACKED_LINEAR", "all")
     model, tok = load_model(tiny_model, dtype="bfloat16" if dtype == torch.bfloat16 else "float32", inference=True)
     assert all(is_packed(m) for m in _linears(model))
     # 2 rows x 8 tokens = 16: the row count float32 packs for
@@ -60,7 +62,7 @@ def _rows(dtype, n_in=64):
 def test_a_weight_changed_after_packing_is_packed_again(dtype):
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 32, bias=True).to(dtype)
-    assert pack_linears(lin) == 1
+    assert pack_linears(lin, (dtype,)) == 1
     x = _rows(dtype)
     with torch.inference_mode():
         first = lin(x)
@@ -79,7 +81,7 @@ def test_a_weight_changed_after_packing_is_packed_again(dtype):
 def test_gradients_take_the_plain_path(dtype):
     torch.manual_seed(0)
     lin = torch.nn.Linear(16, 8, bias=False).to(dtype)
-    pack_linears(lin)
+    pack_linears(lin, (dtype,))
     x = _rows(dtype, 16)
     lin(x).float().sum().backward()
     ref = torch.nn.Linear(16, 8, bias=False).to(dtype)
@@ -95,7 +97,7 @@ def test_a_float32_module_whose_packed_numbers_differ_keeps_the_plain_product(mo
     and never used."""
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 32, bias=False)
-    pack_linears(lin)
+    pack_linears(lin, (torch.float32,))
     real_pack = packed_linear._pack
     monkeypatch.setattr(packed_linear, "_pack", lambda w: real_pack(w * 1.001))
     x = _rows(torch.float32)
@@ -106,28 +108,33 @@ def test_a_float32_module_whose_packed_numbers_differ_keeps_the_plain_product(mo
     # the honest pack passes the same check
     monkeypatch.setattr(packed_linear, "_pack", real_pack)
     unpack_linears(lin)
-    pack_linears(lin)
+    pack_linears(lin, (torch.float32,))
     with torch.inference_mode():
         assert torch.equal(lin(x), F.linear(x, lin.weight))
     assert verified(lin) == {torch.get_num_threads(): True}
     # another row count takes the plain product and runs no check
     unpack_linears(lin)
-    pack_linears(lin)
+    pack_linears(lin, (torch.float32,))
     with torch.inference_mode():
         lin(torch.randn(BATCH_HINT - 1, 64))
     assert verified(lin) == {}
 
 
 def test_load_model_packs_inference_models_only(tiny_model, monkeypatch):
+    monkeypatch.delenv("ACT_PACKED_LINEAR", raising=False)
     train, _ = load_model(tiny_model)
     assert not any(is_packed(m) for m in _linears(train))  # training (float32): untouched
     fp32, _ = load_model(tiny_model, inference=True)
-    assert all(is_packed(m) == packed_linear.available(torch.float32) for m in _linears(fp32))
+    assert not any(is_packed(m) for m in _linears(fp32))  # float32: opt-in (no end-to-end gain measured)
     bf16, _ = load_model(tiny_model, dtype="bfloat16")  # an AVX2-only CPU loads float32 here
     wanted = torch.bfloat16 if bf16_fast() else torch.float32
     assert bf16.dtype == wanted
-    assert all(is_packed(m) == packed_linear.available(wanted) for m in _linears(bf16))
+    assert all(is_packed(m) == (wanted == torch.bfloat16 and packed_linear.available(wanted))
+               for m in _linears(bf16))
+    monkeypatch.setenv("ACT_PACKED_LINEAR", "all")
+    fp32, _ = load_model(tiny_model, inference=True)
+    assert all(is_packed(m) == packed_linear.available(torch.float32) for m in _linears(fp32))
     monkeypatch.setenv("ACT_PACKED_LINEAR", "0")
-    for kw in ({"dtype": "bfloat16"}, {"inference": True}):
+    for kw in ({"dtype": "bfloat16"}, {"inference": True}):  # off: neither dtype
         off, _ = load_model(tiny_model, **kw)
         assert not any(is_packed(m) for m in _linears(off))
