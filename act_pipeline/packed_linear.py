@@ -81,8 +81,12 @@ def _packed_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
             or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))):
         return F.linear(x, w, self.bias)
     fp32 = w.dtype == torch.float32
-    if fp32 and x.numel() != BATCH_HINT * x.shape[-1]:
-        return F.linear(x, w, self.bias)  # MKL's packed weight is for BATCH_HINT rows only
+    if fp32:
+        checked = _CHECKED.setdefault(self, {})
+        threads = torch.get_num_threads()
+        # MKL's packed weight is for BATCH_HINT rows only; a module whose packed numbers differed: plain
+        if x.numel() != BATCH_HINT * x.shape[-1] or checked.get(threads) is False:
+            return F.linear(x, w, self.bias)
     entry = _PACKS.get(self)
     if entry is None or entry[0] is not w or entry[1] != w._version:
         entry = (w, w._version, _pack(w))
@@ -90,11 +94,11 @@ def _packed_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if not fp32:
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), entry[2], self.bias, "none", [], "")
     y = torch.ops.mkl._mkl_linear(x.contiguous(), entry[2], w, self.bias, BATCH_HINT)
-    checked = _CHECKED.setdefault(self, {})
-    threads = torch.get_num_threads()
     if threads not in checked:  # the first packed product on this thread count: the same numbers?
-        checked[threads] = torch.equal(y, F.linear(x, w, self.bias))
-    return y if checked[threads] else F.linear(x, w, self.bias)
+        plain = F.linear(x, w, self.bias)
+        checked[threads] = torch.equal(y, plain)
+        return plain
+    return y
 
 
 def pack_linears(model: torch.nn.Module, dtypes: tuple[torch.dtype, ...] | None = None) -> int:
@@ -118,8 +122,7 @@ def pack_linears(model: torch.nn.Module, dtypes: tuple[torch.dtype, ...] | None 
     ...     torch.equal(bf(x[:3].to(torch.bfloat16)), F.linear(x[:3].to(torch.bfloat16), bf.weight))
     True
     """
-    ok = {d: (available(d) if dtypes is not None else enabled(d)) and (dtypes is None or d in dtypes)
-          for d in (torch.bfloat16, torch.float32)}
+    ok = {d: enabled(d) if dtypes is None else (d in dtypes and available(d)) for d in (torch.bfloat16, torch.float32)}
     n = 0
     for m in model.modules():
         if (isinstance(m, torch.nn.Linear) and m.weight.device.type == "cpu" and ok.get(m.weight.dtype, False)

@@ -18,7 +18,7 @@ import time
 import torch
 
 from benchmarks import roofline
-from benchmarks.common import Ctx, entry, interleaved, load
+from benchmarks.common import Ctx, entry, interleaved, load, set_packed
 
 GOAL = 0.6
 PROMPT = ("Task: put a clean mug in the coffeemachine. You are in the middle of a room. Looking around "
@@ -211,21 +211,13 @@ def packed_levers(ctx: Ctx, tok, n_new: int, log, dtype: torch.dtype) -> dict[st
     model.eval()
     label = "bfloat16" if bf16 else "float32"
 
-    def state(on: bool) -> None:
-        if on:
-            packed_linear.pack_linears(model, (dtype,))
-        else:
-            packed_linear.unpack_linears(model)
-        with torch.inference_mode():  # the packs (float32: and their identity checks) before the timed calls
-            model(input_ids=prompt_ids(tok, packed_linear.BATCH_HINT, 1))
-
     batches = {"tokens_b1": 1, "tokens_b16": 16} if bf16 else {"tokens_b16": 16}
     names = [*batches, "prefill_b1"] if bf16 else [*batches]
     secs: dict = {(k, on): [] for k in names for on in (False, True)}
     outs: dict = {}
     for r in range(2):
         for on in ((False, True) if r % 2 == 0 else (True, False)):
-            state(on)
+            set_packed(model, on, dtype)  # the packs (float32: and their identity checks) before timing
             for name, b in batches.items():
                 ids = prompt_ids(tok, 24, b)
                 enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -35,7 +35,8 @@ class Ctx:
     profiles: dict = field(default_factory=dict)  # name -> profile text written beside the results
 
 
-def interleaved(ways: dict[str, Callable[[], object]], repeats: int, log=print) -> dict[str, dict]:
+def interleaved(ways: dict[str, Callable[[], object]], repeats: int, log=print,
+                before: Callable[[str], object] | None = None) -> dict[str, dict]:
     """Run the ways alternately (A B, then B A, ...) ``repeats`` times; seconds per run and the median.
 
     Alternating the order spreads the load of other processes on a shared machine over both ways.
@@ -47,6 +48,8 @@ def interleaved(ways: dict[str, Callable[[], object]], repeats: int, log=print) 
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for n in order:
+            if before is not None:
+                before(n)  # untimed set-up of this way
             t0 = time.perf_counter()
             res = ways[n]()
             dt = time.perf_counter() - t0
@@ -59,37 +62,32 @@ def interleaved(ways: dict[str, Callable[[], object]], repeats: int, log=print) 
     return out
 
 
-def packed_on_off(model, fn: Callable[[], object], repeats: int = 2, log=print) -> dict[str, dict]:
-    """:func:`interleaved` for the packed-weights lever (:mod:`act_pipeline.packed_linear`): ``fn``
-    with the model's linears plain and packed, alternately; each state is set up, and its packs built
-    by a 16-row forward, before its timed call. The model is left as the pipeline loads it."""
+def set_packed(model, on: bool, dtype=None) -> None:
+    """The model's linears through packed weights (``dtype``'s, default the model's) or plain
+    (:mod:`act_pipeline.packed_linear`), the packs built by one 16-row forward (the pipeline builds
+    them at its first such product, once per process), so no timed call that follows includes them."""
     import torch
 
     from act_pipeline import packed_linear
 
-    def state(on: bool) -> None:
-        if on:
-            packed_linear.pack_linears(model, (model.dtype,))
-        else:
-            packed_linear.unpack_linears(model)
-        with torch.inference_mode():
-            model(input_ids=torch.zeros((1, packed_linear.BATCH_HINT), dtype=torch.long))
+    if on:
+        packed_linear.pack_linears(model, (dtype or model.dtype,))
+    else:
+        packed_linear.unpack_linears(model)
+    with torch.inference_mode():
+        model(input_ids=torch.zeros((1, packed_linear.BATCH_HINT), dtype=torch.long))
 
-    out = {n: {"seconds": [], "results": [], "result": None} for n in ("plain", "packed")}
-    for r in range(repeats):
-        for n in (("plain", "packed") if r % 2 == 0 else ("packed", "plain")):
-            state(n == "packed")
-            t0 = time.perf_counter()
-            res = fn()
-            dt = time.perf_counter() - t0
-            out[n]["seconds"].append(round(dt, 4))
-            out[n]["result"] = res
-            out[n]["results"].append(res)
-            log(f"  weights {n}: {dt:.2f} s (repeat {r + 1}/{repeats})")
+
+def packed_on_off(model, fn: Callable[[], object], repeats: int = 2, log=print) -> dict[str, dict]:
+    """:func:`interleaved` for the packed-weights lever: ``fn`` with the model's linears plain and
+    packed, alternately, each state set (:func:`set_packed`) before its timed call. The model is left
+    as the pipeline loads it."""
+    from act_pipeline import packed_linear
+
+    out = interleaved({"plain": fn, "packed": fn}, repeats, log,
+                      before=lambda n: set_packed(model, n == "packed"))
     packed_linear.unpack_linears(model)
     packed_linear.pack_linears(model)  # the default
-    for n in out:
-        out[n]["median_s"] = statistics.median(out[n]["seconds"])
     return out
 
 
@@ -118,16 +116,13 @@ def load(path: str, inference: bool = False):
     ``ACT_PACKED_LINEAR=all``, :mod:`act_pipeline.packed_linear`), any packs built by one untimed
     16-row forward (the pipeline builds them at its first such product, once per process), so no
     timed call includes them."""
-    import torch
-
     from act_pipeline.models import load_model
-    from act_pipeline.packed_linear import BATCH_HINT
+    from act_pipeline.packed_linear import is_packed
 
     model, tok = load_model(path, inference=inference)
     model.eval()
-    if inference:
-        with torch.inference_mode():
-            model(input_ids=torch.zeros((1, BATCH_HINT), dtype=torch.long))
+    if any(is_packed(m) for m in model.modules()):
+        set_packed(model, True)
     return model, tok
 
 
