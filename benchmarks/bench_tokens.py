@@ -101,10 +101,12 @@ def long_prompt_lever(model, tok, batch: int, n_new: int, log, n_prompt: int = 4
             "identical_greedy_tokens": bool(torch.equal(t["dynamic"]["result"][1], t["growing"]["result"][1]))}
 
 
-def matmul_floor(model, batch: int, step_s: float) -> dict:
+def matmul_floor(model, batch: int, step_s: float, attention_s: float | None = None) -> dict:
     """A decoding step's matrix products alone (:func:`benchmarks.roofline.linear_floor`, plain and
     MKL-packed weights) against the measured step: ``products_share`` is what the products take of
-    it, the rest being attention, norms, activations and the Python around the model."""
+    it, the rest being attention, norms, activations and the Python around the model.
+    ``attention_s``: a decoding step's attention as it ran (:class:`benchmarks.roofline.ForwardLog`),
+    stated with its share of the step."""
     from act_pipeline import packed_linear
 
     plain = roofline.linear_floor(model, batch)
@@ -116,6 +118,8 @@ def matmul_floor(model, batch: int, step_s: float) -> dict:
     return {"plain": plain, "packed": packed, "measured_step_s": round(step_s, 5), "step_products": runs,
             "products_share": round(own["seconds"] / step_s, 3),
             "rest_s": round(step_s - own["seconds"], 5),
+            **({"attention_s": round(attention_s, 5), "attention_share": round(attention_s / step_s, 3)}
+               if attention_s else {}),
             "meaning": "the step's nn.Linear products alone over the model's real weights at batch rows "
                        "(best of 3) vs the measured decoding step; the roofline's peak comes from the "
                        "best shape, and a few-row product runs below it"}
@@ -347,7 +351,9 @@ def run(ctx: Ctx) -> list[dict]:
                                     "meaning": "share of a generate call spent outside the model's forward "
                                                "(sampling, stopping checks, cache and mask bookkeeping)"},
             **common)
-        res["matmul_floor"] = matmul_floor(model, batch, dec_s / n_new)
+        att = log.attention_summary()
+        res["matmul_floor"] = matmul_floor(model, batch, dec_s / n_new,
+                                           att["decode_attention_s"] / n_new if att.get("decode_attention_s") else None)
         res["before_after"] = [packed_lever(res["matmul_floor"], batch)]
         if not ctx.quick:  # a compile per process and batch shape: minutes with the real model
             res["before_after"].append(compile_lever(model, enc, n_new, measured, dec_s, greedy, ctx.log))

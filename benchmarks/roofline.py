@@ -26,6 +26,7 @@ tokens), so a benchmark can state the least time of the very calls it timed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -196,9 +197,13 @@ class ForwardLog:
         self.model = model
         self.calls: list[tuple[int, int, int, float]] = []  # (rows, new tokens, cached tokens, seconds)
         self.seconds = 0.0
+        self.attention: list[tuple[int, float]] = []  # (query length, seconds) per attention call
 
     def record(self, fn):
-        self.calls, self.seconds = [], 0.0
+        """Run ``fn()`` and record the model's forward calls, and its attention calls: the model's
+        attention function (transformers' ``AttentionInterface`` entry for its
+        ``_attn_implementation``) is timed through a local override of that entry, put back after."""
+        self.calls, self.seconds, self.attention = [], 0.0, []
         open_calls = []  # (rows, new, past, start) of the calls entered and not yet left
 
         def pre(_mod, args, kwargs):
@@ -218,10 +223,33 @@ class ForwardLog:
         h1 = self.model.register_forward_pre_hook(pre, with_kwargs=True)
         h2 = self.model.register_forward_hook(post, with_kwargs=True)
         try:
-            return fn()
+            with self._timed_attention():
+                return fn()
         finally:
             h1.remove()
             h2.remove()
+
+    @contextlib.contextmanager
+    def _timed_attention(self):
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        impl = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        if impl is None or impl not in ALL_ATTENTION_FUNCTIONS:  # eager, or no transformers model: not timed
+            yield
+            return
+        inner = ALL_ATTENTION_FUNCTIONS[impl]
+
+        def timed(module, query, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = inner(module, query, *args, **kwargs)
+            self.attention.append((int(query.shape[-2]), time.perf_counter() - t0))
+            return out
+
+        ALL_ATTENTION_FUNCTIONS[impl] = timed  # the instance's local mapping; the library's global one is untouched
+        try:
+            yield
+        finally:
+            ALL_ATTENTION_FUNCTIONS[impl] = inner
 
     def products(self, repeats: int = 2) -> dict:
         """The recorded calls' matrix products alone, at their own shapes (:func:`linear_floor` over
@@ -266,7 +294,26 @@ class ForwardLog:
                 "decode_rows": sum(c[0] for c in dec), "forward_s": round(self.seconds, 4),
                 "prefill_s": round(pre_m, 4), "decode_s": round(dec_m, 4),
                 "prefill_fraction": round(pre_s / pre_m, 3) if pre_m else None,
-                "decode_fraction": round(dec_s / dec_m, 3) if dec_m else None}
+                "decode_fraction": round(dec_s / dec_m, 3) if dec_m else None,
+                **self.attention_summary()}
+
+    def attention_summary(self) -> dict:
+        """The recorded attention calls' seconds as they ran inside the forward calls (the attention
+        kernel with its masking and GQA handling; not the q/k/v/o products, which
+        :meth:`products` counts), split into prompt encoding (query length > 1) and decoding.
+        Empty where the attention was not timed.
+
+        >>> log = ForwardLog(torch.nn.Linear(2, 2))
+        >>> log.attention = [(400, 0.25), (1, 0.5), (1, 0.5)]
+        >>> log.attention_summary()
+        {'attention_s': 1.25, 'prefill_attention_s': 0.25, 'decode_attention_s': 1.0, 'attention_calls': 3}
+        """
+        if not self.attention:
+            return {}
+        pre = sum(s for q, s in self.attention if q > 1)
+        dec = sum(s for q, s in self.attention if q == 1)
+        return {"attention_s": round(pre + dec, 5), "prefill_attention_s": round(pre, 5),
+                "decode_attention_s": round(dec, 5), "attention_calls": len(self.attention)}
 
 
 def _linears(model) -> list:

@@ -80,13 +80,24 @@ def _ceiling(r: dict) -> str:
     '; at most 0.58 of the bound with the products alone (packed, 77 ms)'
     >>> _ceiling({"step_s": {"bound": 0.043}})
     ''
+
+    With the step's attention as it ran (``attention_s``), also the most reachable were only norms,
+    activations, cache bookkeeping and Python free:
+
+    >>> _ceiling({"step_s": {"bound": 0.045}, "matmul_floor": {"plain": {"seconds": 0.1},
+    ...           "packed": {"seconds": 0.077}, "attention_s": 0.013}})
+    '; at most 0.58 of the bound with the products alone (packed, 77 ms), 0.50 with attention (13 ms)'
     """
     floor, step = r.get("matmul_floor"), r.get("step_s") or {}
     if not floor or "bound" not in step:
         return ""
     name, best = min(((k, floor[k]) for k in ("plain", "packed") if k in floor), key=lambda kv: kv[1]["seconds"])
-    return (f"; at most {step['bound'] / best['seconds']:.2f} of the bound with the products alone "
-            f"({name}, {best['seconds'] * 1e3:.0f} ms)")
+    out = (f"; at most {step['bound'] / best['seconds']:.2f} of the bound with the products alone "
+           f"({name}, {best['seconds'] * 1e3:.0f} ms)")
+    if floor.get("attention_s"):
+        out += (f", {step['bound'] / (best['seconds'] + floor['attention_s']):.2f} with attention "
+                f"({floor['attention_s'] * 1e3:.3g} ms)")
+    return out
 
 
 def _extra(r: dict) -> str:
@@ -98,6 +109,9 @@ def _extra(r: dict) -> str:
     >>> _extra({"name": "sampling", "bound": {"fraction_of_bound": 0.5, "bound_s": 9.0, "products_s": 12.0,
     ...         "products_ceiling": 0.75}})
     '0.50 of the bound (9 s); at most 0.75 of the bound with the products alone (12 s)'
+    >>> _extra({"name": "sampling", "bound": {"fraction_of_bound": 0.5, "bound_s": 9.0, "products_s": 12.0,
+    ...         "products_ceiling": 0.75, "attention_s": 3.0, "kernels_ceiling": 0.6}})
+    '0.50 of the bound (9 s); at most 0.75 of the bound with the products alone (12 s), 0.60 with attention (3 s)'
     """
     bound = r.get("bound") if isinstance(r.get("bound"), dict) else {}
     if "fraction_of_bound" in bound:
@@ -108,6 +122,8 @@ def _extra(r: dict) -> str:
         if bound.get("products_ceiling") is not None:
             note += (f"; at most {bound['products_ceiling']:.2f} of the bound with the products alone "
                      f"({bound['products_s']:.3g} s)")
+        if bound.get("kernels_ceiling") is not None:
+            note += f", {bound['kernels_ceiling']:.2f} with attention ({bound['attention_s']:.3g} s)"
         if "checks" in r and "identical_success_counts" in r["checks"]:
             c = r["checks"]
             note += f"; wins {c['successes_sequential']} vs {c['successes_batched']}"
