@@ -226,7 +226,7 @@ def smoke_run(daemon) -> str:
     return run_id
 
 
-# `slow`: with the smoke run it needs, ~13 min here (passed 2026-12-01, README Deployment);
+# `slow`: with the smoke run it needs, 3.6 min for both on the 2-core Xeon (passed 2026-12-04; README Deployment);
 # run it with `scripts/test.sh -m postgres tests/test_deploy_postgres.py`
 @pytest.mark.slow
 def test_a_pipeline_run_goes_through_the_queue_and_lands_in_postgres(pg, daemon, smoke_run):
@@ -282,7 +282,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# `slow`: with the smoke run it needs, ~13 min here (passed 2026-12-01, README Deployment);
+# `slow`: with the smoke run it needs, 3.6 min for both on the 2-core Xeon (passed 2026-12-04; README Deployment);
 # run it with `scripts/test.sh -m postgres tests/test_deploy_postgres.py`
 @pytest.mark.slow
 def test_an_expert_file_in_the_landing_folder_retrains_through_the_daemon(pg, daemon, smoke_run, capsys):
