@@ -32,17 +32,12 @@ SAVES = {"steps": {"save_steps": 2}, "seconds": {"save_every_s": 0.3}}
 
 
 def complete_checkpoints(work: Path) -> list[int]:
-    """Steps of the checkpoints in ``work`` whose ``trainer_state.json`` (written last) reads whole.
-    The file exists from the trainer's ``open`` on, before its text is written: a kill timed on its
-    mere existence can land in between and leave no complete checkpoint (then a fresh start is right)."""
-    steps = []
-    for state in work.glob("checkpoint-*/trainer_state.json"):
-        try:
-            json.loads(state.read_text())
-        except (OSError, ValueError):
-            continue
-        steps.append(int(state.parent.name.split("-")[1]))
-    return sorted(steps)
+    """Steps of the checkpoints in ``work`` a resume would accept (``checkpoint_complete``), in
+    numeric order: a kill timed on ``trainer_state.json``'s mere existence can land before its text
+    is written and leave none (then a fresh start is right)."""
+    from act_pipeline.training.common import checkpoint_complete
+
+    return sorted(int(c.name.split("-")[1]) for c in work.glob("checkpoint-*") if checkpoint_complete(c))
 
 
 @pytest.mark.parametrize("every", list(SAVES))

@@ -82,16 +82,10 @@ class Pipeline:
         return out
 
     def checkpoints(self, asset: str) -> list[Path]:
-        """The complete trainer checkpoints of ``asset``: trainer_state.json is written last, and it
-        exists from the trainer's ``open`` on, before its text is written, so it must read whole."""
-        def whole(state: Path) -> bool:
-            try:
-                json.loads(state.read_text())
-                return True
-            except (OSError, ValueError):
-                return False
-        return sorted(p.parent for p in (self.home / "trainer_state" / asset).glob("*/checkpoint-*/trainer_state.json")
-                      if whole(p))
+        """The complete trainer checkpoints of ``asset``: those a resume would accept (``checkpoint_complete``)."""
+        from act_pipeline.training.common import checkpoint_complete
+
+        return sorted(c for c in (self.home / "trainer_state" / asset).glob("*/checkpoint-*") if checkpoint_complete(c))
 
     def kill_at_checkpoint(self, asset: str, out: Path, timeout: float = 900) -> Path:
         """SIGKILL the run's process group once ``asset`` has a trainer checkpoint; the last complete

@@ -179,6 +179,30 @@ def run_info(trainer) -> dict:
             "device": str(trainer.accelerator.device)}
 
 
+def checkpoint_complete(ckpt: str | Path) -> bool:
+    """Whether a trainer checkpoint folder is complete: its ``trainer_state.json``, which the trainer
+    writes last, reads as JSON. The file exists from the trainer's ``open`` on, before its text is
+    written, so its existence alone does not say so.
+
+    >>> import tempfile; c = Path(tempfile.mkdtemp())
+    >>> checkpoint_complete(c)  # no state file
+    False
+    >>> _ = (c / "trainer_state.json").write_text("")  # opened, not yet written
+    >>> checkpoint_complete(c)
+    False
+    >>> _ = (c / "trainer_state.json").write_text("{}")
+    >>> checkpoint_complete(c)
+    True
+    """
+    import json
+
+    try:
+        json.loads((Path(ckpt) / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def last_checkpoint(work: str | Path) -> str | None:
     """The last *complete* trainer checkpoint in ``work`` (None if none), the one to resume from.
 
@@ -194,18 +218,15 @@ def last_checkpoint(work: str | Path) -> str | None:
     >>> Path(last_checkpoint(w)).name, sorted(p.name for p in w.iterdir())
     ('checkpoint-2', ['checkpoint-2'])
     """
-    import json
     import re
     import shutil
 
     work = Path(work)
     found = [p for p in (work.iterdir() if work.is_dir() else ()) if re.fullmatch(r"checkpoint-\d+", p.name)]
     for ckpt in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text())
+        if checkpoint_complete(ckpt):
             return str(ckpt)
-        except (OSError, ValueError):
-            shutil.rmtree(ckpt, ignore_errors=True)  # half-written when its run was killed
+        shutil.rmtree(ckpt, ignore_errors=True)  # half-written when its run was killed
     return None
 
 
